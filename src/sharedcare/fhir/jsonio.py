@@ -1,0 +1,102 @@
+"""FHIR JSON in and out, with decimals kept exactly as sent (1.50 stays 1.50 on every path).
+
+`loads` turns every JSON number with a fraction or exponent into a `FhirDecimal`: a float (so
+arithmetic and comparisons work) that remembers the literal it was written as. `dumps` writes that
+literal back unchanged. Integers stay `int`. Anything that edits JSON (meta, `_elements`, XML,
+redaction) must go through these two functions, never plain `json`/`orjson` parsing.
+
+Limits guard the process against hostile input: nesting depth is bounded, and malformed UTF-8 or
+JSON is a `BadRequest`, never an unhandled exception.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from sharedcare.errors import BadRequest
+
+MAX_DEPTH = 64
+
+
+class FhirDecimal(float):
+    """A float that remembers its JSON literal."""
+
+    __slots__ = ("literal",)
+    literal: str
+
+    def __new__(cls, literal: str) -> FhirDecimal:
+        obj = float.__new__(cls, literal)
+        obj.literal = literal
+        return obj
+
+    def __repr__(self) -> str:
+        return f"FhirDecimal({self.literal!r})"
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, FhirDecimal):
+        return orjson.Fragment(obj.literal)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth_ok(data: bytes | str, limit: int) -> bool:
+    """Cheap nesting check before parsing (brackets inside strings only make it stricter)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+_decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_constant=_reject_constant)
+
+
+def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse FHIR JSON exactly. Raises BadRequest for anything that is not well-formed JSON."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
+    else:
+        text = data
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    # Fast path for the common case: depth is only scanned when brackets are many.
+    if (text.count("{") + text.count("[")) > max_depth and not _depth_ok(text, max_depth):
+        raise BadRequest(f"JSON nested deeper than {max_depth} levels")
+    try:
+        return _decoder.decode(text)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc.args[0].split(':')[0]}") from None
+    except RecursionError:
+        raise BadRequest("JSON nested too deeply") from None
+
+
+def dumps(obj: Any) -> bytes:
+    """Serialise compactly; FhirDecimal values are written with their original literal."""
+    return orjson.dumps(obj, default=_default)

@@ -1,0 +1,52 @@
+"""One typed Settings object, read from `SHAREDCARE_*` environment variables once.
+
+Every setting is documented in docs/configuration.md (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{PROJECT_ROOT / 'var' / 'sharedcare.db'}"
+
+
+class Settings(BaseSettings):
+    """Configuration of one sharedcare node."""
+
+    model_config = SettingsConfigDict(env_prefix="SHAREDCARE_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default_factory=_default_database_url,
+        description="SQLAlchemy URL of the store: sqlite:///path (embedded default, a file under var/) "
+        "or postgresql+psycopg://user:password@host:port/db.",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8000/fhir",
+        description="The public base URL of the FHIR API, used in Location headers, links and fullUrls.",
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, description="Largest request body accepted; larger bodies get 413."
+    )
+    max_bundle_entries: int = Field(
+        default=10_000, description="Most entries accepted in one batch or transaction bundle."
+    )
+    default_page_size: int = Field(default=20, description="Search/history page size when _count is absent.")
+    max_page_size: int = Field(default=1000, description="_count above this is reduced to it.")
+    audit_flush_ms: float = Field(
+        default=2.0, description="Longest wait (milliseconds) before a group commit of pending audit records."
+    )
+    log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
+    node_id: str = Field(default="local", description="Name of this node (one per integrated care system).")
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()
