@@ -35,6 +35,10 @@ class FhirDecimal(float):
     def __repr__(self) -> str:
         return f"FhirDecimal({self.literal!r})"
 
+    def __reduce__(self) -> tuple[type[FhirDecimal], tuple[str]]:
+        # copy/deepcopy/pickle must keep the literal, not go through the float value.
+        return (FhirDecimal, (self.literal,))
+
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, FhirDecimal):

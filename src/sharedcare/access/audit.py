@@ -1,0 +1,71 @@
+"""What one audit record says about one interaction (safety property 3).
+
+One narrow row per interaction, allowed or denied, written by the Repository: a write's record is in the
+same transaction as the write; a read's record is group-committed before the response is released
+(storage/audit_store.py), so data is never served unaudited. Rows are hash-chained per partition and
+served read-only as AuditEvent. Records hold ids and codes, never record content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sharedcare.access.context import Caller
+
+# AuditEvent.action per interaction: Create, Read, Update, Delete, Execute.
+ACTIONS = {
+    "create": "C", "read": "R", "vread": "R", "update": "U", "patch": "U", "delete": "D",
+    "history-instance": "R", "history-type": "R", "history-system": "R",
+    "search-type": "E", "search-system": "E", "search-compartment": "E",
+    "batch": "E", "transaction": "E", "operation": "E", "capabilities": "R",
+}
+
+
+def outcome_code(status: int) -> str:
+    """AuditEvent.outcome: 0 success, 4 minor failure (client error), 8 serious failure (server error)."""
+    if status < 400:
+        return "0"
+    return "4" if status < 500 else "8"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    interaction: str
+    status: int
+    caller: Caller
+    recorded: str
+    res_type: str | None = None
+    res_id: str | None = None
+    version_id: int | None = None
+    patients: tuple[str, ...] = ()
+    query: str | None = None
+
+    @property
+    def partition_key(self) -> str:
+        return self.patients[0] if self.patients else "_shared"
+
+    def row(self) -> dict[str, object]:
+        c = self.caller
+        return {
+            "recorded": self.recorded, "partition_key": self.partition_key,
+            "interaction": self.interaction, "action": ACTIONS.get(self.interaction, "E"),
+            "outcome": outcome_code(self.status), "status": self.status,
+            "agent_kind": c.kind, "agent_id": c.agent_id, "agent_role": c.role, "agent_org": c.organisation,
+            "purpose": c.purpose, "on_behalf_of": c.on_behalf_of or c.patient,
+            "res_type": self.res_type, "res_id": self.res_id, "version_id": self.version_id,
+            "patients": " ".join(self.patients) or None, "query": self.query, "source_ip": c.source_ip,
+        }
+
+
+def chain_hash(prev_hash: str, row: dict[str, object]) -> str:
+    """The hash of a row given the previous hash in its partition (order of fields is fixed)."""
+    h = hashlib.sha256(prev_hash.encode())
+    for key in sorted(row):
+        if key in ("seq", "prev_hash", "hash"):
+            continue
+        h.update(b"\x1f" + key.encode() + b"=" + str(row[key]).encode())
+    return h.hexdigest()
+
+
+GENESIS = "0" * 64

@@ -1,0 +1,140 @@
+"""create_app(settings): the ASGI application: FHIR API at /fhir, health, and the web pages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Engine, text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from sharedcare import __version__
+from sharedcare.errors import (
+    BadRequest,
+    ConfigurationError,
+    FhirError,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    operation_outcome,
+)
+from sharedcare.fhir import formats
+from sharedcare.fhir import responses as resp
+from sharedcare.fhir.routes import FhirApi
+from sharedcare.settings import Settings, get_settings
+from sharedcare.storage import database
+from sharedcare.storage.audit_store import AuditStore
+from sharedcare.storage.repository import Repository
+
+log = logging.getLogger("sharedcare")
+
+
+@dataclass
+class Services:
+    engine: Engine
+    audit: AuditStore
+    repo: Repository
+
+
+def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
+    """Open the store. The embedded SQLite database is created or migrated by itself; PostgreSQL must
+    be migrated explicitly (`sharedcare db upgrade`) so production schema changes are deliberate."""
+    engine = database.make_engine(settings.database_url)
+    if migrate is None:
+        migrate = engine.dialect.name == "sqlite"
+    if migrate:
+        database.upgrade(engine)
+    elif not database.is_current(engine):
+        raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
+    audit = AuditStore(engine, flush_ms=settings.audit_flush_ms)
+    return Services(engine, audit, Repository(engine, audit))
+
+
+def _fmt_or_json(request: Request) -> formats.Format:
+    try:
+        return formats.response_format(request.headers.get("accept"), request.query_params.get("_format"))
+    except FhirError:
+        return "json"
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    state: dict[str, Services] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if "services" not in state:
+            state["services"] = services or open_services(settings)
+            _mount(state["services"])
+        yield
+        if services is None:
+            state["services"].audit.close()
+            state["services"].engine.dispose()
+
+    app = FastAPI(title="sharedcare", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    def _mount(svc: Services) -> None:
+        app.include_router(FhirApi(svc.repo, settings).router, prefix="/fhir")
+
+    if services is not None:
+        state["services"] = services
+        _mount(services)
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, exc: FhirError) -> Response:
+        return resp.error_response(exc, _fmt_or_json(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        err: FhirError
+        if exc.status_code == 404:
+            err = NotFound("no such endpoint")
+        elif exc.status_code == 405:
+            err = MethodNotAllowed("method not allowed at this URL")
+        else:
+            err = BadRequest("the request could not be handled")
+            err.status = exc.status_code  # type: ignore[misc]
+        return resp.error_response(err, _fmt_or_json(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, exc: RequestValidationError) -> Response:
+        return resp.error_response(BadRequest("the request is malformed"), _fmt_or_json(request))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Safety property 1: log the kind of failure only, never the request or record content.
+        log.error("unhandled error %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        oo = operation_outcome([Issue("fatal", "exception", "internal error; the request was not completed")])
+        return resp.fhir_response(oo, "json", 500)
+
+    @app.get("/health/live", include_in_schema=False)
+    async def live() -> JSONResponse:
+        return JSONResponse({"status": "pass"})
+
+    @app.get("/health/ready", include_in_schema=False)
+    async def ready() -> JSONResponse:
+        svc = state.get("services")
+        try:
+            assert svc is not None
+            with svc.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:  # any failure means not ready; the reason is not exposed
+            return JSONResponse({"status": "fail"}, status_code=503)
+        return JSONResponse({"status": "pass"})
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> HTMLResponse:
+        return HTMLResponse(_HOME.replace("{base}", settings.base_url))
+
+    return app
+
+
+_HOME = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>sharedcare</title></head>
+<body><h1>sharedcare</h1><p>A FHIR R4 store for joined-up health and care records.</p>
+<ul><li><a href="/fhir/metadata">FHIR CapabilityStatement</a> ({base})</li>
+<li><a href="/health/ready">Readiness</a></li></ul></body></html>"""

@@ -1,0 +1,121 @@
+"""The `sharedcare` command line. Configuration comes only from SHAREDCARE_* variables or flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sharedcare.errors import FhirError, SharedcareError
+from sharedcare.settings import get_settings
+
+app = typer.Typer(help="sharedcare: joined-up health and care records over one FHIR R4 store.",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console(stderr=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only; SQLite uses one).")] = 1,
+) -> None:
+    """Serve the FHIR API and web app (creates or migrates the embedded database by itself)."""
+    import uvicorn
+
+    from sharedcare.app import create_app
+
+    settings = get_settings()
+    console.print(f"sharedcare on http://{host}:{port} (FHIR base {settings.base_url})")
+    if workers > 1:
+        uvicorn.run("sharedcare.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
+    else:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the newest revision (Alembic)."""
+    from sharedcare.storage import database
+
+    engine = database.make_engine(get_settings().database_url)
+    database.upgrade(engine)
+    console.print("database schema is current")
+
+
+@app.command()
+def load(
+    files: Annotated[list[Path], typer.Argument(help="Transaction/batch bundles (.json) or NDJSON files.")],
+) -> None:
+    """Load FHIR data: each bundle as one transaction; NDJSON resources one by one (create or update)."""
+    from sharedcare.access.context import system_caller
+    from sharedcare.app import open_services
+    from sharedcare.fhir import interactions, jsonio
+    from sharedcare.fhir.bundles import BundleProcessor
+
+    settings = get_settings()
+    svc = open_services(settings)
+    caller = system_caller(settings.node_id)
+    processor = BundleProcessor(svc.repo, settings.base_url, settings.max_bundle_entries, settings.max_page_size,
+                                lambda unit, entry: (400, None))
+    failures = 0
+    loaded = 0
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("loading", total=len(files))
+            for path in files:
+                progress.update(task, description=path.name)
+                try:
+                    if path.suffix == ".ndjson":
+                        for _n, line in enumerate(path.read_bytes().splitlines(), 1):
+                            if not line.strip():
+                                continue
+                            res = jsonio.loads(line)
+                            with svc.repo.unit(caller, "create") as unit:
+                                if isinstance(res, dict) and "id" in res:
+                                    interactions.update(unit, str(res.get("resourceType")), str(res["id"]), res,
+                                                        if_match=None)
+                                else:
+                                    interactions.create(unit, str(res.get("resourceType")), res)
+                            loaded += 1
+                    else:
+                        bundle = jsonio.loads(path.read_bytes())
+                        result = processor.process(caller, bundle)
+                        loaded += len(result.get("entry", []))
+                except FhirError as exc:
+                    failures += 1
+                    console.print(f"[red]{path.name}: {exc}[/red]")
+                progress.advance(task)
+    finally:
+        svc.audit.close()
+    console.print(f"loaded {loaded} resources from {len(files) - failures} of {len(files)} files")
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from sharedcare import __version__
+
+    typer.echo(json.dumps({"sharedcare": __version__, "fhirVersion": "4.0.1"}))
+
+
+def main() -> None:  # pragma: no cover - entry point
+    try:
+        app()
+    except SharedcareError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m sharedcare.cli`
+    main()

@@ -1,0 +1,312 @@
+"""The FHIR REST routes at /fhir: thin handlers that parse the request, call one service, render.
+
+Every interaction runs as a caller (the node's system context until sign-in exists) through the
+Repository, which applies the access policy and writes the audit record.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from sharedcare.access.context import Caller, system_caller
+from sharedcare.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from sharedcare.fhir import formats, interactions
+from sharedcare.fhir import responses as resp
+from sharedcare.fhir.bundles import BundleProcessor, Entry
+from sharedcare.fhir.capability import capability_statement
+from sharedcare.fhir.formats import Format
+from sharedcare.fhir.search import query as search_query
+from sharedcare.fhir.validation import validate
+from sharedcare.settings import Settings
+from sharedcare.storage.repository import Repository, Unit
+
+log = logging.getLogger("sharedcare.fhir")
+
+
+class FhirApi:
+    """Holds what the handlers need; `router` is mounted at /fhir by app.py."""
+
+    def __init__(self, repo: Repository, settings: Settings) -> None:
+        self.repo = repo
+        self.settings = settings
+        self.base = settings.base_url.rstrip("/")
+        self.bundles = BundleProcessor(repo, self.base, settings.max_bundle_entries, settings.max_page_size,
+                                       self._bundle_read)
+        self.router = APIRouter()
+        self._routes()
+
+    # -- request helpers ----------------------------------------------------------------------------
+    def caller(self, request: Request) -> Caller:
+        return system_caller(self.settings.node_id).with_ip(request.client.host if request.client else None)
+
+    @staticmethod
+    def fmt(request: Request) -> Format:
+        return formats.response_format(request.headers.get("accept"), request.query_params.get("_format"))
+
+    async def body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request bodies are limited to {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request bodies are limited to {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def resource_body(self, request: Request) -> Any:
+        data = await self.body(request)
+        if not data:
+            raise BadRequest("the request has no body")
+        return formats.parse_body(data, request.headers.get("content-type"))
+
+    def write_response(self, request: Request, result: interactions.EntryResult, fmt: Format) -> Response:
+        stored = result.stored
+        if stored is None:
+            return Response(status_code=204)
+        headers = resp.version_headers(stored, self.base, location=result.status == 201)
+        mode = resp.prefer(request.headers.get("prefer")).get("return", "representation")
+        if mode == "minimal":
+            return Response(status_code=result.status, headers=headers)
+        if mode == "OperationOutcome":
+            issues = result.warnings or []
+            from sharedcare.errors import Issue, operation_outcome
+
+            oo = operation_outcome(issues or [Issue("information", "informational", "the interaction succeeded")])
+            return resp.fhir_response(oo, fmt, result.status, headers)
+        return resp.fhir_response(stored.data, fmt, result.status, headers)
+
+    def query_string(self, request: Request) -> str:
+        return str(request.url.query)
+
+    # -- reads inside bundles -----------------------------------------------------------------------
+    def _bundle_read(self, unit: Unit, entry: Entry) -> tuple[int, Any]:
+        parts = entry.path.split("/")
+        if len(parts) == 2:
+            interactions.check_type(parts[0])
+            stored = unit.require_exists(parts[0], parts[1])
+            unit.audit("read", 200, stored)
+            from sharedcare.fhir import jsonio
+
+            return 200, jsonio.loads(stored.data or b"{}")
+        raise BadRequest(f"Bundle.entry[{entry.index}]: only reads by id are supported in bundles so far")
+
+    # -- routes -------------------------------------------------------------------------------------
+    def _routes(self) -> None:
+        r = self.router
+
+        @r.get("/metadata")
+        async def metadata(request: Request) -> Response:
+            return resp.fhir_response(capability_statement(self.base), self.fmt(request))
+
+        @r.post("")
+        @r.post("/")
+        async def batch_or_transaction(request: Request) -> Response:
+            fmt = self.fmt(request)
+            bundle = await self.resource_body(request)
+            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+                raise BadRequest("POST to the base URL takes a Bundle")
+            result = await run_in_threadpool(self.bundles.process, self.caller(request), bundle)
+            return resp.fhir_response(result, fmt)
+
+        @r.get("/_history")
+        async def history_system(request: Request) -> Response:
+            return await self._history(request, None, None)
+
+        @r.get("/{res_type}")
+        async def search_type(request: Request, res_type: str) -> Response:
+            return await self._search(request, res_type, list(request.query_params.multi_items()))
+
+        @r.post("/{res_type}/_search")
+        async def search_post(request: Request, res_type: str) -> Response:
+            form = await request.form()
+            items = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
+            return await self._search(request, res_type, items)
+
+        @r.post("/{res_type}")
+        async def create(request: Request, res_type: str) -> Response:
+            fmt = self.fmt(request)
+            interactions.check_type(res_type)
+            body = await self.resource_body(request)
+            caller, cond = self.caller(request), request.headers.get("if-none-exist")
+
+            def run() -> interactions.EntryResult:
+                with self.repo.unit(caller, "create", res_type) as unit:
+                    return interactions.create(unit, res_type, body, if_none_exist=cond)
+            return self.write_response(request, await run_in_threadpool(run), fmt)
+
+        @r.post("/{res_type}/$validate")
+        async def validate_type(request: Request, res_type: str) -> Response:
+            return await self._validate(request, res_type, None)
+
+        @r.post("/{res_type}/{res_id}/$validate")
+        async def validate_instance(request: Request, res_type: str, res_id: str) -> Response:
+            return await self._validate(request, res_type, res_id)
+
+        @r.put("/{res_type}")
+        async def conditional_update(request: Request, res_type: str) -> Response:
+            fmt = self.fmt(request)
+            interactions.check_type(res_type)
+            body = await self.resource_body(request)
+            caller, criteria = self.caller(request), self.query_string(request)
+            if_match = interactions.parse_if_match(request.headers.get("if-match"))
+
+            def run() -> interactions.EntryResult:
+                with self.repo.unit(caller, "update", res_type) as unit:
+                    return interactions.conditional_update(unit, res_type, criteria, body, if_match=if_match,
+                                                           max_count=self.settings.max_page_size)
+            return self.write_response(request, await run_in_threadpool(run), fmt)
+
+        @r.delete("/{res_type}")
+        async def conditional_delete(request: Request, res_type: str) -> Response:
+            interactions.check_type(res_type)
+            caller, criteria = self.caller(request), self.query_string(request)
+
+            def run() -> interactions.EntryResult:
+                with self.repo.unit(caller, "delete", res_type) as unit:
+                    return interactions.conditional_delete(unit, res_type, criteria, self.settings.max_page_size)
+            result = await run_in_threadpool(run)
+            return Response(status_code=204, headers={"ETag": result.stored.etag} if result.stored else None)
+
+        @r.get("/{res_type}/_history")
+        async def history_type(request: Request, res_type: str) -> Response:
+            interactions.check_type(res_type)
+            return await self._history(request, res_type, None)
+
+        @r.get("/{res_type}/{res_id}")
+        async def read(request: Request, res_type: str, res_id: str) -> Response:
+            fmt = self.fmt(request)
+            interactions.check_type(res_type)
+            stored = await run_in_threadpool(self.repo.read, self.caller(request), res_type, res_id)
+            return resp.fhir_response(stored.data, fmt, 200, resp.version_headers(stored, self.base))
+
+        @r.put("/{res_type}/{res_id}")
+        async def update(request: Request, res_type: str, res_id: str) -> Response:
+            fmt = self.fmt(request)
+            interactions.check_type(res_type)
+            body = await self.resource_body(request)
+            caller = self.caller(request)
+            if_match = interactions.parse_if_match(request.headers.get("if-match"))
+
+            def run() -> interactions.EntryResult:
+                with self.repo.unit(caller, "update", res_type) as unit:
+                    return interactions.update(unit, res_type, res_id, body, if_match=if_match)
+            return self.write_response(request, await run_in_threadpool(run), fmt)
+
+        @r.patch("/{res_type}/{res_id}")
+        async def patch(request: Request, res_type: str, res_id: str) -> Response:
+            fmt = self.fmt(request)
+            interactions.check_type(res_type)
+            if formats.PATCH_TYPE not in (request.headers.get("content-type") or ""):
+                from sharedcare.errors import UnsupportedMediaType
+
+                raise UnsupportedMediaType("PATCH takes a JSON Patch document (application/json-patch+json)")
+            from sharedcare.fhir import jsonio
+
+            ops = jsonio.loads(await self.body(request))
+            caller = self.caller(request)
+            if_match = interactions.parse_if_match(request.headers.get("if-match"))
+
+            def run() -> interactions.EntryResult:
+                with self.repo.unit(caller, "patch", res_type) as unit:
+                    return interactions.patch(unit, res_type, res_id, ops, if_match=if_match)
+            return self.write_response(request, await run_in_threadpool(run), fmt)
+
+        @r.delete("/{res_type}/{res_id}")
+        async def delete(request: Request, res_type: str, res_id: str) -> Response:
+            interactions.check_type(res_type)
+            caller = self.caller(request)
+            if_match = interactions.parse_if_match(request.headers.get("if-match"))
+
+            def run() -> interactions.EntryResult:
+                with self.repo.unit(caller, "delete", res_type) as unit:
+                    return interactions.delete(unit, res_type, res_id, if_match=if_match)
+            result = await run_in_threadpool(run)
+            return Response(status_code=204, headers={"ETag": result.stored.etag} if result.stored else None)
+
+        @r.get("/{res_type}/{res_id}/_history")
+        async def history_instance(request: Request, res_type: str, res_id: str) -> Response:
+            interactions.check_type(res_type)
+            return await self._history(request, res_type, res_id)
+
+        @r.get("/{res_type}/{res_id}/_history/{version}")
+        async def vread(request: Request, res_type: str, res_id: str, version: str) -> Response:
+            fmt = self.fmt(request)
+            interactions.check_type(res_type)
+            if not version.isdigit():
+                raise BadRequest("a version id is a whole number")
+            stored = await run_in_threadpool(self.repo.vread, self.caller(request), res_type, res_id, int(version))
+            return resp.fhir_response(stored.data, fmt, 200, resp.version_headers(stored, self.base))
+
+        for method in ("GET", "PUT", "PATCH", "DELETE", "POST"):
+            r.add_api_route("/{res_type}/{res_id}/{rest:path}", self._not_allowed, methods=[method],
+                            include_in_schema=False)
+
+    async def _not_allowed(self, request: Request) -> Response:
+        raise MethodNotAllowed("this interaction is not supported at this URL")
+
+    async def _search(self, request: Request, res_type: str, items: list[tuple[str, str]]) -> Response:
+        fmt = self.fmt(request)
+        interactions.check_type(res_type)
+        strict = resp.prefer(request.headers.get("prefer")).get("handling") == "strict"
+        q = search_query.parse(res_type, items, default_count=self.settings.default_page_size,
+                               max_count=self.settings.max_page_size, strict=strict)
+        page = await run_in_threadpool(self.repo.search, self.caller(request), q, self.query_string(request))
+        base_params = [(c.name + (f":{c.modifier}" if c.modifier else ""), ",".join(c.values)) for c in q.criteria]
+
+        def link(cursor: str | None) -> str | None:
+            if cursor is None:
+                return None
+            return f"{self.base}/{res_type}?" + urlencode([*base_params, ("_count", str(q.count)), ("_cursor", cursor)])
+        self_link = f"{self.base}/{res_type}?" + urlencode([*base_params, ("_count", str(q.count))])
+        body = resp.searchset(page, self.base, self_link,
+                              {"next": link(page.next_cursor), "previous": link(page.previous_cursor)})
+        return resp.fhir_response(body, fmt)
+
+    async def _history(self, request: Request, res_type: str | None, res_id: str | None) -> Response:
+        fmt = self.fmt(request)
+        params = request.query_params
+        count = min(int(params["_count"]) if params.get("_count", "").isdigit() else self.settings.default_page_size,
+                    self.settings.max_page_size)
+        since = None
+        if params.get("_since"):
+            _, since, _ = search_query.date_range(params["_since"])
+        page = await run_in_threadpool(
+            lambda: self.repo.history(self.caller(request), res_type, res_id, count=count, since=since,
+                                      cursor_token=params.get("_cursor"), query_string=self.query_string(request)))
+        path = "/".join(p for p in (res_type, res_id) if p)
+        prefix = f"{self.base}/{path}/_history" if path else f"{self.base}/_history"
+        keep = [(k, v) for k, v in params.multi_items() if k in ("_since",)]
+        self_link = f"{prefix}?" + urlencode([*keep, ("_count", str(count))])
+        next_link = f"{prefix}?" + urlencode([*keep, ("_count", str(count)), ("_cursor", page.next_cursor)]) \
+            if page.next_cursor else None
+        return resp.fhir_response(resp.history_bundle(page, self.base, self_link, next_link), fmt)
+
+    async def _validate(self, request: Request, res_type: str, res_id: str | None) -> Response:
+        """$validate: the body is a resource or a Parameters with a `resource` parameter; never stored."""
+        fmt = self.fmt(request)
+        interactions.check_type(res_type)
+        body = await self.resource_body(request)
+        if isinstance(body, dict) and body.get("resourceType") == "Parameters" and res_type != "Parameters":
+            found = [p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"]
+            if not found:
+                raise BadRequest("$validate with Parameters needs a 'resource' parameter")
+            body = found[0]
+        if not isinstance(body, dict) or body.get("resourceType") != res_type:
+            raise BadRequest(f"$validate on {res_type} needs a {res_type} resource")
+        from sharedcare.errors import Issue, operation_outcome
+
+        issues = await run_in_threadpool(validate, body)
+        if not issues:
+            issues = [Issue("information", "informational", "the resource is valid")]
+        return resp.fhir_response(operation_outcome(issues), fmt, 200)
+
+

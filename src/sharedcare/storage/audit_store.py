@@ -1,0 +1,140 @@
+"""Writing audit records: in the caller's transaction (writes) or group-committed (reads).
+
+Group commit: a reading request hands its record to `AuditStore.record`, which blocks until the batch
+holding it is committed (one transaction for every record that arrived within `flush_ms`). If the
+commit fails the request gets 503 and no data (AU2: fail closed, never serve unaudited).
+
+Each partition's records form a hash chain: the chain head row is locked while a batch is appended,
+so concurrent writers (several processes on PostgreSQL) cannot fork a chain. `verify` re-walks chains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.engine import Connection
+
+from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
+from sharedcare.errors import ServiceUnavailable
+from sharedcare.storage import dialects
+from sharedcare.storage.tables import audit, audit_chain
+
+
+def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
+    """Append records to their partitions' chains inside the caller's (write) transaction."""
+    by_partition: dict[str, list[dict[str, object]]] = {}
+    for rec in records:
+        by_partition.setdefault(rec.partition_key, []).append(rec.row())
+    for partition in sorted(by_partition):  # a fixed lock order: no deadlocks between batches
+        rows = by_partition[partition]
+        dialects.insert_ignore(conn, audit_chain, {"partition_key": partition, "last_seq": 0, "last_hash": GENESIS})
+        head = conn.execute(
+            dialects.for_update(
+                select(audit_chain.c.last_seq, audit_chain.c.last_hash).where(
+                    audit_chain.c.partition_key == partition), conn)
+        ).one()
+        prev = head.last_hash
+        for row in rows:
+            row["prev_hash"] = prev
+            row["hash"] = prev = chain_hash(prev, row)
+        conn.execute(audit.insert(), rows)
+        conn.execute(
+            update(audit_chain).where(audit_chain.c.partition_key == partition)
+            .values(last_seq=head.last_seq + len(rows), last_hash=prev)
+        )
+
+
+class _Batch:
+    __slots__ = ("done", "error", "records")
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class AuditStore:
+    """Group-commits audit records of reads; see the module docstring."""
+
+    def __init__(self, engine: Engine, *, flush_ms: float = 2.0, max_batch: int = 512,
+                 timeout_s: float = 30.0) -> None:
+        self._engine = engine
+        self._flush_s = flush_ms / 1000
+        self._max_batch = max_batch
+        self._timeout_s = timeout_s
+        self._cv = threading.Condition()
+        self._batch = _Batch()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="audit-group-commit", daemon=True)
+        self._thread.start()
+
+    def record(self, rec: AuditRecord) -> None:
+        """Block until `rec` is durably committed; raise ServiceUnavailable if it cannot be."""
+        with self._cv:
+            if self._closed:
+                raise ServiceUnavailable("audit store is closed")
+            batch = self._batch
+            batch.records.append(rec)
+            self._cv.notify()
+        if not batch.done.wait(self._timeout_s):
+            raise ServiceUnavailable("audit store did not confirm the audit record in time")
+        if batch.error is not None:
+            raise ServiceUnavailable("audit store unavailable") from None
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._batch.records and not self._closed:
+                    self._cv.wait()
+                if self._closed and not self._batch.records:
+                    return
+            # Gather what arrives within the flush window (or until the batch is full).
+            deadline = time.monotonic() + self._flush_s
+            with self._cv:
+                while len(self._batch.records) < self._max_batch and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
+                batch, self._batch = self._batch, _Batch()
+            self._commit(batch)
+
+    def _commit(self, batch: _Batch) -> None:
+        try:
+            with self._engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
+                append(conn, batch.records)
+        except Exception as exc:  # any failure must fail the waiting requests closed
+            batch.error = exc
+        finally:
+            batch.done.set()
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        with contextlib.suppress(RuntimeError):
+            self._thread.join(timeout=10)
+
+
+def verify(engine: Engine) -> list[str]:
+    """Re-walk every partition's chain; return the partitions whose chain does not verify."""
+    broken: list[str] = []
+    with engine.connect() as conn:
+        heads = {r.partition_key: r.last_hash for r in conn.execute(select(audit_chain))}
+        for partition, last_hash in heads.items():
+            prev = GENESIS
+            rows = conn.execute(select(audit).where(audit.c.partition_key == partition).order_by(audit.c.seq))
+            ok = True
+            for r in rows:
+                row = dict(r._mapping)
+                if row["prev_hash"] != prev or chain_hash(prev, row) != row["hash"]:
+                    ok = False
+                    break
+                prev = row["hash"]
+            if not ok or prev != last_hash:
+                broken.append(partition)
+    return broken

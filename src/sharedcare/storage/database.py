@@ -1,0 +1,52 @@
+"""Opening the store: engine creation and schema migration (Alembic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+
+from sharedcare.errors import ConfigurationError
+from sharedcare.storage import dialects
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(database_url: str, *, pool_size: int = 8) -> Engine:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=32, pool_pre_ping=False)
+    elif url.get_backend_name() == "postgresql":
+        if url.get_driver_name() != "psycopg":
+            raise ConfigurationError("PostgreSQL URLs must use psycopg 3: postgresql+psycopg://...")
+        engine = create_engine(url, pool_size=pool_size, max_overflow=32, pool_pre_ping=True)
+    else:
+        raise ConfigurationError(f"unsupported database backend {url.get_backend_name()!r}")
+    dialects.configure(engine)
+    return engine
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    """Create or migrate the schema to the newest revision."""
+    command.upgrade(alembic_config(engine), "head")
+
+
+def is_current(engine: Engine) -> bool:
+    """Is the schema at the newest revision?"""
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision() == head

@@ -1,0 +1,349 @@
+"""The Repository: every read, search and write of resources goes through here.
+
+Each call carries the caller context, asks the access policy (compiled into the query), and leaves
+exactly one audit record per interaction: in the same transaction for writes, group-committed before
+the data is returned for reads (see storage/audit_store.py). Resources are stored as JSON bytes and
+read back as those same bytes.
+
+Writes happen inside a `Unit` (one database transaction): single interactions use one unit each, a
+transaction bundle uses one unit for all its entries, so it is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from sharedcare.access.audit import AuditRecord
+from sharedcare.access.context import Caller
+from sharedcare.access.policy import Policy, SystemPolicy
+from sharedcare.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed
+from sharedcare.fhir import jsonio
+from sharedcare.fhir.search.query import SearchQuery
+from sharedcare.storage import audit_store, dialects, indexing, search
+from sharedcare.storage.audit_store import AuditStore
+from sharedcare.storage.search import Cursor
+from sharedcare.storage.tables import SHARED_PARTITION, node_setting, resource, resource_history
+
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def fhir_instant(ts: str) -> str:
+    """Stored fixed-width UTC timestamp -> FHIR instant."""
+    return ts + "+00:00"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One version of a resource as stored. `data` is None for a deletion."""
+
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: str
+    data: bytes | None
+    method: str | None = None
+    seq: int | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.data is None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def last_modified(self) -> str:
+        return format_datetime(datetime.strptime(self.last_updated, TS_FORMAT).replace(tzinfo=UTC), usegmt=True)
+
+    @property
+    def instant(self) -> str:
+        return fhir_instant(self.last_updated)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    stored: Stored
+    created: bool  # a new resource (201), not a new version of an existing one
+    changed: bool = True  # False when a conditional create matched an existing resource
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Stored]
+    total: int | None
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+class Repository:
+    def __init__(self, engine: Engine, audit: AuditStore, policy: Policy | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self.audit = audit
+        self.policy: Policy = policy or SystemPolicy()
+        self.clock = clock
+        self._cursor_key = self._node_secret("cursor_key")
+
+    # -- node facts ---------------------------------------------------------------------------
+    def _node_secret(self, name: str) -> bytes:
+        with self.engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
+            dialects.insert_ignore(conn, node_setting, {"name": name, "value": secrets.token_hex(32)})
+            value = conn.execute(select(node_setting.c.value).where(node_setting.c.name == name)).scalar_one()
+        return bytes.fromhex(value)
+
+    def now(self) -> str:
+        return self.clock().astimezone(UTC).strftime(TS_FORMAT)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def _audit_read(self, caller: Caller, interaction: str, status: int, *, res_type: str | None = None,
+                    res_id: str | None = None, version_id: int | None = None,
+                    patients: tuple[str, ...] = (), query: str | None = None) -> None:
+        self.audit.record(AuditRecord(interaction, status, caller, self.now(), res_type, res_id, version_id,
+                                      patients, query))
+
+    def _patients(self, conn: Connection, res_type: str, res_id: str) -> tuple[str, ...]:
+        from sharedcare.storage.tables import compartment
+
+        rows = conn.execute(select(compartment.c.patient_id).where(
+            compartment.c.res_type == res_type, compartment.c.res_id == res_id))
+        return tuple(r.patient_id for r in rows)
+
+    def read(self, caller: Caller, res_type: str, res_id: str) -> Stored:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(resource.c.version_id, resource.c.last_updated, resource.c.data, resource.c.partition_key)
+                .where(resource.c.res_type == res_type, resource.c.res_id == res_id,
+                       self.policy.visible_clause(caller, resource))
+            ).first()
+        patients = (row.partition_key,) if row is not None and row.partition_key != SHARED_PARTITION else ()
+        if row is None:
+            self._audit_read(caller, "read", 404, res_type=res_type, res_id=res_id)
+            raise NotFound(f"{res_type} resource not found")
+        if row.data is None:
+            self._audit_read(caller, "read", 410, res_type=res_type, res_id=res_id, version_id=row.version_id,
+                             patients=patients)
+            raise Gone(f"{res_type} resource was deleted", headers={"ETag": f'W/"{row.version_id}"'})
+        self._audit_read(caller, "read", 200, res_type=res_type, res_id=res_id, version_id=row.version_id,
+                         patients=patients)
+        return Stored(res_type, res_id, row.version_id, row.last_updated, row.data)
+
+    def vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> Stored:
+        h = resource_history
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(h.c.last_updated, h.c.data, h.c.method, h.c.partition_key)
+                .where(h.c.res_type == res_type, h.c.res_id == res_id, h.c.version_id == version_id,
+                       self.policy.visible_clause(caller, h))
+            ).first()
+        patients = (row.partition_key,) if row is not None and row.partition_key != SHARED_PARTITION else ()
+        if row is None:
+            self._audit_read(caller, "vread", 404, res_type=res_type, res_id=res_id, version_id=version_id)
+            raise NotFound(f"{res_type} version not found")
+        if row.data is None:
+            self._audit_read(caller, "vread", 410, res_type=res_type, res_id=res_id, version_id=version_id,
+                             patients=patients)
+            raise Gone(f"{res_type} version is a deletion")
+        self._audit_read(caller, "vread", 200, res_type=res_type, res_id=res_id, version_id=version_id,
+                         patients=patients)
+        return Stored(res_type, res_id, version_id, row.last_updated, row.data, row.method)
+
+    def search(self, caller: Caller, query: SearchQuery, query_string: str) -> Page:
+        interaction = "search-type"
+        if query.res_type is None or not self.policy.may_search(caller, query.res_type):
+            self._audit_read(caller, interaction, 403, res_type=query.res_type, query=query_string)
+            raise Forbidden("you may not search this resource type")
+        cursor = search.open_cursor(self._cursor_key, caller.agent_id, query.cursor) if query.cursor else None
+        with self.engine.connect() as conn:
+            result = search.page(conn, query, self.policy.visible_clause(caller, resource), cursor)
+        items = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.data, seq=r.created_seq)
+                 for r in result.rows]
+        self._audit_read(caller, interaction, 200, res_type=query.res_type, query=query_string)
+        sign = self._sign(caller)
+        return Page(items, result.total, sign(result.next), sign(result.previous))
+
+    def _sign(self, caller: Caller) -> Callable[[Cursor | None], str | None]:
+        def sign(cur: Cursor | None) -> str | None:
+            return search.sign_cursor(self._cursor_key, caller.agent_id, cur) if cur else None
+        return sign
+
+    def history(self, caller: Caller, res_type: str | None, res_id: str | None, *, count: int,
+                since: str | None = None, cursor_token: str | None = None, query_string: str = "") -> Page:
+        """History newest first; stable paging by history sequence number with a snapshot bound."""
+        interaction = "history-instance" if res_id else "history-type" if res_type else "history-system"
+        h = resource_history
+        where = [self.policy.visible_clause(caller, h)]
+        if res_type:
+            where.append(h.c.res_type == res_type)
+        if res_id:
+            where.append(h.c.res_id == res_id)
+        if since:
+            where.append(h.c.last_updated >= since)
+        cursor = search.open_cursor(self._cursor_key, caller.agent_id, cursor_token) if cursor_token else None
+        with self.engine.connect() as conn:
+            snapshot = cursor.snapshot if cursor else conn.execute(
+                select(func.coalesce(func.max(h.c.seq), 0))).scalar_one()
+            where.append(h.c.seq <= snapshot)
+            total = conn.execute(select(func.count()).select_from(h).where(*where)).scalar_one()
+            stmt = select(h.c.res_type, h.c.res_id, h.c.version_id, h.c.last_updated, h.c.data, h.c.method,
+                          h.c.seq).where(*where)
+            if cursor:
+                stmt = stmt.where(h.c.seq < cursor.after)
+            rows = conn.execute(stmt.order_by(h.c.seq.desc()).limit(count + 1)).all()
+        if res_id and total == 0:
+            self._audit_read(caller, interaction, 404, res_type=res_type, res_id=res_id, query=query_string)
+            raise NotFound(f"{res_type} resource not found")
+        more = len(rows) > count
+        rows = rows[:count]
+        items = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.data, r.method, r.seq) for r in rows]
+        self._audit_read(caller, interaction, 200, res_type=res_type, res_id=res_id, query=query_string)
+        nxt = Cursor(rows[-1].seq, snapshot) if more and rows else None
+        return Page(items, total, self._sign(caller)(nxt), None)
+
+    # -- writes ---------------------------------------------------------------------------------
+    @contextmanager
+    def unit(self, caller: Caller, interaction: str, res_type: str | None = None) -> Iterator[Unit]:
+        """A write transaction. On a FHIR error it rolls back and audits the failure; on success the
+        audit records of every write in it are committed with the data."""
+        try:
+            with self.engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
+                unit = Unit(self, conn, caller)
+                yield unit
+                audit_store.append(conn, unit.audits)
+        except FhirError as exc:
+            self._audit_read(caller, interaction, exc.status, res_type=res_type)
+            raise
+
+
+class Unit:
+    """Writes within one transaction. Not thread-safe; lives only inside `Repository.unit`."""
+
+    def __init__(self, repo: Repository, conn: Connection, caller: Caller) -> None:
+        self.repo = repo
+        self.conn = conn
+        self.caller = caller
+        self.audits: list[AuditRecord] = []
+
+    def audit(self, interaction: str, status: int, stored: Stored | None, patients: tuple[str, ...] = (),
+              query: str | None = None, res_type: str | None = None) -> None:
+        self.audits.append(AuditRecord(
+            interaction, status, self.caller, self.repo.now(),
+            stored.res_type if stored else res_type, stored.res_id if stored else None,
+            stored.version_id if stored else None, patients, query))
+
+    def current(self, res_type: str, res_id: str, *, lock: bool = False) -> Stored | None:
+        stmt = select(resource.c.version_id, resource.c.last_updated, resource.c.data).where(
+            resource.c.res_type == res_type, resource.c.res_id == res_id,
+            self.repo.policy.visible_clause(self.caller, resource))
+        row = self.conn.execute(dialects.for_update(stmt, self.conn) if lock else stmt).first()
+        return Stored(res_type, res_id, row.version_id, row.last_updated, row.data) if row else None
+
+    def find(self, query: SearchQuery, limit: int = 2) -> list[str]:
+        """Ids matching a conditional-interaction query (within this transaction)."""
+        return search.find_ids(self.conn, query, self.repo.policy.visible_clause(self.caller, resource), limit)
+
+    def lock(self, *parts: str) -> None:
+        dialects.lock_key(self.conn, *parts)
+
+    def _check_write(self, res_type: str, body: dict[str, Any] | None) -> None:
+        if not self.repo.policy.may_write(self.caller, res_type, body):
+            raise Forbidden("you may not write this resource")
+
+    def write(self, res_type: str, res_id: str, body: dict[str, Any], *, method: str,
+              if_match: int | None = None, expect_new: bool = False) -> WriteOutcome:
+        """Store a new version of res_type/res_id (creating it if absent). The caller has validated body."""
+        self._check_write(res_type, body)
+        prev = self.current(res_type, res_id, lock=True)
+        if if_match is not None and (prev is None or prev.version_id != if_match or prev.deleted):
+            raise PreconditionFailed("the resource has changed since the version you sent (If-Match)")
+        if expect_new and prev is not None:
+            raise PreconditionFailed("a resource with this id already exists")
+        version = (prev.version_id + 1) if prev else 1
+        now = self.repo.now()
+        meta = dict(body.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = fhir_instant(now)
+        doc = {"resourceType": res_type, "id": res_id, "meta": meta}
+        doc.update((k, v) for k, v in body.items() if k not in doc)
+        data = jsonio.dumps(doc)
+        rows = indexing.rows_for(res_type, res_id, doc)
+        source = meta.get("source")
+        security = " ".join(sorted(str(s.get("code")) for s in meta.get("security", []) if s.get("code"))) or None
+        hist = {
+            "res_type": res_type, "res_id": res_id, "version_id": version, "last_updated": now,
+            "method": method, "partition_key": rows.partition_key, "source": source, "security": security,
+            "deleted": False, "data": data, "author": self.caller.agent_id,
+        }
+        try:
+            seq = self.conn.execute(
+                insert(resource_history).values(**hist).returning(resource_history.c.seq)).scalar_one()
+            current = {k: hist[k] for k in ("version_id", "last_updated", "partition_key", "source", "security",
+                                            "deleted", "data")}
+            if prev is None:
+                self.conn.execute(insert(resource).values(res_type=res_type, res_id=res_id, created_seq=seq, **current))
+            else:
+                self.conn.execute(update(resource).where(resource.c.res_type == res_type,
+                                                         resource.c.res_id == res_id).values(**current))
+                indexing.clear(self.conn, res_type, res_id)
+        except IntegrityError:
+            # Only reachable on PostgreSQL when another transaction created the same id first.
+            raise PreconditionFailed("the resource was changed by someone else at the same time") from None
+        indexing.write(self.conn, res_type, res_id, rows)
+        stored = Stored(res_type, res_id, version, now, data, method, seq)
+        self.audit("create" if prev is None or method == "POST" else "update", 201 if prev is None else 200,
+                   stored, rows.patients)
+        return WriteOutcome(stored, created=prev is None)
+
+    def create(self, body: dict[str, Any], *, res_id: str | None = None) -> WriteOutcome:
+        return self.write(body["resourceType"], res_id or str(uuid.uuid4()), body, method="POST", expect_new=True)
+
+    def delete(self, res_type: str, res_id: str, *, if_match: int | None = None) -> Stored | None:
+        """Delete the current version; None if there was nothing to delete (still a success in FHIR)."""
+        self._check_write(res_type, None)
+        prev = self.current(res_type, res_id, lock=True)
+        if if_match is not None and (prev is None or prev.version_id != if_match):
+            raise PreconditionFailed("the resource has changed since the version you sent (If-Match)")
+        if prev is None or prev.deleted:
+            self.audit("delete", 204, prev, res_type=res_type)
+            return None
+        now = self.repo.now()
+        version = prev.version_id + 1
+        patients = self.repo._patients(self.conn, res_type, res_id)
+        partition = patients[0] if patients else SHARED_PARTITION
+        seq = self.conn.execute(insert(resource_history).values(
+            res_type=res_type, res_id=res_id, version_id=version, last_updated=now, method="DELETE",
+            partition_key=partition, deleted=True, data=None, author=self.caller.agent_id,
+        ).returning(resource_history.c.seq)).scalar_one()
+        self.conn.execute(update(resource).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+                          .values(version_id=version, last_updated=now, deleted=True, data=None))
+        # The compartment rows stay (history stays in the patient's compartment); search rows go.
+        from sharedcare.storage.tables import INDEX_TABLES
+
+        for table in INDEX_TABLES:
+            self.conn.execute(table.delete().where(table.c.res_type == res_type, table.c.res_id == res_id))
+        stored = Stored(res_type, res_id, version, now, None, "DELETE", seq)
+        self.audit("delete", 204, stored, patients)
+        return stored
+
+    def require_exists(self, res_type: str, res_id: str) -> Stored:
+        prev = self.current(res_type, res_id)
+        if prev is None:
+            raise NotFound(f"{res_type} resource not found")
+        if prev.deleted:
+            raise Gone(f"{res_type} resource was deleted")
+        return prev

@@ -1,0 +1,183 @@
+"""The schema: current and history tables, search indexes, compartments, audit.
+
+Resources are stored as the JSON bytes we serve (after validation and server-set meta), never
+re-serialised on the read path. Every row carries a `partition_key`: the resource's home patient
+compartment (the patient id) or `SHARED_PARTITION` for resources outside any patient compartment, so
+PostgreSQL can partition by it later without a redesign.
+
+Search index tables hold one row per extracted value of the *current* version; they are rewritten in
+the same transaction as the resource. Schema changes go through Alembic (storage/migrations).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SHARED_PARTITION = "_shared"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TYPE = 64  # longest resource type name is 33 characters
+ID = 64  # FHIR ids are at most 64 characters
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("res_type", String(TYPE), nullable=False),
+    Column("res_id", String(ID), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", String(32), nullable=False),  # UTC, fixed width, sortable
+    Column("created_seq", BigInteger, nullable=False),  # history seq of version 1: stable search order
+    Column("partition_key", String(ID), nullable=False),
+    Column("source", Text),
+    Column("security", Text),  # space-separated security label codes (written by access/)
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("data", LargeBinary),  # JSON bytes as served; NULL once deleted
+    PrimaryKeyConstraint("res_type", "res_id"),
+    Index("ix_resource_type_created", "res_type", "created_seq"),
+    Index("ix_resource_type_updated", "res_type", "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("res_type", String(TYPE), nullable=False),
+    Column("res_id", String(ID), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", String(32), nullable=False),
+    Column("method", String(8), nullable=False),  # POST, PUT, PATCH, DELETE
+    Column("partition_key", String(ID), nullable=False),
+    Column("source", Text),
+    Column("security", Text),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("data", LargeBinary),
+    Column("author", Text),  # who wrote this version (the caller's agent id)
+    UniqueConstraint("res_type", "res_id", "version_id", name="uq_history_version"),
+    Index("ix_history_type_seq", "res_type", "seq"),
+)
+
+compartment = Table(
+    "compartment",
+    metadata,
+    Column("res_type", String(TYPE), nullable=False),
+    Column("res_id", String(ID), nullable=False),
+    Column("patient_id", String(ID), nullable=False),
+    PrimaryKeyConstraint("res_type", "res_id", "patient_id"),
+    Index("ix_compartment_patient", "patient_id", "res_type"),
+)
+
+
+def _index_table(name: str, *columns: Column[object], lookup: tuple[str, ...]) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("res_type", String(TYPE), nullable=False),
+        Column("res_id", String(ID), nullable=False),
+        Column("param", String(100), nullable=False),
+        *columns,
+    )
+    Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id)
+    Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup))
+    return table
+
+
+idx_token = _index_table(
+    "idx_token",
+    Column("system", Text),
+    Column("code", Text),
+    Column("text", Text),
+    Column("type_system", Text),
+    Column("type_code", Text),
+    lookup=("code",),
+)
+idx_string = _index_table("idx_string", Column("value", Text, nullable=False), Column("exact", Text),
+                          lookup=("value",))
+idx_date = _index_table("idx_date", Column("low", String(32), nullable=False),
+                        Column("high", String(32), nullable=False), lookup=("low", "high"))
+idx_number = _index_table("idx_number", Column("value", Numeric(asdecimal=True), nullable=False),
+                          lookup=("value",))
+idx_quantity = _index_table(
+    "idx_quantity",
+    Column("value", Numeric(asdecimal=True), nullable=False),
+    Column("system", Text),
+    Column("code", Text),
+    Column("unit", Text),
+    lookup=("code", "value"),
+)
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", String(TYPE)),
+    Column("target_id", String(ID)),
+    Column("version", String(ID)),
+    Column("url", Text),
+    lookup=("target_id",),
+)
+idx_uri = _index_table("idx_uri", Column("value", Text, nullable=False), lookup=("value",))
+
+INDEX_TABLES = (idx_token, idx_string, idx_date, idx_number, idx_quantity, idx_reference, idx_uri)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("recorded", String(32), nullable=False),
+    Column("partition_key", String(ID), nullable=False),
+    Column("interaction", String(32), nullable=False),  # read, vread, search-type, create, ...
+    Column("action", String(1), nullable=False),  # AuditEvent.action: C R U D E
+    Column("outcome", String(2), nullable=False),  # AuditEvent.outcome: 0 4 8 12
+    Column("status", Integer, nullable=False),  # HTTP status returned
+    Column("agent_kind", String(16), nullable=False),
+    Column("agent_id", Text, nullable=False),
+    Column("agent_role", Text),
+    Column("agent_org", Text),
+    Column("purpose", String(32)),
+    Column("on_behalf_of", Text),
+    Column("res_type", String(TYPE)),
+    Column("res_id", String(ID)),
+    Column("version_id", Integer),
+    Column("patients", Text),  # space-separated patient ids whose compartment was touched
+    Column("query", Text),
+    Column("source_ip", String(64)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_partition", "partition_key", "seq"),
+    Index("ix_audit_agent", "agent_id", "seq"),
+)
+
+# The head of each partition's hash chain; locked while a batch is appended so chains never fork.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("partition_key", String(ID), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+)
+
+# Small key/value facts about this node (e.g. the signing key for paging cursors).
+node_setting = Table(
+    "node_setting",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)

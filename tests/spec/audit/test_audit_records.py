@@ -1,0 +1,59 @@
+"""Every interaction, allowed or denied, leaves exactly one audit record; chains verify; reads fail
+closed when the audit store cannot commit (AU2)."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from sharedcare.app import Services
+from sharedcare.storage.audit_store import verify
+from sharedcare.storage.tables import audit
+from tests.spec.rest.helpers import FHIR_JSON, create, patient
+
+
+def audit_rows(store: Services) -> list[dict]:  # type: ignore[type-arg]
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(audit).order_by(audit.c.seq))]
+
+
+def test_one_record_per_interaction_allowed_or_denied(client: TestClient, store: Services) -> None:
+    p = create(client, patient())
+    client.get(f"/fhir/Patient/{p['id']}")
+    client.get("/fhir/Patient/missing")
+    client.get("/fhir/Patient?_count=5")
+    client.put(f"/fhir/Patient/{p['id']}", json=p, headers={"Content-Type": FHIR_JSON, "If-Match": 'W/"9"'})
+    rows = audit_rows(store)
+    assert [(r["interaction"], r["status"]) for r in rows] == [
+        ("create", 201), ("read", 200), ("read", 404), ("search-type", 200), ("update", 412)]
+    assert rows[0]["action"] == "C"
+    assert rows[1]["patients"] == p["id"]
+    assert rows[1]["partition_key"] == p["id"]
+    assert rows[2]["outcome"] == "4"
+    assert all(r["agent_id"].startswith("system:") for r in rows)
+
+
+def test_audit_records_hold_no_record_content(client: TestClient, store: Services) -> None:
+    create(client, patient("Zebedee-Unique-Surname"))
+    assert "Zebedee" not in repr(audit_rows(store))
+
+
+def test_hash_chains_verify_and_detect_tampering(client: TestClient, store: Services) -> None:
+    p = create(client, patient())
+    for _ in range(3):
+        client.get(f"/fhir/Patient/{p['id']}")
+    assert verify(store.engine) == []
+    with store.engine.begin() as conn:
+        conn.execute(update(audit).where(audit.c.seq == 2).values(status=404))
+    assert verify(store.engine) == [p["id"]]
+
+
+def test_reads_fail_closed_when_audit_cannot_be_committed(client: TestClient, store: Services) -> None:
+    p = create(client, patient())
+    with mock.patch("sharedcare.storage.audit_store.append", side_effect=RuntimeError("disk full")):
+        r = client.get(f"/fhir/Patient/{p['id']}")
+    assert r.status_code == 503
+    assert "Ann" not in r.text
+    assert p["id"] not in r.text

@@ -1,0 +1,95 @@
+"""Batch and transaction bundles (R4 http.html#transaction): all-or-nothing, urn:uuid resolution."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.spec.rest.helpers import FHIR_JSON, NHS, create, patient
+
+
+def post_bundle(client: TestClient, bundle: dict[str, Any]):  # type: ignore[no-untyped-def]
+    return client.post("/fhir", json=bundle, headers={"Content-Type": FHIR_JSON})
+
+
+def entry(method: str, url: str, resource: dict[str, Any] | None = None, full_url: str | None = None,
+          **request: str) -> dict[str, Any]:
+    e: dict[str, Any] = {"request": {"method": method, "url": url, **request}}
+    if resource is not None:
+        e["resource"] = resource
+    if full_url:
+        e["fullUrl"] = full_url
+    return e
+
+
+def test_transaction_resolves_urn_uuid_references(client: TestClient) -> None:
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+           "subject": {"reference": "urn:uuid:11111111-1111-1111-1111-111111111111"}}
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry("POST", "Observation", obs),
+        entry("POST", "Patient", patient(), full_url="urn:uuid:11111111-1111-1111-1111-111111111111"),
+    ]})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["type"] == "transaction-response"
+    assert [e["response"]["status"] for e in out["entry"]] == ["201 Created", "201 Created"]
+    obs_loc, pat_loc = (e["response"]["location"] for e in out["entry"])
+    stored = client.get("/fhir/" + obs_loc.split("/_history")[0]).json()
+    assert stored["subject"]["reference"] == pat_loc.split("/_history")[0]
+
+
+def test_transaction_is_all_or_nothing(client: TestClient) -> None:
+    """CV4: one invalid entry rolls back every other entry."""
+    entries = [entry("POST", "Patient", patient(f"P{i}")) for i in range(99)]
+    entries.insert(72, entry("POST", "Patient", {"resourceType": "Patient", "gender": "not-a-gender"}))
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert r.status_code == 400
+    assert "Bundle.entry[72]" in r.json()["issue"][0]["diagnostics"]
+    assert client.get("/fhir/Patient").json()["total"] == 0
+
+
+def test_transaction_honours_a_stale_if_match(client: TestClient) -> None:
+    p = create(client, patient())
+    p2 = dict(p, gender="male")
+    client.put(f"/fhir/Patient/{p['id']}", json=p2, headers={"Content-Type": FHIR_JSON})
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry("POST", "Patient", patient("New")),
+        entry("PUT", f"Patient/{p['id']}", p, ifMatch='W/"1"'),
+    ]})
+    assert r.status_code == 412
+    assert client.get("/fhir/Patient").json()["total"] == 1
+
+
+def test_transaction_conditional_create_and_conditional_reference(client: TestClient) -> None:
+    existing = create(client, patient(nhs="9434765919"))
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+           "subject": {"reference": f"Patient?identifier={NHS}|9434765919"}}
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry("POST", "Patient", patient(nhs="9434765919"), ifNoneExist=f"identifier={NHS}|9434765919"),
+        entry("POST", "Observation", obs),
+    ]})
+    assert r.status_code == 200, r.text
+    assert r.json()["entry"][0]["response"]["status"] == "200 OK"
+    assert client.get("/fhir/Patient").json()["total"] == 1
+    obs_id = r.json()["entry"][1]["response"]["location"].split("/")[1]
+    assert client.get(f"/fhir/Observation/{obs_id}").json()["subject"]["reference"] == f"Patient/{existing['id']}"
+
+
+def test_batch_entries_succeed_or_fail_independently(client: TestClient) -> None:
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "batch", "entry": [
+        entry("POST", "Patient", patient()),
+        entry("POST", "Patient", {"resourceType": "Patient", "gender": "nope"}),
+        entry("GET", "Patient/missing"),
+    ]})
+    assert r.status_code == 200
+    statuses = [e["response"]["status"] for e in r.json()["entry"]]
+    assert statuses[0] == "201 Created"
+    assert statuses[1].startswith("400")
+    assert statuses[2].startswith("404")
+    assert client.get("/fhir/Patient").json()["total"] == 1
+
+
+def test_a_bundle_must_be_batch_or_transaction(client: TestClient) -> None:
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "collection"})
+    assert r.status_code == 400

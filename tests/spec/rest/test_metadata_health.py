@@ -1,0 +1,34 @@
+"""The CapabilityStatement and health endpoints."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+
+def test_capability_statement_lists_every_r4_resource_type(client: TestClient) -> None:
+    cs = client.get("/fhir/metadata").json()
+    assert cs["resourceType"] == "CapabilityStatement"
+    assert cs["fhirVersion"] == "4.0.1"
+    types = {r["type"] for r in cs["rest"][0]["resource"]}
+    assert len(types) == 146
+    assert {"Patient", "Observation", "CarePlan", "AuditEvent"} <= types
+    patient = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Patient")
+    assert {p["name"] for p in patient["searchParam"]} == {"_id", "_lastUpdated", "identifier"}
+    assert {i["code"] for i in cs["rest"][0]["interaction"]} == {"transaction", "batch", "history-system"}
+
+
+def test_capability_statement_in_xml(client: TestClient) -> None:
+    r = client.get("/fhir/metadata", headers={"Accept": "application/fhir+xml"})
+    assert r.status_code == 200
+    assert b"<CapabilityStatement" in r.content
+
+
+def test_health(client: TestClient) -> None:
+    assert client.get("/health/live").json() == {"status": "pass"}
+    assert client.get("/health/ready").json() == {"status": "pass"}
+
+
+def test_unknown_paths_and_methods_get_operation_outcomes(client: TestClient) -> None:
+    r = client.get("/fhir/Patient/1/unknown/thing")
+    assert r.status_code == 405
+    assert r.json()["resourceType"] == "OperationOutcome"
