@@ -35,9 +35,9 @@ def serve(
     console.print(f"sharedcare on http://{host}:{port} (FHIR base {settings.base_url})")
     if workers > 1:
         uvicorn.run("sharedcare.app:create_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+                    log_level="warning", access_log=False)
     else:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
 
 
 @db_app.command("upgrade")
@@ -46,7 +46,10 @@ def db_upgrade() -> None:
     from sharedcare.storage import database
 
     engine = database.make_engine(get_settings().database_url)
-    database.upgrade(engine)
+    try:
+        database.upgrade(engine)
+    finally:
+        engine.dispose()
     console.print("database schema is current")
 
 
@@ -96,6 +99,7 @@ def load(
                 progress.advance(task)
     finally:
         svc.audit.close()
+        svc.engine.dispose()
     console.print(f"loaded {loaded} resources from {len(files) - failures} of {len(files)} files")
     if failures:
         raise typer.Exit(1)

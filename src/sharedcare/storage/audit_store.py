@@ -15,13 +15,20 @@ import threading
 import time
 from collections.abc import Iterable
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
 from sharedcare.errors import ServiceUnavailable
 from sharedcare.storage import dialects
 from sharedcare.storage.tables import audit, audit_chain
+
+
+# Statements built once: their construction costs more than running them.
+_HEAD = select(audit_chain.c.last_seq, audit_chain.c.last_hash).where(audit_chain.c.partition_key == bindparam("p"))
+_MOVE_HEAD = update(audit_chain).where(audit_chain.c.partition_key == bindparam("p")).values(
+    last_seq=bindparam("n"), last_hash=bindparam("h"))
+_INSERT = audit.insert()
 
 
 def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
@@ -31,21 +38,17 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
         by_partition.setdefault(rec.partition_key, []).append(rec.row())
     for partition in sorted(by_partition):  # a fixed lock order: no deadlocks between batches
         rows = by_partition[partition]
-        dialects.insert_ignore(conn, audit_chain, {"partition_key": partition, "last_seq": 0, "last_hash": GENESIS})
-        head = conn.execute(
-            dialects.for_update(
-                select(audit_chain.c.last_seq, audit_chain.c.last_hash).where(
-                    audit_chain.c.partition_key == partition), conn)
-        ).one()
+        head = conn.execute(dialects.for_update(_HEAD, conn), {"p": partition}).first()
+        if head is None:
+            dialects.insert_ignore(conn, audit_chain, {"partition_key": partition, "last_seq": 0,
+                                                       "last_hash": GENESIS})
+            head = conn.execute(dialects.for_update(_HEAD, conn), {"p": partition}).one()
         prev = head.last_hash
         for row in rows:
             row["prev_hash"] = prev
             row["hash"] = prev = chain_hash(prev, row)
-        conn.execute(audit.insert(), rows)
-        conn.execute(
-            update(audit_chain).where(audit_chain.c.partition_key == partition)
-            .values(last_seq=head.last_seq + len(rows), last_hash=prev)
-        )
+        conn.execute(_INSERT, rows)
+        conn.execute(_MOVE_HEAD, {"p": partition, "n": head.last_seq + len(rows), "h": prev})
 
 
 class _Batch:

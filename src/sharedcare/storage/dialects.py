@@ -42,13 +42,20 @@ def configure(engine: Engine, *, sqlite_synchronous: str = "FULL") -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN"
-        conn.exec_driver_sql(mode)
+        options = conn.get_execution_options()
+        if options.get("single_read"):
+            return  # one SELECT is atomic by itself; skipping BEGIN/ROLLBACK halves a read's cost
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN")
 
 
 def write_options() -> dict[str, Any]:
     """Execution options for a connection that will write."""
     return {"write": True}
+
+
+def single_read_options() -> dict[str, Any]:
+    """Execution options for a connection that runs exactly one SELECT."""
+    return {"single_read": True}
 
 
 def lock_key(conn: Connection, *parts: str) -> None:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -36,6 +36,17 @@ from sharedcare.storage.search import Cursor
 from sharedcare.storage.tables import SHARED_PARTITION, node_setting, resource, resource_history
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+
+# Built once: constructing a statement costs more than running it on the read path.
+_READ = select(resource.c.version_id, resource.c.last_updated, resource.c.data, resource.c.partition_key).where(
+    resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"))
+_INSERT_HISTORY = insert(resource_history).returning(resource_history.c.seq)
+_INSERT_CURRENT = insert(resource)
+_UPDATE_CURRENT = update(resource).where(resource.c.res_type == bindparam("b_t"), resource.c.res_id == bindparam("b_i"))
+_VREAD = select(resource_history.c.last_updated, resource_history.c.data, resource_history.c.method,
+                resource_history.c.partition_key).where(
+    resource_history.c.res_type == bindparam("t"), resource_history.c.res_id == bindparam("i"),
+    resource_history.c.version_id == bindparam("v"))
 
 
 def utcnow() -> datetime:
@@ -125,12 +136,9 @@ class Repository:
         return tuple(r.patient_id for r in rows)
 
     def read(self, caller: Caller, res_type: str, res_id: str) -> Stored:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(resource.c.version_id, resource.c.last_updated, resource.c.data, resource.c.partition_key)
-                .where(resource.c.res_type == res_type, resource.c.res_id == res_id,
-                       self.policy.visible_clause(caller, resource))
-            ).first()
+        with self.engine.connect().execution_options(**dialects.single_read_options()) as conn:
+            row = conn.execute(_READ.where(self.policy.visible_clause(caller, resource)),
+                               {"t": res_type, "i": res_id}).first()
         patients = (row.partition_key,) if row is not None and row.partition_key != SHARED_PARTITION else ()
         if row is None:
             self._audit_read(caller, "read", 404, res_type=res_type, res_id=res_id)
@@ -144,13 +152,9 @@ class Repository:
         return Stored(res_type, res_id, row.version_id, row.last_updated, row.data)
 
     def vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> Stored:
-        h = resource_history
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(h.c.last_updated, h.c.data, h.c.method, h.c.partition_key)
-                .where(h.c.res_type == res_type, h.c.res_id == res_id, h.c.version_id == version_id,
-                       self.policy.visible_clause(caller, h))
-            ).first()
+        with self.engine.connect().execution_options(**dialects.single_read_options()) as conn:
+            row = conn.execute(_VREAD.where(self.policy.visible_clause(caller, resource_history)),
+                               {"t": res_type, "i": res_id, "v": version_id}).first()
         patients = (row.partition_key,) if row is not None and row.partition_key != SHARED_PARTITION else ()
         if row is None:
             self._audit_read(caller, "vread", 404, res_type=res_type, res_id=res_id, version_id=version_id)
@@ -247,10 +251,9 @@ class Unit:
             stored.version_id if stored else None, patients, query))
 
     def current(self, res_type: str, res_id: str, *, lock: bool = False) -> Stored | None:
-        stmt = select(resource.c.version_id, resource.c.last_updated, resource.c.data).where(
-            resource.c.res_type == res_type, resource.c.res_id == res_id,
-            self.repo.policy.visible_clause(self.caller, resource))
-        row = self.conn.execute(dialects.for_update(stmt, self.conn) if lock else stmt).first()
+        stmt = _READ.where(self.repo.policy.visible_clause(self.caller, resource))
+        row = self.conn.execute(dialects.for_update(stmt, self.conn) if lock else stmt,
+                                {"t": res_type, "i": res_id}).first()
         return Stored(res_type, res_id, row.version_id, row.last_updated, row.data) if row else None
 
     def find(self, query: SearchQuery, limit: int = 2) -> list[str]:
@@ -290,15 +293,14 @@ class Unit:
             "deleted": False, "data": data, "author": self.caller.agent_id,
         }
         try:
-            seq = self.conn.execute(
-                insert(resource_history).values(**hist).returning(resource_history.c.seq)).scalar_one()
+            seq = self.conn.execute(_INSERT_HISTORY, hist).scalar_one()
             current = {k: hist[k] for k in ("version_id", "last_updated", "partition_key", "source", "security",
                                             "deleted", "data")}
             if prev is None:
-                self.conn.execute(insert(resource).values(res_type=res_type, res_id=res_id, created_seq=seq, **current))
+                self.conn.execute(_INSERT_CURRENT, {"res_type": res_type, "res_id": res_id, "created_seq": seq,
+                                                    **current})
             else:
-                self.conn.execute(update(resource).where(resource.c.res_type == res_type,
-                                                         resource.c.res_id == res_id).values(**current))
+                self.conn.execute(_UPDATE_CURRENT, {"b_t": res_type, "b_i": res_id, **current})
                 indexing.clear(self.conn, res_type, res_id)
         except IntegrityError:
             # Only reachable on PostgreSQL when another transaction created the same id first.

@@ -1,0 +1,82 @@
+"""The command line: `load` (bundles and NDJSON, with a progress bar) and `db upgrade`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sharedcare.cli import app
+from sharedcare.settings import get_settings
+from sharedcare.storage import database
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    db = tmp_path / "cli.db"
+    monkeypatch.setenv("SHAREDCARE_DATABASE_URL", f"sqlite:///{db}")
+    get_settings.cache_clear()
+    yield db
+    get_settings.cache_clear()
+
+
+def is_current(url: str) -> bool:
+    engine = database.make_engine(url)
+    try:
+        return database.is_current(engine)
+    finally:
+        engine.dispose()
+
+
+def count(db: Path, table: str = "resource") -> int:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 - fixed names
+
+
+def test_load_a_transaction_bundle_and_ndjson(env: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "b.json"
+    bundle.write_text('{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:1",'
+                      '"resource":{"resourceType":"Patient","gender":"female"},'
+                      '"request":{"method":"POST","url":"Patient"}}]}')
+    nd = tmp_path / "r.ndjson"
+    nd.write_text('{"resourceType":"Patient","id":"p1","gender":"male"}\n\n'
+                  '{"resourceType":"Organization","name":"Surgery"}\n')
+    result = runner.invoke(app, ["load", str(bundle), str(nd)])
+    assert result.exit_code == 0, result.output
+    assert "loaded 3 resources from 2 of 2 files" in result.output
+    assert count(env) == 3
+
+
+def test_load_reports_a_bad_file_and_keeps_the_good_ones(env: Path, tmp_path: Path) -> None:
+    good = tmp_path / "good.ndjson"
+    good.write_text('{"resourceType":"Patient","gender":"male"}\n')
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"resourceType":"Bundle","type":"transaction","entry":[{"resource":'
+                   '{"resourceType":"Patient","gender":"nonsense"},"request":{"method":"POST","url":"Patient"}}]}')
+    result = runner.invoke(app, ["load", str(good), str(bad)])
+    assert result.exit_code == 1
+    assert "bad.json" in result.output
+    assert "nonsense" not in result.output  # no record content in messages
+    assert count(env) == 1
+
+
+def test_db_upgrade_creates_the_schema(env: Path) -> None:
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert is_current(f"sqlite:///{env}")
+
+
+def test_db_upgrade_on_postgresql(postgres, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    url = postgres.create_database("cli_upgrade")
+    monkeypatch.setenv("SHAREDCARE_DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        assert is_current(url)
+    finally:
+        get_settings.cache_clear()
