@@ -10,10 +10,14 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine, text
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sharedcare import __version__
+from sharedcare.access.audit import AuditMark, current_mark
+from sharedcare.access.context import system_caller
 from sharedcare.errors import (
     BadRequest,
     ConfigurationError,
@@ -55,6 +59,36 @@ def open_services(settings: Settings, *, migrate: bool | None = None) -> Service
     return Services(engine, audit, Repository(engine, audit))
 
 
+def interaction_for(method: str, path: str) -> tuple[str, str | None]:
+    """Best description of a FHIR request that failed before the Repository saw it (for its audit)."""
+    parts = [p for p in path.removeprefix("/fhir").split("/") if p]
+    res_type = parts[0] if parts and parts[0][:1].isupper() else None
+    if any(p.startswith("$") for p in parts):
+        return "operation", res_type
+    if "_history" in parts:
+        return ("vread" if parts[-1] != "_history" else "history-instance" if len(parts) == 3 else
+                "history-type" if len(parts) == 2 else "history-system"), res_type
+    if not parts:
+        return "transaction", None
+    by_method = {"GET": "read" if len(parts) > 1 else "search-type", "POST": "create" if len(parts) == 1 else
+                 "search-type", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+    return by_method.get(method, "operation"), res_type
+
+
+class AuditMarkMiddleware:
+    """Gives each FHIR request an AuditMark (a plain ASGI middleware: no cost on the hot path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/fhir") and scope["path"] != "/fhir/metadata":
+            current_mark.set(AuditMark())
+        else:
+            current_mark.set(None)
+        await self.app(scope, receive, send)
+
+
 def _fmt_or_json(request: Request) -> formats.Format:
     try:
         return formats.response_format(request.headers.get("accept"), request.query_params.get("_format"))
@@ -85,8 +119,27 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         state["services"] = services
         _mount(services)
 
+    app.add_middleware(AuditMarkMiddleware)
+
+    async def audit_refusal(request: Request, status: int, *, always: bool = False) -> None:
+        """Safety property 3: a request refused before the Repository saw it is audited here."""
+        mark = current_mark.get()
+        svc = state.get("services")
+        if svc is None or (mark is None and not always) or (mark is not None and mark.audited and not always):
+            return
+        if not request.url.path.startswith("/fhir") or request.url.path == "/fhir/metadata":
+            return
+        interaction, res_type = interaction_for(request.method, request.url.path)
+        caller = system_caller(settings.node_id).with_ip(request.client.host if request.client else None)
+        try:
+            await run_in_threadpool(svc.repo.record, caller, interaction, status, res_type=res_type,
+                                    query=str(request.url.query) or None)
+        except FhirError:
+            log.error("could not audit a refused request")
+
     @app.exception_handler(FhirError)
     async def fhir_error(request: Request, exc: FhirError) -> Response:
+        await audit_refusal(request, exc.status)
         return resp.error_response(exc, _fmt_or_json(request))
 
     @app.exception_handler(StarletteHTTPException)
@@ -99,16 +152,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         else:
             err = BadRequest("the request could not be handled")
             err.status = exc.status_code  # type: ignore[misc]
+        await audit_refusal(request, err.status)
         return resp.error_response(err, _fmt_or_json(request))
 
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError) -> Response:
+        await audit_refusal(request, 400)
         return resp.error_response(BadRequest("the request is malformed"), _fmt_or_json(request))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         # Safety property 1: log the kind of failure only, never the request or record content.
-        log.error("unhandled error %s on %s %s", type(exc).__name__, request.method, request.url.path)
+        log.error("unhandled error %s on %s", type(exc).__name__, request.method)
+        await audit_refusal(request, 500, always=True)
         oo = operation_outcome([Issue("fatal", "exception", "internal error; the request was not completed")])
         return resp.fhir_response(oo, "json", 500)
 

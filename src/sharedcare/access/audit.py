@@ -9,7 +9,8 @@ served read-only as AuditEvent. Records hold ids and codes, never record content
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from sharedcare.access.context import Caller
 
@@ -69,3 +70,21 @@ def chain_hash(prev_hash: str, row: dict[str, object]) -> str:
 
 
 GENESIS = "0" * 64
+
+
+@dataclass
+class AuditMark:
+    """Set per request by the app; the Repository marks it when it writes a record, so the app can
+    audit requests that failed before reaching the Repository (a bad body, an unknown type)."""
+
+    audited: bool = False
+    interactions: list[str] = field(default_factory=list)
+
+
+current_mark: ContextVar[AuditMark | None] = ContextVar("sharedcare_audit_mark", default=None)
+
+
+def mark_audited() -> None:
+    mark = current_mark.get()
+    if mark is not None:
+        mark.audited = True

@@ -305,6 +305,8 @@ class FhirApi:
         from sharedcare.errors import Issue, operation_outcome
 
         issues = await run_in_threadpool(validate, body)
+        await run_in_threadpool(self.repo.record, self.caller(request), "operation", 200, res_type=res_type,
+                                query="$validate")
         if not issues:
             issues = [Issue("information", "informational", "the resource is valid")]
         return resp.fhir_response(operation_outcome(issues), fmt, 200)

@@ -23,7 +23,6 @@ from sharedcare.errors import ServiceUnavailable
 from sharedcare.storage import dialects
 from sharedcare.storage.tables import audit, audit_chain
 
-
 # Statements built once: their construction costs more than running them.
 _HEAD = select(audit_chain.c.last_seq, audit_chain.c.last_hash).where(audit_chain.c.partition_key == bindparam("p"))
 _MOVE_HEAD = update(audit_chain).where(audit_chain.c.partition_key == bindparam("p")).values(

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from sharedcare.access.audit import AuditRecord
+from sharedcare.access.audit import AuditRecord, mark_audited
 from sharedcare.access.context import Caller
 from sharedcare.access.policy import Policy, SystemPolicy
 from sharedcare.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed
@@ -127,6 +127,12 @@ class Repository:
                     patients: tuple[str, ...] = (), query: str | None = None) -> None:
         self.audit.record(AuditRecord(interaction, status, caller, self.now(), res_type, res_id, version_id,
                                       patients, query))
+        mark_audited()
+
+    def record(self, caller: Caller, interaction: str, status: int, *, res_type: str | None = None,
+               query: str | None = None) -> None:
+        """Audit an interaction that did not reach the store (refused early, or an operation)."""
+        self._audit_read(caller, interaction, status, res_type=res_type, query=query)
 
     def _patients(self, conn: Connection, res_type: str, res_id: str) -> tuple[str, ...]:
         from sharedcare.storage.tables import compartment
@@ -249,6 +255,7 @@ class Unit:
             interaction, status, self.caller, self.repo.now(),
             stored.res_type if stored else res_type, stored.res_id if stored else None,
             stored.version_id if stored else None, patients, query))
+        mark_audited()
 
     def current(self, res_type: str, res_id: str, *, lock: bool = False) -> Stored | None:
         stmt = _READ.where(self.repo.policy.visible_clause(self.caller, resource))

@@ -57,3 +57,17 @@ def test_reads_fail_closed_when_audit_cannot_be_committed(client: TestClient, st
     assert r.status_code == 503
     assert "Ann" not in r.text
     assert p["id"] not in r.text
+
+
+def test_requests_refused_before_reaching_the_store_are_audited(client: TestClient, store: Services) -> None:
+    client.post("/fhir/Patient", content=b"{not json", headers={"Content-Type": FHIR_JSON})
+    client.get("/fhir/Spaceship/1")
+    client.post("/fhir/Patient", content=b"x", headers={"Content-Type": "text/plain"})
+    rows = audit_rows(store)
+    assert [(r["interaction"], r["status"], r["res_type"]) for r in rows] == [
+        ("create", 400, "Patient"), ("read", 404, "Spaceship"), ("create", 415, "Patient")]
+
+
+def test_validate_operation_is_audited_once(client: TestClient, store: Services) -> None:
+    client.post("/fhir/Patient/$validate", json=patient(), headers={"Content-Type": FHIR_JSON})
+    assert [(r["interaction"], r["status"]) for r in audit_rows(store)] == [("operation", 200)]

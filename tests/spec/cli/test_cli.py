@@ -35,7 +35,7 @@ def count(db: Path, table: str = "resource") -> int:
     import sqlite3
 
     with sqlite3.connect(db) as conn:
-        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608 - fixed names
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
 def test_load_a_transaction_bundle_and_ndjson(env: Path, tmp_path: Path) -> None:
