@@ -31,7 +31,10 @@ def serve(
 
     from sharedcare.app import create_app
 
+    from sharedcare import log_config
+
     settings = get_settings()
+    log_config.configure(settings.log_level)
     console.print(f"sharedcare on http://{host}:{port} (FHIR base {settings.base_url})")
     if workers > 1:
         uvicorn.run("sharedcare.app:create_app", factory=True, host=host, port=port, workers=workers,
