@@ -1,0 +1,51 @@
+"""FHIR JSON parsing keeps decimals exactly and refuses hostile input with a BadRequest."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sharedcare.errors import BadRequest
+from sharedcare.fhir import jsonio
+from sharedcare.fhir.jsonio import FhirDecimal
+
+
+@pytest.mark.parametrize("literal", ["1.50", "0.10", "1e2", "-0.0", "3.14159265358979323846264338327950288", "1E-7"])
+def test_decimal_literals_survive_a_round_trip(literal: str) -> None:
+    data = f'{{"value":{literal}}}'.encode()
+    assert jsonio.dumps(jsonio.loads(data)) == data
+
+
+def test_integers_stay_integers() -> None:
+    assert jsonio.loads(b'{"a":1}') == {"a": 1}
+    assert type(jsonio.loads(b'{"a":1}')["a"]) is int
+
+
+def test_decimals_compare_as_numbers_and_copy_with_their_literal() -> None:
+    d = jsonio.loads(b'{"v":1.50}')["v"]
+    assert d == 1.5
+    assert isinstance(d, FhirDecimal)
+    assert copy.deepcopy(d).literal == "1.50"
+    assert pickle.loads(pickle.dumps(d)).literal == "1.50"  # noqa: S301 - our own bytes
+
+
+@pytest.mark.parametrize("body", [b"{", b"\xff\xfe", b'{"a": NaN}', b'{"a": Infinity}', b"[" * 100 + b"]" * 100])
+def test_bad_json_is_a_bad_request(body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        jsonio.loads(body)
+
+
+def test_a_byte_order_mark_is_tolerated() -> None:
+    assert jsonio.loads("\ufeff{}".encode()) == {}
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_parse_or_raise_bad_request(data: bytes) -> None:
+    try:
+        jsonio.loads(data)
+    except BadRequest:
+        pass
