@@ -29,9 +29,8 @@ def serve(
     """Serve the FHIR API and web app (creates or migrates the embedded database by itself)."""
     import uvicorn
 
-    from sharedcare.app import create_app
-
     from sharedcare import log_config
+    from sharedcare.app import create_app
 
     settings = get_settings()
     log_config.configure(settings.log_level)
