@@ -7,6 +7,7 @@ Repository, which applies the access policy and writes the audit record.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,8 +16,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sharedcare.access.context import Caller, system_caller
-from sharedcare.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
-from sharedcare.fhir import formats, interactions
+from sharedcare.errors import (
+    BadRequest,
+    Issue,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    operation_outcome,
+)
+from sharedcare.fhir import formats, interactions, jsonio
 from sharedcare.fhir import responses as resp
 from sharedcare.fhir.bundles import BundleProcessor, Entry
 from sharedcare.fhir.capability import capability_statement
@@ -62,7 +70,9 @@ class FhirApi:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def resource_body(self, request: Request) -> Any:
+    async def resource_body(self, request: Request, res_type: str | None = None) -> Any:
+        if res_type is not None:
+            interactions.check_type(res_type)
         data = await self.body(request)
         if not data:
             raise BadRequest("the request has no body")
@@ -78,14 +88,30 @@ class FhirApi:
             return Response(status_code=result.status, headers=headers)
         if mode == "OperationOutcome":
             issues = result.warnings or []
-            from sharedcare.errors import Issue, operation_outcome
-
             oo = operation_outcome(issues or [Issue("information", "informational", "the interaction succeeded")])
             return resp.fhir_response(oo, fmt, result.status, headers)
         return resp.fhir_response(stored.data, fmt, result.status, headers)
 
     def query_string(self, request: Request) -> str:
         return str(request.url.query)
+
+    @staticmethod
+    def if_match(request: Request) -> int | None:
+        return interactions.parse_if_match(request.headers.get("if-match"))
+
+    @staticmethod
+    def delete_response(result: interactions.EntryResult) -> Response:
+        return Response(status_code=204, headers={"ETag": result.stored.etag} if result.stored else None)
+
+    async def _in_unit(self, request: Request, interaction: str, res_type: str,
+                       action: Callable[[Unit], interactions.EntryResult]) -> interactions.EntryResult:
+        """Run one write interaction in its own transaction, off the event loop."""
+        caller = self.caller(request)
+
+        def run() -> interactions.EntryResult:
+            with self.repo.unit(caller, interaction, res_type) as unit:
+                return action(unit)
+        return await run_in_threadpool(run)
 
     # -- reads inside bundles -----------------------------------------------------------------------
     def _bundle_read(self, unit: Unit, entry: Entry) -> tuple[int, Any]:
@@ -94,8 +120,6 @@ class FhirApi:
             interactions.check_type(parts[0])
             stored = unit.require_exists(parts[0], parts[1])
             unit.audit("read", 200, stored)
-            from sharedcare.fhir import jsonio
-
             return 200, jsonio.loads(stored.data or b"{}")
         raise BadRequest(f"Bundle.entry[{entry.index}]: only reads by id are supported in bundles so far")
 
@@ -133,15 +157,11 @@ class FhirApi:
 
         @r.post("/{res_type}")
         async def create(request: Request, res_type: str) -> Response:
-            fmt = self.fmt(request)
-            interactions.check_type(res_type)
-            body = await self.resource_body(request)
-            caller, cond = self.caller(request), request.headers.get("if-none-exist")
-
-            def run() -> interactions.EntryResult:
-                with self.repo.unit(caller, "create", res_type) as unit:
-                    return interactions.create(unit, res_type, body, if_none_exist=cond)
-            return self.write_response(request, await run_in_threadpool(run), fmt)
+            fmt, body = self.fmt(request), await self.resource_body(request, res_type)
+            cond = request.headers.get("if-none-exist")
+            result = await self._in_unit(request, "create", res_type,
+                                         lambda u: interactions.create(u, res_type, body, if_none_exist=cond))
+            return self.write_response(request, result, fmt)
 
         @r.post("/{res_type}/$validate")
         async def validate_type(request: Request, res_type: str) -> Response:
@@ -153,28 +173,19 @@ class FhirApi:
 
         @r.put("/{res_type}")
         async def conditional_update(request: Request, res_type: str) -> Response:
-            fmt = self.fmt(request)
-            interactions.check_type(res_type)
-            body = await self.resource_body(request)
-            caller, criteria = self.caller(request), self.query_string(request)
-            if_match = interactions.parse_if_match(request.headers.get("if-match"))
-
-            def run() -> interactions.EntryResult:
-                with self.repo.unit(caller, "update", res_type) as unit:
-                    return interactions.conditional_update(unit, res_type, criteria, body, if_match=if_match,
-                                                           max_count=self.settings.max_page_size)
-            return self.write_response(request, await run_in_threadpool(run), fmt)
+            fmt, body = self.fmt(request), await self.resource_body(request, res_type)
+            criteria, if_match = self.query_string(request), self.if_match(request)
+            result = await self._in_unit(request, "update", res_type, lambda u: interactions.conditional_update(
+                u, res_type, criteria, body, if_match=if_match, max_count=self.settings.max_page_size))
+            return self.write_response(request, result, fmt)
 
         @r.delete("/{res_type}")
         async def conditional_delete(request: Request, res_type: str) -> Response:
             interactions.check_type(res_type)
-            caller, criteria = self.caller(request), self.query_string(request)
-
-            def run() -> interactions.EntryResult:
-                with self.repo.unit(caller, "delete", res_type) as unit:
-                    return interactions.conditional_delete(unit, res_type, criteria, self.settings.max_page_size)
-            result = await run_in_threadpool(run)
-            return Response(status_code=204, headers={"ETag": result.stored.etag} if result.stored else None)
+            criteria = self.query_string(request)
+            result = await self._in_unit(request, "delete", res_type, lambda u: interactions.conditional_delete(
+                u, res_type, criteria, self.settings.max_page_size))
+            return self.delete_response(result)
 
         @r.get("/{res_type}/_history")
         async def history_type(request: Request, res_type: str) -> Response:
@@ -190,47 +201,30 @@ class FhirApi:
 
         @r.put("/{res_type}/{res_id}")
         async def update(request: Request, res_type: str, res_id: str) -> Response:
-            fmt = self.fmt(request)
-            interactions.check_type(res_type)
-            body = await self.resource_body(request)
-            caller = self.caller(request)
-            if_match = interactions.parse_if_match(request.headers.get("if-match"))
-
-            def run() -> interactions.EntryResult:
-                with self.repo.unit(caller, "update", res_type) as unit:
-                    return interactions.update(unit, res_type, res_id, body, if_match=if_match)
-            return self.write_response(request, await run_in_threadpool(run), fmt)
+            fmt, body = self.fmt(request), await self.resource_body(request, res_type)
+            if_match = self.if_match(request)
+            result = await self._in_unit(request, "update", res_type, lambda u: interactions.update(
+                u, res_type, res_id, body, if_match=if_match))
+            return self.write_response(request, result, fmt)
 
         @r.patch("/{res_type}/{res_id}")
         async def patch(request: Request, res_type: str, res_id: str) -> Response:
             fmt = self.fmt(request)
             interactions.check_type(res_type)
             if formats.PATCH_TYPE not in (request.headers.get("content-type") or ""):
-                from sharedcare.errors import UnsupportedMediaType
-
                 raise UnsupportedMediaType("PATCH takes a JSON Patch document (application/json-patch+json)")
-            from sharedcare.fhir import jsonio
-
-            ops = jsonio.loads(await self.body(request))
-            caller = self.caller(request)
-            if_match = interactions.parse_if_match(request.headers.get("if-match"))
-
-            def run() -> interactions.EntryResult:
-                with self.repo.unit(caller, "patch", res_type) as unit:
-                    return interactions.patch(unit, res_type, res_id, ops, if_match=if_match)
-            return self.write_response(request, await run_in_threadpool(run), fmt)
+            ops, if_match = jsonio.loads(await self.body(request)), self.if_match(request)
+            result = await self._in_unit(request, "patch", res_type, lambda u: interactions.patch(
+                u, res_type, res_id, ops, if_match=if_match))
+            return self.write_response(request, result, fmt)
 
         @r.delete("/{res_type}/{res_id}")
         async def delete(request: Request, res_type: str, res_id: str) -> Response:
             interactions.check_type(res_type)
-            caller = self.caller(request)
-            if_match = interactions.parse_if_match(request.headers.get("if-match"))
-
-            def run() -> interactions.EntryResult:
-                with self.repo.unit(caller, "delete", res_type) as unit:
-                    return interactions.delete(unit, res_type, res_id, if_match=if_match)
-            result = await run_in_threadpool(run)
-            return Response(status_code=204, headers={"ETag": result.stored.etag} if result.stored else None)
+            if_match = self.if_match(request)
+            result = await self._in_unit(request, "delete", res_type, lambda u: interactions.delete(
+                u, res_type, res_id, if_match=if_match))
+            return self.delete_response(result)
 
         @r.get("/{res_type}/{res_id}/_history")
         async def history_instance(request: Request, res_type: str, res_id: str) -> Response:
@@ -302,8 +296,6 @@ class FhirApi:
             body = found[0]
         if not isinstance(body, dict) or body.get("resourceType") != res_type:
             raise BadRequest(f"$validate on {res_type} needs a {res_type} resource")
-        from sharedcare.errors import Issue, operation_outcome
-
         issues = await run_in_threadpool(validate, body)
         await run_in_threadpool(self.repo.record, self.caller(request), "operation", 200, res_type=res_type,
                                 query="$validate")
