@@ -76,7 +76,13 @@ def _depth_ok(data: bytes | str, limit: int) -> bool:
     return True
 
 
-_decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_constant=_reject_constant)
+def _parse_int(literal: str) -> int | FhirDecimal:
+    # A JSON integer beyond 64 bits is still a valid FHIR decimal; keep its literal (orjson cannot
+    # write such ints, and integer elements reject it in validation).
+    return int(literal) if len(literal) < 19 else FhirDecimal(literal)
+
+
+_decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_int=_parse_int, parse_constant=_reject_constant)
 
 
 def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:

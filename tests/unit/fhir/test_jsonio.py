@@ -20,6 +20,11 @@ def test_decimal_literals_survive_a_round_trip(literal: str) -> None:
     assert jsonio.dumps(jsonio.loads(data)) == data
 
 
+def test_integers_beyond_64_bits_keep_their_literal() -> None:
+    data = b'{"value":123456789012345678901234567890}'
+    assert jsonio.dumps(jsonio.loads(data)) == data
+
+
 def test_integers_stay_integers() -> None:
     assert jsonio.loads(b'{"a":1}') == {"a": 1}
     assert type(jsonio.loads(b'{"a":1}')["a"]) is int
