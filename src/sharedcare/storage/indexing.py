@@ -85,11 +85,30 @@ def clear(conn: Connection, res_type: str, res_id: str) -> None:
     conn.execute(delete(compartment).where(compartment.c.res_type == res_type, compartment.c.res_id == res_id))
 
 
-def write(conn: Connection, res_type: str, res_id: str, rows: IndexRows) -> None:
-    tables = {t.name: t for t in INDEX_TABLES}
-    for name, table_rows in rows.by_table.items():
-        if table_rows:
-            conn.execute(tables[name].insert(), table_rows)
-    if rows.patients:
-        conn.execute(compartment.insert(),
-                     [{"res_type": res_type, "res_id": res_id, "patient_id": p} for p in rows.patients])
+_INSERTS = {t.name: t.insert() for t in (*INDEX_TABLES, compartment)}
+
+
+class PendingRows:
+    """Index and compartment rows of a transaction's writes, inserted together (executemany)."""
+
+    def __init__(self) -> None:
+        self.by_table: dict[str, list[dict[str, Any]]] = {}
+
+    def add(self, res_type: str, res_id: str, rows: IndexRows) -> None:
+        for name, table_rows in rows.by_table.items():
+            if table_rows:
+                self.by_table.setdefault(name, []).extend(table_rows)
+        if rows.patients:
+            self.by_table.setdefault(compartment.name, []).extend(
+                {"res_type": res_type, "res_id": res_id, "patient_id": p} for p in rows.patients)
+
+    def discard(self, res_type: str, res_id: str) -> None:
+        """Forget pending rows of a resource that is being rewritten in the same transaction."""
+        for name, table_rows in self.by_table.items():
+            self.by_table[name] = [r for r in table_rows if (r["res_type"], r["res_id"]) != (res_type, res_id)]
+
+    def flush(self, conn: Connection) -> None:
+        for name, table_rows in self.by_table.items():
+            if table_rows:
+                conn.execute(_INSERTS[name], table_rows)
+        self.by_table = {}

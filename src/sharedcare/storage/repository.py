@@ -33,7 +33,14 @@ from sharedcare.fhir.search.query import SearchQuery
 from sharedcare.storage import audit_store, dialects, indexing, search
 from sharedcare.storage.audit_store import AuditStore
 from sharedcare.storage.search import Cursor
-from sharedcare.storage.tables import SHARED_PARTITION, node_setting, resource, resource_history
+from sharedcare.storage.tables import (
+    INDEX_TABLES,
+    SHARED_PARTITION,
+    compartment,
+    node_setting,
+    resource,
+    resource_history,
+)
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
@@ -135,8 +142,6 @@ class Repository:
         self._audit_read(caller, interaction, status, res_type=res_type, query=query)
 
     def _patients(self, conn: Connection, res_type: str, res_id: str) -> tuple[str, ...]:
-        from sharedcare.storage.tables import compartment
-
         rows = conn.execute(select(compartment.c.patient_id).where(
             compartment.c.res_type == res_type, compartment.c.res_id == res_id))
         return tuple(r.patient_id for r in rows)
@@ -234,6 +239,7 @@ class Repository:
             with self.engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
                 unit = Unit(self, conn, caller)
                 yield unit
+                unit.flush()
                 audit_store.append(conn, unit.audits)
         except FhirError as exc:
             self._audit_read(caller, interaction, exc.status, res_type=res_type)
@@ -248,6 +254,11 @@ class Unit:
         self.conn = conn
         self.caller = caller
         self.audits: list[AuditRecord] = []
+        self.pending = indexing.PendingRows()
+
+    def flush(self) -> None:
+        """Write the index rows gathered so far (one executemany per table)."""
+        self.pending.flush(self.conn)
 
     def audit(self, interaction: str, status: int, stored: Stored | None, patients: tuple[str, ...] = (),
               query: str | None = None, res_type: str | None = None) -> None:
@@ -265,6 +276,7 @@ class Unit:
 
     def find(self, query: SearchQuery, limit: int = 2) -> list[str]:
         """Ids matching a conditional-interaction query (within this transaction)."""
+        self.flush()  # earlier writes in this transaction must be searchable
         return search.find_ids(self.conn, query, self.repo.policy.visible_clause(self.caller, resource), limit)
 
     def lock(self, *parts: str) -> None:
@@ -278,7 +290,8 @@ class Unit:
               if_match: int | None = None, expect_new: bool = False) -> WriteOutcome:
         """Store a new version of res_type/res_id (creating it if absent). The caller has validated body."""
         self._check_write(res_type, body)
-        prev = self.current(res_type, res_id, lock=True)
+        # A new server-assigned id cannot exist yet: the primary key guards it, no lookup needed.
+        prev = None if expect_new else self.current(res_type, res_id, lock=True)
         if if_match is not None and (prev is None or prev.version_id != if_match or prev.deleted):
             raise PreconditionFailed("the resource has changed since the version you sent (If-Match)")
         if expect_new and prev is not None:
@@ -308,11 +321,12 @@ class Unit:
                                                     **current})
             else:
                 self.conn.execute(_UPDATE_CURRENT, {"b_t": res_type, "b_i": res_id, **current})
+                self.pending.discard(res_type, res_id)
                 indexing.clear(self.conn, res_type, res_id)
         except IntegrityError:
             # Only reachable on PostgreSQL when another transaction created the same id first.
             raise PreconditionFailed("the resource was changed by someone else at the same time") from None
-        indexing.write(self.conn, res_type, res_id, rows)
+        self.pending.add(res_type, res_id, rows)
         stored = Stored(res_type, res_id, version, now, data, method, seq)
         self.audit("create" if prev is None or method == "POST" else "update", 201 if prev is None else 200,
                    stored, rows.patients)
@@ -341,8 +355,7 @@ class Unit:
         self.conn.execute(update(resource).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
                           .values(version_id=version, last_updated=now, deleted=True, data=None))
         # The compartment rows stay (history stays in the patient's compartment); search rows go.
-        from sharedcare.storage.tables import INDEX_TABLES
-
+        self.pending.discard(res_type, res_id)
         for table in INDEX_TABLES:
             self.conn.execute(table.delete().where(table.c.res_type == res_type, table.c.res_id == res_id))
         stored = Stored(res_type, res_id, version, now, None, "DELETE", seq)
