@@ -33,15 +33,16 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         env = {**os.environ, "SHAREDCARE_DATABASE_URL": self.database_url, "SHAREDCARE_BASE_URL": self.base}
-        log = (self.log_dir / f"server-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sharedcare.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        log_path = self.log_dir / f"server-{self.port}.log"
+        with log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sharedcare.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early; see {log.name}")
+                raise RuntimeError(f"server exited early; see {log_path}")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=1).status_code == 200:
                     return self
