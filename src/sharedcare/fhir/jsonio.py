@@ -35,6 +35,10 @@ class FhirDecimal(float):
     def __repr__(self) -> str:
         return f"FhirDecimal({self.literal!r})"
 
+    def __str__(self) -> str:
+        # float's str() would go through __repr__; the literal is the value's own text.
+        return self.literal
+
     def __reduce__(self) -> tuple[type[FhirDecimal], tuple[str]]:
         # copy/deepcopy/pickle must keep the literal, not go through the float value.
         return (FhirDecimal, (self.literal,))

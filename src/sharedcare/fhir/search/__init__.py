@@ -1,0 +1,1 @@
+"""FHIR search: parsing queries and extracting index values from resources."""

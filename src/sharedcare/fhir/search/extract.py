@@ -1,0 +1,497 @@
+"""Search-parameter index values of a resource, from extractors generated from the R4 definitions.
+
+Every SearchParameter expression of R4 is a union (`|`) of paths with, at most, a type filter
+(`.ofType(T)` / `as T`), a reference-target filter (`.where(resolve() is T)`) or an equality filter
+(`.where(system='phone')`). We compile each into a small walker over the JSON, typed by the
+StructureDefinitions (so `Observation.value` finds `valueQuantity` and knows it is a Quantity), once
+per resource type. Anything else falls back to fhirpathpy (compiled once): today only
+`Patient.deceased`. Evaluating compiled fhirpathpy for dozens of parameters per write would cost
+milliseconds; these walkers cost microseconds.
+
+Values are converted by the FHIR type found: Coding/CodeableConcept/Identifier/ContactPoint/code to
+tokens, HumanName/Address parts to normalised strings, dates to the UTC instant range they cover,
+Quantity/Money to exact decimals, Reference/canonical to references.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from typing import Any
+
+from sharedcare.errors import BadRequest
+from sharedcare.fhir.definitions import search_parameters, structure_definitions
+from sharedcare.fhir.jsonio import FhirDecimal
+from sharedcare.fhir.search.query import date_range
+
+PRIMITIVES = {"boolean", "integer", "positiveInt", "unsignedInt", "decimal", "string", "code", "id", "uri", "url",
+              "canonical", "oid", "uuid", "markdown", "base64Binary", "date", "dateTime", "instant", "time", "xhtml"}
+MAX_INSTANT = "9999-12-31T23:59:59.999999"
+MIN_INSTANT = "0001-01-01T00:00:00.000000"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenValue:
+    param: str
+    system: str | None
+    code: str | None
+    text: str | None = None
+    type_system: str | None = None
+    type_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StringValue:
+    param: str
+    value: str
+    exact: str
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue:
+    param: str
+    low: str
+    high: str
+
+
+@dataclass(frozen=True, slots=True)
+class NumberValue:
+    param: str
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityValue:
+    param: str
+    value: Decimal
+    system: str | None
+    code: str | None
+    unit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue:
+    param: str
+    target_type: str | None
+    target_id: str | None
+    version: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UriValue:
+    param: str
+    value: str
+
+
+@dataclass
+class IndexValues:
+    tokens: list[TokenValue] = field(default_factory=list)
+    strings: list[StringValue] = field(default_factory=list)
+    dates: list[DateValue] = field(default_factory=list)
+    numbers: list[NumberValue] = field(default_factory=list)
+    quantities: list[QuantityValue] = field(default_factory=list)
+    references: list[ReferenceValue] = field(default_factory=list)
+    uris: list[UriValue] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchParamInfo:
+    code: str
+    type: str
+    expression: str
+    url: str
+    targets: tuple[str, ...] = ()
+    components: tuple[dict[str, Any], ...] = ()
+
+
+# -- the element model: for a context (type name or backbone path), its children and their types ------
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    types: tuple[str, ...]  # FHIR type codes; for a choice, every allowed type
+    choice: bool
+    context: str | None  # where its own children are described (a type name or a backbone path)
+
+
+@cache
+def model() -> dict[str, dict[str, Child]]:
+    out: dict[str, dict[str, Child]] = {}
+    for sd in structure_definitions().values():
+        for el in sd["snapshot"]["element"]:
+            path: str = el["path"]
+            if "." not in path:
+                continue
+            parent, name = path.rsplit(".", 1)
+            choice = name.endswith("[x]")
+            name = name.removesuffix("[x]")
+            types = tuple(t["code"] for t in el.get("type", ()))
+            if el.get("contentReference"):
+                context: str | None = el["contentReference"].lstrip("#")
+                types = ("BackboneElement",)
+            elif types and types[0] in ("BackboneElement", "Element") and not choice and parent != path:
+                context = path
+            elif len(types) == 1 and types[0] not in PRIMITIVES:
+                context = types[0]
+            else:
+                context = None
+            # A backbone path is also addressable by the owning type's name (e.g. Observation.component).
+            out.setdefault(parent, {})[name] = Child(types, choice, context)
+    return out
+
+
+def _children(node: Any, ctx: str, name: str) -> list[tuple[Any, str]]:
+    """Values of child `name` of a JSON node whose type/path is `ctx`, each with its type or path."""
+    if not isinstance(node, dict):
+        return []
+    child = model().get(ctx, {}).get(name)
+    if child is None:
+        if name == "extension" or name == "modifierExtension":
+            child = Child(("Extension",), False, "Extension")
+        elif name == "id" and "id" in node:
+            child = Child(("id",), False, None)
+        else:
+            return []
+    found: list[tuple[Any, str]] = []
+    if child.choice:
+        for t in child.types:
+            key = name + t[0].upper() + t[1:]
+            if key in node:
+                found.extend((v, t) for v in _as_list(node[key]))
+        return found
+    value = node.get(name)
+    if value is None:
+        return []
+    kind = child.context or child.types[0] if child.types else "string"
+    return [(v, kind) for v in _as_list(value)]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# -- compiling expressions ---------------------------------------------------------------------------
+
+_WHERE_RESOLVE = re.compile(r"^where\(resolve\(\) is (\w+)\)$")
+_WHERE_EQ = re.compile(r"^where\((\w+)\s*=\s*'([^']*)'\)$")
+_OF_TYPE = re.compile(r"^(?:ofType|as)\((\w+)\)$")
+_AS = re.compile(r"^(.*\S) as (\w+)$")
+_NAME = re.compile(r"^[A-Za-z]\w*$")
+
+# One operation of a compiled path: ("child", name) | ("type", T) | ("where", key, value) | ("target", T)
+Op = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    root: str
+    ops: tuple[Op, ...]
+
+
+def _split_top(expr: str, sep: str) -> list[str]:
+    parts: list[str] = []
+    buf: list[str] = []
+    depth, quoted = 0, False
+    for ch in expr:
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+        if ch == sep and depth == 0 and not quoted:
+            parts.append("".join(buf).strip())
+            buf = []
+        else:
+            buf.append(ch)
+    parts.append("".join(buf).strip())
+    return [p for p in parts if p]
+
+
+def _split_union(expr: str) -> list[str]:
+    return _split_top(expr, "|")
+
+
+def _unwrap(text: str) -> str:
+    """Drop parentheses that enclose the whole expression."""
+    while text.startswith("(") and text.endswith(")"):
+        depth = 0
+        for i, ch in enumerate(text):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0 and i < len(text) - 1:
+                return text
+        text = text[1:-1].strip()
+    return text
+
+
+def compile_part(part: str) -> Step | None:
+    """A Step for one union member, or None if it is outside the subset (use the fallback)."""
+    text = _unwrap(part.strip())
+    suffix: list[Op] = []
+    if m := _AS.match(text):
+        text, suffix = _unwrap(m.group(1)), [("type", m.group(2))]
+    segments = _split_top(text, ".")
+    if not segments:
+        return None
+    ops: list[Op] = []
+    root = segments[0]
+    if root.startswith("("):  # "(A.b.ofType(T)).c": a parenthesised head, then more path
+        head = compile_part(root)
+        if head is None:
+            return None
+        root, ops = head.root, list(head.ops)
+    elif not _NAME.match(root):
+        return None
+    for seg in segments[1:]:
+        if _NAME.match(seg):
+            ops.append(("child", seg))
+        elif m := _OF_TYPE.match(seg):
+            ops.append(("type", m.group(1)))
+        elif m := _WHERE_RESOLVE.match(seg):
+            ops.append(("target", m.group(1)))
+        elif m := _WHERE_EQ.match(seg):
+            ops.append(("where", m.group(1), m.group(2)))
+        else:
+            return None
+    return Step(root, tuple(ops + suffix))
+
+
+def _refers_to(value: Any, target: str) -> bool:
+    if not isinstance(value, dict):
+        return False
+    ref = value.get("reference")
+    if isinstance(ref, str) and "/" in ref:
+        parts = ref.split("/")
+        if len(parts) >= 4 and parts[-2] == "_history":
+            parts = parts[:-2]
+        return parts[-2] == target
+    return value.get("type") == target
+
+
+def evaluate(step: Step, resource: dict[str, Any]) -> list[tuple[Any, str]]:
+    nodes: list[tuple[Any, str]] = [(resource, step.root)]
+    for op in step.ops:
+        if op[0] == "child":
+            nodes = [child for value, ctx in nodes for child in _children(value, ctx, op[1])]
+        elif op[0] == "type":
+            nodes = [(v, t) for v, t in nodes if t == op[1]]
+        elif op[0] == "where":
+            nodes = [(v, t) for v, t in nodes if isinstance(v, dict) and v.get(op[1]) == op[2]]
+        else:
+            nodes = [(v, t) for v, t in nodes if _refers_to(v, op[1])]
+        if not nodes:
+            return []
+    return nodes
+
+
+@dataclass(frozen=True)
+class Compiled:
+    info: SearchParamInfo
+    steps: tuple[Step, ...]
+    fallback: str | None  # an expression for fhirpathpy when the subset does not cover it
+
+
+@cache
+def parameters_for(resource_type: str) -> dict[str, SearchParamInfo]:
+    out: dict[str, SearchParamInfo] = {}
+    for sp in search_parameters():
+        if resource_type in sp.get("base", ()) or "Resource" in sp.get("base", ()):
+            out[sp["code"]] = SearchParamInfo(sp["code"], sp["type"], sp.get("expression", ""), sp["url"],
+                                              tuple(sp.get("target", ())), tuple(sp.get("component", ())))
+    return out
+
+
+@cache
+def compiled_for(resource_type: str) -> tuple[Compiled, ...]:
+    out = []
+    for code, info in parameters_for(resource_type).items():
+        if info.type in ("composite", "special") or code in ("_id", "_lastUpdated") or not info.expression:
+            continue
+        parts = [p for p in _split_union(info.expression)
+                 if p.lstrip("(").startswith((resource_type + ".", "Resource."))]
+        if not parts:
+            continue
+        steps = [compile_part(p.replace("Resource.", resource_type + ".", 1)) for p in parts]
+        if all(s is not None for s in steps):
+            out.append(Compiled(info, tuple(s for s in steps if s is not None), None))
+        else:
+            out.append(Compiled(info, (), " | ".join(parts)))
+    return tuple(out)
+
+
+@cache
+def _fhirpath(expression: str) -> Any:
+    from fhirpathpy import compile as fp_compile
+    from fhirpathpy.models import models
+
+    return fp_compile(expression, models["r4"])
+
+
+# -- converting selected values into index values ------------------------------------------------------
+
+def normalise(text: str) -> str:
+    """Case-, accent- and whitespace-insensitive form used by string search."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        if isinstance(value, FhirDecimal):
+            return Decimal(value.literal)
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int | float):
+            return Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return None
+
+
+def _date(param: str, value: Any, out: IndexValues) -> None:
+    if isinstance(value, str):
+        try:
+            _, low, high = date_range(value)
+        except BadRequest:
+            return
+        out.dates.append(DateValue(param, low, high))
+    elif isinstance(value, dict):
+        if "start" in value or "end" in value:  # Period
+            low = _bound(value.get("start"), 1) or MIN_INSTANT
+            high = _bound(value.get("end"), 2) or MAX_INSTANT
+            out.dates.append(DateValue(param, low, high))
+        for event in _as_list(value.get("event", [])):  # Timing
+            _date(param, event, out)
+
+
+def _bound(value: Any, index: int) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return date_range(value)[index]
+    except BadRequest:
+        return None
+
+
+def _token(param: str, value: Any, kind: str, out: IndexValues) -> None:
+    if kind == "CodeableConcept" and isinstance(value, dict):
+        text = value.get("text")
+        for coding in _as_list(value.get("coding", [])):
+            if isinstance(coding, dict):
+                out.tokens.append(TokenValue(param, coding.get("system"), coding.get("code"),
+                                             text or coding.get("display")))
+        if text and not value.get("coding"):
+            out.tokens.append(TokenValue(param, None, None, text))
+    elif kind == "Coding" and isinstance(value, dict):
+        out.tokens.append(TokenValue(param, value.get("system"), value.get("code"), value.get("display")))
+    elif kind == "Identifier" and isinstance(value, dict):
+        itype: dict[str, Any] = value["type"] if isinstance(value.get("type"), dict) else {}
+        coding = next((c for c in _as_list(itype.get("coding", [])) if isinstance(c, dict)), {})
+        out.tokens.append(TokenValue(param, value.get("system"), value.get("value"), itype.get("text"),
+                                     coding.get("system"), coding.get("code")))
+    elif kind == "ContactPoint" and isinstance(value, dict):
+        out.tokens.append(TokenValue(param, value.get("system"), value.get("value")))
+    elif isinstance(value, bool):
+        out.tokens.append(TokenValue(param, None, "true" if value else "false"))
+    elif isinstance(value, str):
+        out.tokens.append(TokenValue(param, None, value))
+
+
+def _string(param: str, value: Any, out: IndexValues) -> None:
+    if isinstance(value, str):
+        out.strings.append(StringValue(param, normalise(value), value))
+    elif isinstance(value, dict):
+        for key in ("family", "given", "prefix", "suffix", "text", "line", "city", "district", "state",
+                    "postalCode", "country"):
+            for part in _as_list(value.get(key, [])):
+                if isinstance(part, str):
+                    out.strings.append(StringValue(param, normalise(part), part))
+
+
+def _reference(param: str, value: Any, out: IndexValues) -> None:
+    if isinstance(value, str):  # canonical / uri
+        url, _, version = value.partition("|")
+        out.references.append(ReferenceValue(param, None, None, version or None, url))
+    elif isinstance(value, dict):
+        ref = value.get("reference")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            parts = ref.split("/")
+            version = None
+            if len(parts) >= 4 and parts[-2] == "_history":
+                version, parts = parts[-1], parts[:-2]
+            absolute = ref.startswith(("http://", "https://", "urn:"))
+            rtype, rid = (parts[-2], parts[-1]) if len(parts) >= 2 else (value.get("type"), None)
+            out.references.append(ReferenceValue(param, rtype, rid, version, ref if absolute else None))
+        ident = value.get("identifier")
+        if isinstance(ident, dict):
+            _token(param, ident, "Identifier", out)
+
+
+def _quantity(param: str, value: Any, kind: str, out: IndexValues) -> None:
+    if not isinstance(value, dict):
+        return
+    if kind == "Range":
+        for end in ("low", "high"):
+            _quantity(param, value.get(end), "Quantity", out)
+        return
+    number = _decimal(value.get("value"))
+    if number is None:
+        return
+    if kind == "Money":
+        out.quantities.append(QuantityValue(param, number, "urn:iso:std:iso:4217", value.get("currency"), None))
+    else:
+        out.quantities.append(QuantityValue(param, number, value.get("system"), value.get("code"),
+                                            value.get("unit")))
+
+
+def _add(info: SearchParamInfo, value: Any, kind: str, out: IndexValues) -> None:
+    p = info.code
+    match info.type:
+        case "token":
+            _token(p, value, kind, out)
+        case "string":
+            _string(p, value, out)
+        case "date":
+            _date(p, value, out)
+        case "reference":
+            _reference(p, value, out)
+        case "quantity":
+            _quantity(p, value, kind, out)
+        case "number":
+            if (number := _decimal(value)) is not None:
+                out.numbers.append(NumberValue(p, number))
+        case "uri":
+            if isinstance(value, str):
+                out.uris.append(UriValue(p, value))
+
+
+def _dedupe(values: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def extract(resource: dict[str, Any]) -> IndexValues:
+    """Every search-parameter value of a resource (the current version), de-duplicated per parameter."""
+    out = IndexValues()
+    res_type = resource.get("resourceType")
+    if not isinstance(res_type, str):
+        return out
+    for comp in compiled_for(res_type):
+        if comp.fallback is not None:
+            try:
+                values = _fhirpath(comp.fallback)(resource)
+            except Exception:
+                values = []
+            for v in values:
+                _add(comp.info, v, "boolean" if isinstance(v, bool) else "string", out)
+            continue
+        for step in comp.steps:
+            for value, kind in evaluate(step, resource):
+                _add(comp.info, value, kind, out)
+    for name in ("tokens", "strings", "dates", "numbers", "quantities", "references", "uris"):
+        setattr(out, name, _dedupe(getattr(out, name)))
+    return out
