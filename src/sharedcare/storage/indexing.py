@@ -45,11 +45,12 @@ def compartments_of(res_type: str, res_id: str, values: IndexValues) -> tuple[st
     # A Patient is in its own compartment (and those of patients it links to).
     out = [res_id] if res_type == "Patient" else []
     params = patient_compartment().get(res_type, ())
-    refs = [r for r in values.references if r.target_type == "Patient" and r.target_id and r.url is None]
+    refs = [(r.param, r.target_id) for r in values.references
+            if r.target_type == "Patient" and r.target_id and r.url is None]
     for param in params:  # in the CompartmentDefinition's order: the first (subject/patient) is home
-        for ref in refs:
-            if ref.param == param and ref.target_id not in out:
-                out.append(ref.target_id)
+        for ref_param, target in refs:
+            if ref_param == param and target not in out:
+                out.append(target)
     return tuple(out)
 
 
