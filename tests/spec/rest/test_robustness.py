@@ -26,7 +26,8 @@ def test_search_never_fails_with_a_server_error(client: TestClient, params: list
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | NOISE,
+@given(st.recursive(st.none() | st.booleans() | st.integers()
+                    | st.floats(allow_nan=False, allow_infinity=False) | NOISE,
                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(NOISE, kids, max_size=3),
                     max_leaves=20))
 def test_random_bodies_are_refused_cleanly(client: TestClient, body: object) -> None:

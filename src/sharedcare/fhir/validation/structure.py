@@ -1,0 +1,219 @@
+"""The structural walk: JSON types, unknown properties, cardinality, choice types, primitive formats,
+required bindings, the NHS number rule and the invariants of each element present."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from nhs_number.validate import is_valid as nhs_number_is_valid
+
+from sharedcare.errors import Issue
+from sharedcare.fhir.definitions import resource_types
+from sharedcare.fhir.jsonio import FhirDecimal
+from sharedcare.fhir.validation import bindings, invariants
+from sharedcare.fhir.validation.layout import (
+    Element,
+    is_primitive,
+    keymap,
+    layouts,
+    primitive_regex,
+    required,
+    root_constraints,
+)
+
+NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+MAX_DEPTH = 40
+INTEGER_TYPES = {"integer", "positiveInt", "unsignedInt"}
+
+
+class Walk:
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self.issues: list[Issue] = []
+
+    def error(self, code: str, path: str, message: str, severity: str = "error") -> None:
+        self.issues.append(Issue(severity, code, message, (path,)))
+
+    # -- resources ----------------------------------------------------------------------------------
+    def resource(self, node: Any, path: str, depth: int = 0) -> None:
+        if not isinstance(node, dict):
+            self.error("structure", path, "a resource must be a JSON object")
+            return
+        rtype = node.get("resourceType")
+        if not isinstance(rtype, str) or rtype not in resource_types():
+            self.error("structure", path, "resourceType is missing or not an R4 resource type")
+            return
+        here = path if path else rtype
+        self.object(node, rtype, here, depth, is_resource=True)
+        if "contained" in node:
+            for key, where, message in invariants.dom_checks(node, here):
+                self.error("invariant", where, f"{key}: {message}")
+        self._contained_refs(node, here)
+
+    def _contained_refs(self, node: dict[str, Any], path: str) -> None:
+        """ref-1: a local reference '#id' must point at a contained resource."""
+        raw = node.get("contained")
+        contained: list[Any] = raw if isinstance(raw, list) else []
+        ids = {c.get("id") for c in contained if isinstance(c, dict)}
+        stack: list[Any] = [v for k, v in node.items() if k != "contained"]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                if "resourceType" in item:
+                    continue  # a nested resource (bundle entry, contained) is checked on its own
+                ref = item.get("reference")
+                if isinstance(ref, str) and ref.startswith("#") and len(ref) > 1 and ref[1:] not in ids:
+                    self.error("invariant", path, "ref-1: a local reference must point at a contained resource")
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+
+    # -- complex values -----------------------------------------------------------------------------
+    def object(self, node: dict[str, Any], ctx: str, path: str, depth: int, *, is_resource: bool = False) -> None:
+        if depth > MAX_DEPTH:
+            self.error("structure", path, "nested too deeply")
+            return
+        elements = layouts().get(ctx)
+        if elements is None:
+            self.error("structure", path, "unknown type")
+            return
+        if not node and not is_resource:
+            self.error("structure", path, "an element must have a value or children (ele-1)")
+            return
+        keys = keymap(ctx)
+        present: dict[str, tuple[Element, list[str]]] = {}
+        for key in node:
+            if key == "resourceType" and is_resource:
+                continue
+            name = key[1:] if key.startswith("_") else key
+            found = keys.get(name)
+            if found is None:
+                self.error("structure", f"{path}.{key}", "unknown element")
+                continue
+            el = found[0]
+            group = present.setdefault(el.name, (el, []))
+            if name not in group[1]:
+                group[1].append(name)
+        for el, names in present.values():
+            if len(names) > 1:
+                self.error("structure", f"{path}.{el.name}[x]", "only one type of a choice element may be present")
+            total = sum(self.element(node, name, keys[name][1], el, path, depth) for name in names)
+            if el.max is not None and total > el.max:
+                self.error("structure", f"{path}.{el.name}", f"allows at most {el.max}")
+        for el in required(ctx):
+            if el.name not in present:
+                self.error("required", f"{path}.{el.name}", f"is required (at least {el.min})")
+        for c in root_constraints(ctx):
+            self._invariant(c, node, path)
+
+    def element(self, node: dict[str, Any], key: str, vtype: str, el: Element, path: str, depth: int) -> int:
+        """Check one element's values; return how many there are."""
+        value, ext = node.get(key), node.get("_" + key)
+        where = f"{path}.{key}"
+        if el.many != (isinstance(value, list) or (value is None and isinstance(ext, list))):
+            self.error("structure", where, "must be an array" if el.many else "must not be an array")
+            return 0
+        values = value if isinstance(value, list) else [value]
+        exts = ext if isinstance(ext, list) else [ext] * len(values) if ext is not None else [None] * len(values)
+        if value is None:
+            values = [None] * len(exts)
+        if len(exts) != len(values):
+            self.error("structure", f"{path}._{key}", "must line up with the values of the element")
+            return 0
+        if not values:
+            self.error("structure", where, "arrays must not be empty")
+            return 0
+        for i, (v, x) in enumerate(zip(values, exts, strict=True)):
+            item = f"{where}[{i}]" if el.many else where
+            if v is None and x is None:
+                self.error("structure", item, "an element must have a value or an extension")
+                continue
+            if is_primitive(vtype):
+                if v is not None:
+                    self.primitive(v, vtype, item)
+                if x is not None:
+                    self._primitive_ext(x, f"{path}._{key}", depth)
+                if v is not None and el.binding and vtype == "code":
+                    self._binding(el.binding, None, v, item)
+            elif vtype in ("Resource", "DomainResource"):
+                self.resource(v, item, depth + 1)
+            elif vtype == "xhtml":
+                if not isinstance(v, str) or not v.lstrip().startswith("<div"):
+                    self.error("value", item, "narrative must be an XHTML div")
+            elif not isinstance(v, dict):
+                self.error("structure", item, f"must be a JSON object ({vtype})")
+            else:
+                self.object(v, el.context if not el.choice and el.context else vtype, item, depth + 1)
+                self._complex_rules(el, vtype, v, item)
+                for c in el.constraints:
+                    self._invariant(c, v, item)
+        return len(values)
+
+    def _primitive_ext(self, x: Any, path: str, depth: int) -> None:
+        if not isinstance(x, dict):
+            self.error("structure", path, "must be a JSON object")
+            return
+        self.object(x, "Element", path, depth + 1)
+
+    def _complex_rules(self, el: Element, vtype: str, v: dict[str, Any], path: str) -> None:
+        if el.binding and vtype in ("Coding", "CodeableConcept", "Quantity"):
+            codings = v.get("coding", []) if vtype == "CodeableConcept" else [v]
+            codings = [c for c in codings if isinstance(c, dict) and "code" in c]
+            if codings and not any(self._binding(el.binding, c.get("system"), c["code"], None) for c in codings):
+                self.error("code-invalid", path, f"has no code from the required value set {el.binding}")
+        if vtype == "Identifier" and v.get("system") == NHS_SYSTEM:
+            value = v.get("value")
+            if not isinstance(value, str) or not value.isdigit() or len(value) != 10 or not nhs_number_is_valid(value):
+                self.error("value", f"{path}.value", "is not a valid NHS number (10 digits, modulus 11 check)")
+        if vtype == "Extension":
+            has_value = any(k.startswith("value") for k in v)
+            if has_value == bool(v.get("extension")):
+                self.error("invariant", path, "ext-1: an extension has either a value or extensions, not both")
+
+    def _binding(self, url: str, system: str | None, code: Any, path: str | None) -> bool:
+        allowed = bindings.expansion(url)
+        if allowed is None or not isinstance(code, str):
+            return True
+        ok = (system, code) in allowed if system else code in bindings.codes_only(url)  # type: ignore[operator]
+        if not ok and path is not None:
+            self.error("code-invalid", path, f"is not a code in the required value set {url}")
+        return ok
+
+    def _invariant(self, c: Any, node: Any, path: str) -> None:
+        result = invariants.holds(c, node, self.root)
+        if result is False:
+            self.error("invariant", path, f"{c.key}: {c.human}", "error" if c.severity == "error" else "warning")
+
+    # -- primitives ---------------------------------------------------------------------------------
+    def primitive(self, v: Any, vtype: str, path: str) -> None:
+        if vtype == "boolean":
+            ok = isinstance(v, bool)
+        elif vtype in INTEGER_TYPES:
+            ok = isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31
+            if ok and vtype == "positiveInt":
+                ok = v >= 1
+            elif ok and vtype == "unsignedInt":
+                ok = v >= 0
+        elif vtype == "decimal":
+            ok = isinstance(v, (int, FhirDecimal)) and not isinstance(v, bool)
+        else:
+            ok = isinstance(v, str)
+            if ok and not v.strip():
+                self.error("value", path, "must not be empty or only white space")
+                return
+            if ok:
+                rx = primitive_regex(vtype)
+                ok = rx is None or rx.fullmatch(v) is not None
+                if ok and vtype in ("date", "dateTime", "instant") and len(v) >= 10:
+                    ok = _real_date(v[:10])
+        if not ok:
+            self.error("value", path, f"is not a valid {vtype}")
+
+
+def _real_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

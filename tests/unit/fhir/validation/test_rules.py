@@ -1,0 +1,137 @@
+"""Validation against the R4 StructureDefinitions: each rule, with a valid resource and one mutation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sharedcare.errors import InvalidResource
+from sharedcare.fhir import jsonio
+from sharedcare.fhir.validation import invariants, validate, validate_or_raise
+from sharedcare.fhir.validation.layout import root_constraints
+
+
+def errors(resource: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(i.code, i.expression[0]) for i in validate(resource) if i.severity == "error"}
+
+
+OBS = {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"}}
+
+
+def test_a_valid_resource_has_no_errors() -> None:
+    assert errors({**OBS, "valueQuantity": {"value": jsonio.FhirDecimal("72.0"), "unit": "/min"}}) == set()
+
+
+@pytest.mark.parametrize(("mutation", "expected"), [
+    ({"madeUp": 1}, ("structure", "Observation.madeUp")),
+    ({"status": "not-a-status"}, ("code-invalid", "Observation.status")),
+    ({"status": 3}, ("value", "Observation.status")),
+    ({"category": {"text": "x"}}, ("structure", "Observation.category")),
+    ({"code": [{"text": "x"}]}, ("structure", "Observation.code")),
+    ({"issued": "2020-01-01"}, ("value", "Observation.issued")),
+    ({"effectiveDateTime": "2020-02-30"}, ("value", "Observation.effectiveDateTime")),
+    ({"valueInteger": 1.5}, ("value", "Observation.valueInteger")),
+    ({"valueBoolean": True, "valueString": "x"}, ("structure", "Observation.value[x]")),
+    ({"valueFoo": 1}, ("structure", "Observation.valueFoo")),
+    ({"note": []}, ("structure", "Observation.note")),
+    ({"note": [{}]}, ("structure", "Observation.note[0]")),
+    ({"comment": "   "}, ("structure", "Observation.comment")),
+    ({"subject": {"reference": "#missing"}}, ("invariant", "Observation")),
+])
+def test_each_rule_names_its_path(mutation: dict[str, Any], expected: tuple[str, str]) -> None:
+    assert expected in errors({**OBS, **mutation}) or any(
+        code == expected[0] and path.startswith(expected[1]) for code, path in errors({**OBS, **mutation}))
+
+
+def test_required_elements() -> None:
+    assert ("required", "Observation.status") in errors({"resourceType": "Observation", "code": {"text": "x"}})
+    assert ("required", "Observation.code") in errors({"resourceType": "Observation", "status": "final"})
+
+
+def test_unknown_resource_types_and_non_objects() -> None:
+    assert validate({"resourceType": "Spaceship"})
+    assert validate([1, 2])  # type: ignore[arg-type]
+    assert validate({"resourceType": "Patient", "contained": [{"resourceType": "Nope"}]})
+
+
+def test_primitive_extensions_line_up() -> None:
+    ok = {"resourceType": "Patient", "name": [{"given": ["A", None], "_given": [None, {"extension": [
+        {"url": "http://example.org/x", "valueString": "y"}]}]}]}
+    assert errors(ok) == set()
+    bad = {"resourceType": "Patient", "name": [{"given": ["A"], "_given": [None, None]}]}
+    assert any(code == "structure" for code, _ in errors(bad))
+
+
+def test_extension_needs_a_value_or_extensions_not_both() -> None:
+    both = {"resourceType": "Patient", "extension": [{"url": "http://x", "valueString": "a",
+                                                      "extension": [{"url": "y", "valueString": "b"}]}]}
+    assert ("invariant", "Patient.extension[0]") in errors(both)
+
+
+def test_nhs_numbers_must_pass_modulus_11() -> None:
+    def patient(value: str) -> dict[str, Any]:
+        return {"resourceType": "Patient", "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number",
+                                                           "value": value}]}
+    assert errors(patient("9434765919")) == set()
+    for bad in ("9434765918", "943476591", "94347659199", "943476591X"):
+        assert ("value", "Patient.identifier[0].value") in errors(patient(bad)), bad
+
+
+def test_fhirpath_invariants_are_evaluated() -> None:
+    # obs-6: dataAbsentReason only when there is no value
+    assert any(code == "invariant" for code, _ in errors({**OBS, "valueString": "x",
+                                                          "dataAbsentReason": {"text": "n/a"}}))
+    # per-1 on Period: start <= end (evaluated by fhirpathpy)
+    bad_period = {"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+                  "period": {"start": "2020-02-01", "end": "2020-01-01"}}
+    assert ("invariant", "Encounter.period") in errors(bad_period)
+
+
+def test_diagnostics_never_quote_record_content() -> None:
+    issues = validate({"resourceType": "Patient", "gender": "Zebedee", "birthDate": "Zebedee",
+                       "name": [{"family": 42}]})
+    assert issues
+    assert not any("Zebedee" in i.diagnostics or "42" in i.diagnostics for i in issues)
+
+
+def test_validate_or_raise_raises_with_every_issue() -> None:
+    with pytest.raises(InvalidResource) as info:
+        validate_or_raise({"resourceType": "Patient", "gender": "x", "active": "yes"})
+    assert {i.expression[0] for i in info.value.issues} == {"Patient.gender", "Patient.active"}
+
+
+@pytest.mark.parametrize("key", ["qty-3", "obs-6", "obs-7", "per-1"])
+def test_native_invariants_agree_with_fhirpath(key: str) -> None:
+    from fhirpathpy import evaluate
+    from fhirpathpy.models import models
+
+    owner = {"qty-3": "Quantity", "obs-6": "Observation", "obs-7": "Observation", "per-1": "Period"}[key]
+    constraint = next(c for c in root_constraints(owner) if c.key == key)
+    samples = [
+        {"code": "mg"}, {"code": "mg", "system": "http://unitsofmeasure.org"}, {"value": 1},
+        {**OBS, "valueString": "x", "dataAbsentReason": {"text": "n"}}, {**OBS, "dataAbsentReason": {"text": "n"}},
+        {**OBS, "code": {"coding": [{"system": "s", "code": "c"}]}, "valueString": "x",
+         "component": [{"code": {"coding": [{"system": "s", "code": "c"}]}}]},
+        {**OBS, "code": {"coding": [{"system": "s", "code": "c"}]}, "valueString": "x",
+         "component": [{"code": {"coding": [{"system": "s", "code": "d"}]}}]},
+        {"start": "2020-01-01", "end": "2020-02-01"}, {"start": "2020-03-01", "end": "2020-02-01"},
+        {"start": "2020-01-01T10:00:00Z", "end": "2020-01-01T09:00:00Z"}, {"start": "2020-01-01"},
+    ]
+    for sample in samples:
+        expected = evaluate(sample, invariants._portable(constraint.expression), {"resource": sample}, models["r4"])
+        assert invariants.NATIVE_RULES[key](sample, sample) == (expected in ([True], [])), sample
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(
+                        st.sampled_from(["name", "given", "code", "coding", "valueString", "extension", "url",
+                                         "contained", "resourceType", "_given", "period", "start", "x"]),
+                        kids, max_size=4), max_leaves=25))
+def test_hostile_input_gives_issues_never_exceptions(body: Any) -> None:
+    doc = {"resourceType": "Patient", **body} if isinstance(body, dict) else body
+    issues = validate(doc)
+    assert isinstance(issues, list)
