@@ -23,12 +23,11 @@ from functools import cache
 from typing import Any
 
 from sharedcare.errors import BadRequest
-from sharedcare.fhir.definitions import search_parameters, structure_definitions
+from sharedcare.fhir.definitions import search_parameters
 from sharedcare.fhir.jsonio import FhirDecimal
+from sharedcare.fhir.model import layouts
 from sharedcare.fhir.search.query import date_range
 
-PRIMITIVES = {"boolean", "integer", "positiveInt", "unsignedInt", "decimal", "string", "code", "id", "uri", "url",
-              "canonical", "oid", "uuid", "markdown", "base64Binary", "date", "dateTime", "instant", "time", "xhtml"}
 MAX_INSTANT = "9999-12-31T23:59:59.999999"
 MIN_INSTANT = "0001-01-01T00:00:00.000000"
 
@@ -108,56 +107,18 @@ class SearchParamInfo:
     components: tuple[dict[str, Any], ...] = ()
 
 
-# -- the element model: for a context (type name or backbone path), its children and their types ------
-
-@dataclass(frozen=True, slots=True)
-class Child:
-    types: tuple[str, ...]  # FHIR type codes; for a choice, every allowed type
-    choice: bool
-    context: str | None  # where its own children are described (a type name or a backbone path)
-
-
-@cache
-def model() -> dict[str, dict[str, Child]]:
-    out: dict[str, dict[str, Child]] = {}
-    for sd in structure_definitions().values():
-        for el in sd["snapshot"]["element"]:
-            path: str = el["path"]
-            if "." not in path:
-                continue
-            parent, name = path.rsplit(".", 1)
-            choice = name.endswith("[x]")
-            name = name.removesuffix("[x]")
-            types = tuple(t["code"] for t in el.get("type", ()))
-            if el.get("contentReference"):
-                context: str | None = el["contentReference"].lstrip("#")
-                types = ("BackboneElement",)
-            elif types and types[0] in ("BackboneElement", "Element") and not choice and parent != path:
-                context = path
-            elif len(types) == 1 and types[0] not in PRIMITIVES:
-                context = types[0]
-            else:
-                context = None
-            # A backbone path is also addressable by the owning type's name (e.g. Observation.component).
-            out.setdefault(parent, {})[name] = Child(types, choice, context)
-    return out
-
+# -- walking the element model ---------------------------------------------------------------------
 
 def _children(node: Any, ctx: str, name: str) -> list[tuple[Any, str]]:
     """Values of child `name` of a JSON node whose type/path is `ctx`, each with its type or path."""
     if not isinstance(node, dict):
         return []
-    child = model().get(ctx, {}).get(name)
-    if child is None:
-        if name == "extension" or name == "modifierExtension":
-            child = Child(("Extension",), False, "Extension")
-        elif name == "id" and "id" in node:
-            child = Child(("id",), False, None)
-        else:
-            return []
-    found: list[tuple[Any, str]] = []
-    if child.choice:
-        for t in child.types:
+    el = layouts().get(ctx, {}).get(name)
+    if el is None:
+        return []
+    if el.choice:
+        found: list[tuple[Any, str]] = []
+        for t in el.types:
             key = name + t[0].upper() + t[1:]
             if key in node:
                 found.extend((v, t) for v in _as_list(node[key]))
@@ -165,7 +126,7 @@ def _children(node: Any, ctx: str, name: str) -> list[tuple[Any, str]]:
     value = node.get(name)
     if value is None:
         return []
-    kind = child.context or child.types[0] if child.types else "string"
+    kind = el.context or (el.types[0] if el.types else "string")
     return [(v, kind) for v in _as_list(value)]
 
 

@@ -14,7 +14,7 @@ import re
 from functools import cache
 from typing import Any
 
-from sharedcare.fhir.validation.layout import Constraint
+from sharedcare.fhir.model import Constraint
 
 log = logging.getLogger("sharedcare.validation")
 

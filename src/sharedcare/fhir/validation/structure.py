@@ -11,8 +11,7 @@ from nhs_number.validate import is_valid as nhs_number_is_valid
 from sharedcare.errors import Issue
 from sharedcare.fhir.definitions import resource_types
 from sharedcare.fhir.jsonio import FhirDecimal
-from sharedcare.fhir.validation import bindings, invariants
-from sharedcare.fhir.validation.layout import (
+from sharedcare.fhir.model import (
     Element,
     is_primitive,
     keymap,
@@ -21,6 +20,7 @@ from sharedcare.fhir.validation.layout import (
     required,
     root_constraints,
 )
+from sharedcare.fhir.validation import bindings, invariants
 
 NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 MAX_DEPTH = 40

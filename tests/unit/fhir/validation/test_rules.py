@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from sharedcare.errors import InvalidResource
 from sharedcare.fhir import jsonio
+from sharedcare.fhir.model import root_constraints
 from sharedcare.fhir.validation import invariants, validate, validate_or_raise
-from sharedcare.fhir.validation.layout import root_constraints
 
 
 def errors(resource: dict[str, Any]) -> set[tuple[str, str]]:

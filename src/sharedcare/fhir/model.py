@@ -1,6 +1,10 @@
-"""The per-type layout validation walks: for each context (a type name, or a backbone element's path),
-its elements with cardinality, types, binding and invariants. Built once per process from the R4
-StructureDefinitions."""
+"""The FHIR R4 element model, built once per process from the StructureDefinitions and shared by
+validation, XML conversion and search-parameter extraction.
+
+A *context* is a type name (`Patient`, `CodeableConcept`) or a backbone element's path
+(`Observation.component`); `layouts()[context]` lists its elements in StructureDefinition order, with
+cardinality, types (every allowed type for a choice element `value[x]`), where each element's own
+children are described, its required binding and its invariants."""
 
 from __future__ import annotations
 
