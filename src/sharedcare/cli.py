@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +33,9 @@ def serve(
     from sharedcare import log_config
     from sharedcare.app import create_app
 
+    # Links should name the address actually served, unless the operator set the public URL.
+    os.environ.setdefault("SHAREDCARE_BASE_URL", f"http://{host}:{port}/fhir")
+    get_settings.cache_clear()
     settings = get_settings()
     log_config.configure(settings.log_level)
     console.print(f"sharedcare on http://{host}:{port} (FHIR base {settings.base_url})")
