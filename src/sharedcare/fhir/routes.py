@@ -196,7 +196,7 @@ class FhirApi:
         async def read(request: Request, res_type: str, res_id: str) -> Response:
             fmt = self.fmt(request)
             interactions.check_type(res_type)
-            stored = await run_in_threadpool(self.repo.read, self.caller(request), res_type, res_id)
+            stored = await self.repo.read_async(self.caller(request), res_type, res_id)
             return resp.fhir_response(stored.data, fmt, 200, resp.version_headers(stored, self.base))
 
         @r.put("/{res_type}/{res_id}")
@@ -237,7 +237,7 @@ class FhirApi:
             interactions.check_type(res_type)
             if not version.isdigit():
                 raise BadRequest("a version id is a whole number")
-            stored = await run_in_threadpool(self.repo.vread, self.caller(request), res_type, res_id, int(version))
+            stored = await self.repo.vread_async(self.caller(request), res_type, res_id, int(version))
             return resp.fhir_response(stored.data, fmt, 200, resp.version_headers(stored, self.base))
 
         for method in ("GET", "PUT", "PATCH", "DELETE", "POST"):

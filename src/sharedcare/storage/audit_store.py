@@ -10,6 +10,7 @@ so concurrent writers (several processes on PostgreSQL) cannot fork a chain. `ve
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -51,12 +52,23 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
 
 
 class _Batch:
-    __slots__ = ("done", "error", "records")
+    __slots__ = ("done", "error", "futures", "records")
 
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
         self.done = threading.Event()
         self.error: BaseException | None = None
+        # Waiters on event loops: resolved from the commit thread with call_soon_threadsafe.
+        self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+
+def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(ServiceUnavailable("audit store unavailable"))
 
 
 class AuditStore:
@@ -87,6 +99,21 @@ class AuditStore:
         if batch.error is not None:
             raise ServiceUnavailable("audit store unavailable") from None
 
+    async def record_async(self, rec: AuditRecord) -> None:
+        """`record` for code on an event loop: awaits the group commit without holding a thread."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._cv:
+            if self._closed:
+                raise ServiceUnavailable("audit store is closed")
+            self._batch.records.append(rec)
+            self._batch.futures.append((loop, fut))
+            self._cv.notify()
+        try:
+            await asyncio.wait_for(fut, self._timeout_s)
+        except TimeoutError:
+            raise ServiceUnavailable("audit store did not confirm the audit record in time") from None
+
     def _run(self) -> None:
         while True:
             with self._cv:
@@ -107,12 +134,16 @@ class AuditStore:
 
     def _commit(self, batch: _Batch) -> None:
         try:
-            with self._engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
+            with dialects.writer(self._engine), \
+                    self._engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
                 append(conn, batch.records)
         except Exception as exc:  # any failure must fail the waiting requests closed
             batch.error = exc
         finally:
             batch.done.set()
+            for loop, fut in batch.futures:
+                with contextlib.suppress(RuntimeError):  # a loop that has closed has no one waiting
+                    loop.call_soon_threadsafe(_settle, fut, batch.error)
 
     def close(self) -> None:
         with self._cv:

@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, event, text
@@ -46,6 +49,26 @@ def configure(engine: Engine, *, sqlite_synchronous: str = "FULL") -> None:
         if options.get("single_read"):
             return  # one SELECT is atomic by itself; skipping BEGIN/ROLLBACK halves a read's cost
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN")
+
+
+_WRITE_LOCKS: dict[int, threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def writer(engine: Engine) -> Iterator[None]:
+    """Serialise this process's SQLite writers before they ask SQLite for its lock.
+
+    SQLite lets one writer in at a time; others wait in its busy handler, which sleeps in growing
+    steps (up to 100 ms), so under concurrency the lock sits idle while writers sleep. Queueing on a
+    Python lock first hands the database straight to the next writer. Other processes still
+    coordinate through SQLite's own lock. PostgreSQL needs no such thing.
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    lock = _WRITE_LOCKS.setdefault(id(engine), threading.Lock())
+    with lock:
+        yield
 
 
 def write_options() -> dict[str, Any]:

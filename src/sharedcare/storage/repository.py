@@ -11,6 +11,7 @@ transaction bundle uses one unit for all its entries, so it is all-or-nothing.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import Callable, Iterator
@@ -146,37 +147,79 @@ class Repository:
             compartment.c.res_type == res_type, compartment.c.res_id == res_id))
         return tuple(r.patient_id for r in rows)
 
-    def read(self, caller: Caller, res_type: str, res_id: str) -> Stored:
+    def _read(self, caller: Caller, res_type: str, res_id: str) -> tuple[Stored | None, FhirError | None,
+                                                                         AuditRecord]:
+        """One read without its audit: the stored version or the error to raise, and the audit record."""
         with self.engine.connect().execution_options(**dialects.single_read_options()) as conn:
             row = conn.execute(_READ.where(self.policy.visible_clause(caller, resource)),
                                {"t": res_type, "i": res_id}).first()
-        patients = (row.partition_key,) if row is not None and row.partition_key != SHARED_PARTITION else ()
         if row is None:
-            self._audit_read(caller, "read", 404, res_type=res_type, res_id=res_id)
-            raise NotFound(f"{res_type} resource not found")
+            return None, NotFound(f"{res_type} resource not found"), self._record(caller, "read", 404, res_type,
+                                                                                  res_id)
+        patients = (row.partition_key,) if row.partition_key != SHARED_PARTITION else ()
         if row.data is None:
-            self._audit_read(caller, "read", 410, res_type=res_type, res_id=res_id, version_id=row.version_id,
-                             patients=patients)
-            raise Gone(f"{res_type} resource was deleted", headers={"ETag": f'W/"{row.version_id}"'})
-        self._audit_read(caller, "read", 200, res_type=res_type, res_id=res_id, version_id=row.version_id,
-                         patients=patients)
-        return Stored(res_type, res_id, row.version_id, row.last_updated, row.data)
+            return (None, Gone(f"{res_type} resource was deleted", headers={"ETag": f'W/"{row.version_id}"'}),
+                    self._record(caller, "read", 410, res_type, res_id, row.version_id, patients))
+        return (Stored(res_type, res_id, row.version_id, row.last_updated, row.data), None,
+                self._record(caller, "read", 200, res_type, res_id, row.version_id, patients))
 
-    def vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> Stored:
+    def _vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> tuple[
+            Stored | None, FhirError | None, AuditRecord]:
         with self.engine.connect().execution_options(**dialects.single_read_options()) as conn:
             row = conn.execute(_VREAD.where(self.policy.visible_clause(caller, resource_history)),
                                {"t": res_type, "i": res_id, "v": version_id}).first()
-        patients = (row.partition_key,) if row is not None and row.partition_key != SHARED_PARTITION else ()
         if row is None:
-            self._audit_read(caller, "vread", 404, res_type=res_type, res_id=res_id, version_id=version_id)
-            raise NotFound(f"{res_type} version not found")
+            return (None, NotFound(f"{res_type} version not found"),
+                    self._record(caller, "vread", 404, res_type, res_id, version_id))
+        patients = (row.partition_key,) if row.partition_key != SHARED_PARTITION else ()
         if row.data is None:
-            self._audit_read(caller, "vread", 410, res_type=res_type, res_id=res_id, version_id=version_id,
-                             patients=patients)
-            raise Gone(f"{res_type} version is a deletion")
-        self._audit_read(caller, "vread", 200, res_type=res_type, res_id=res_id, version_id=version_id,
-                         patients=patients)
-        return Stored(res_type, res_id, version_id, row.last_updated, row.data, row.method)
+            return (None, Gone(f"{res_type} version is a deletion"),
+                    self._record(caller, "vread", 410, res_type, res_id, version_id, patients))
+        return (Stored(res_type, res_id, version_id, row.last_updated, row.data, row.method), None,
+                self._record(caller, "vread", 200, res_type, res_id, version_id, patients))
+
+    def _record(self, caller: Caller, interaction: str, status: int, res_type: str | None = None,
+                res_id: str | None = None, version_id: int | None = None,
+                patients: tuple[str, ...] = ()) -> AuditRecord:
+        return AuditRecord(interaction, status, caller, self.now(), res_type, res_id, version_id, patients)
+
+    @staticmethod
+    def _settle(outcome: tuple[Stored | None, FhirError | None, AuditRecord]) -> Stored:
+        mark_audited()
+        stored, error, _ = outcome
+        if error is not None:
+            raise error
+        assert stored is not None  # _read returns a version or an error
+        return stored
+
+    def read(self, caller: Caller, res_type: str, res_id: str) -> Stored:
+        outcome = self._read(caller, res_type, res_id)
+        self.audit.record(outcome[2])
+        return self._settle(outcome)
+
+    def vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> Stored:
+        outcome = self._vread(caller, res_type, res_id, version_id)
+        self.audit.record(outcome[2])
+        return self._settle(outcome)
+
+    async def read_async(self, caller: Caller, res_type: str, res_id: str) -> Stored:
+        """read() for the event loop. On SQLite the single indexed SELECT runs inline (tens of
+        microseconds, cheaper than a thread hand-off); elsewhere in a worker thread. The response
+        waits for the audit group commit without holding a thread."""
+        if self.engine.dialect.name == "sqlite":
+            outcome = self._read(caller, res_type, res_id)
+        else:
+            outcome = await asyncio.to_thread(self._read, caller, res_type, res_id)
+        await self.audit.record_async(outcome[2])
+        return self._settle(outcome)
+
+    async def vread_async(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> Stored:
+        if self.engine.dialect.name == "sqlite":
+            outcome = self._vread(caller, res_type, res_id, version_id)
+        else:
+            outcome = await asyncio.to_thread(self._vread, caller, res_type, res_id, version_id)
+        await self.audit.record_async(outcome[2])
+        return self._settle(outcome)
 
     def search(self, caller: Caller, query: SearchQuery, query_string: str) -> Page:
         interaction = "search-type"
@@ -236,7 +279,8 @@ class Repository:
         """A write transaction. On a FHIR error it rolls back and audits the failure; on success the
         audit records of every write in it are committed with the data."""
         try:
-            with self.engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
+            with dialects.writer(self.engine), \
+                    self.engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
                 unit = Unit(self, conn, caller)
                 yield unit
                 unit.flush()

@@ -284,6 +284,17 @@ def compiled_for(resource_type: str) -> tuple[Compiled, ...]:
     return tuple(out)
 
 
+def _deceased(resource: dict[str, Any]) -> list[bool]:
+    """Patient.deceased.exists() and Patient.deceased != false: true when a death is recorded."""
+    recorded = "deceasedDateTime" in resource or resource.get("deceasedBoolean") is True
+    return [recorded]
+
+
+# Expressions outside the walker subset that run on every write of their type get a native version;
+# a test checks each against fhirpathpy.
+NATIVE_EXPRESSIONS = {"Patient.deceased.exists() and Patient.deceased != false": _deceased}
+
+
 @cache
 def _fhirpath(expression: str) -> Any:
     from fhirpathpy import compile as fp_compile
@@ -442,6 +453,11 @@ def extract(resource: dict[str, Any]) -> IndexValues:
     if not isinstance(res_type, str):
         return out
     for comp in compiled_for(res_type):
+        native = NATIVE_EXPRESSIONS.get(comp.fallback or "")
+        if native is not None:
+            for v in native(resource):
+                _add(comp.info, v, "boolean", out)
+            continue
         if comp.fallback is not None:
             try:
                 values = _fhirpath(comp.fallback)(resource)

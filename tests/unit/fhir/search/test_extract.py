@@ -149,6 +149,14 @@ def test_almost_every_expression_compiles_natively() -> None:
     assert fallbacks == {("Bundle", "composition"), ("Bundle", "message"), ("Patient", "deceased")}
 
 
-def test_deceased_uses_the_fallback_and_agrees_with_fhirpath() -> None:
-    assert TokenValue("deceased", None, "true") in extract({"resourceType": "Patient", "deceasedBoolean": True}).tokens
-    assert TokenValue("deceased", None, "false") in extract({"resourceType": "Patient"}).tokens
+@pytest.mark.parametrize("patient", [
+    {"resourceType": "Patient"}, {"resourceType": "Patient", "deceasedBoolean": True},
+    {"resourceType": "Patient", "deceasedBoolean": False}, {"resourceType": "Patient", "deceasedDateTime": "2020"},
+])
+def test_native_expressions_agree_with_fhirpath(patient: dict[str, Any]) -> None:
+    from sharedcare.fhir.search.extract import NATIVE_EXPRESSIONS
+
+    for expression, native in NATIVE_EXPRESSIONS.items():
+        assert native(patient) == fp_evaluate(patient, expression, {}, models["r4"])
+    deceased = [t.code for t in extract(patient).tokens if t.param == "deceased"]
+    assert deceased == ["true" if "deceasedDateTime" in patient or patient.get("deceasedBoolean") else "false"]

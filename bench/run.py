@@ -1,0 +1,261 @@
+"""Run the benchmarks and print side-by-side ratios: `python -m bench.run [--quick] [--only ...]`.
+
+The server runs on core 0 and the load generator (wrk) on core 1 (`taskset`), on loopback only.
+Every loop is bounded in time and count. Results go to stdout and bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHEA = Path(os.environ.get("SHAREDCARE_SHARED_DIR", ROOT.parent / "shared")) / "conformance" / "synthea-r4"
+RESULTS = ROOT / "bench" / "results"
+DURATION = 10  # seconds per wrk run
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, capture_output=True)
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk is needed for the HTTP benchmarks: apt-get install wrk")
+    return found
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """uvicorn on core 0 serving bench.bare_app (the real app plus the bare route)."""
+
+    def __init__(self, database_url: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, "SHAREDCARE_DATABASE_URL": database_url,
+                    "SHAREDCARE_BASE_URL": f"http://127.0.0.1:{self.port}/fhir"}
+        self.log = (workdir / f"server-{self.port}.log").open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Server:
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise SystemExit("bench server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self.log.close()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def wrk(url: str, script: Path, *, connections: int = 32, duration: int = DURATION) -> dict[str, float]:
+    out = subprocess.run(
+        ["taskset", "-c", "1", ensure_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
+         str(script), url], capture_output=True, text=True, check=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def latency(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return round(float(m.group(1)) * scale, 2)
+    return {"rps": round(rps, 1), "p50_ms": latency("50"), "p99_ms": latency("99"),
+            "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def patient(i: int) -> dict[str, Any]:
+    return {"resourceType": "Patient", "identifier": [{"system": "https://example.org/mrn", "value": f"B{i}"}],
+            "name": [{"family": f"Bench{i}", "given": ["Ann"]}], "gender": "female", "birthDate": "1970-01-01",
+            "address": [{"line": ["1 High Street"], "city": "London", "postalCode": "SW1A 1AA"}]}
+
+
+def fill(database_url: str, count: int, batch: int = 500) -> list[str]:
+    """Store `count` Patients (with an Observation each after the first 1,000) through the Repository in
+    large transactions: the real write path (validation aside), so indexes and audit are all there."""
+    from sharedcare.access.context import system_caller
+    from sharedcare.app import open_services
+    from sharedcare.fhir import interactions
+    from sharedcare.settings import Settings
+
+    svc = open_services(Settings(database_url=database_url))
+    caller = system_caller()
+    ids: list[str] = []
+    done = 0
+    while done < count:
+        with svc.repo.unit(caller, "create") as unit:
+            for i in range(done, min(count, done + batch)):
+                ids.append(unit.create(patient(i)).stored.res_id)
+        done = min(count, done + batch)
+    svc.audit.close()
+    svc.engine.dispose()
+    return ids
+
+
+def lua_read(ids: list[str], prefix: str, workdir: Path) -> Path:
+    sample = random.Random(7).sample(ids, min(len(ids), 2000))
+    script = workdir / f"read-{prefix.strip('/').replace('/', '-')}.lua"
+    script.write_text(
+        "ids = {" + ",".join(f'"{i}"' for i in sample) + "}\n"
+        "request = function()\n"
+        f'  return wrk.format("GET", "{prefix}" .. ids[math.random(#ids)])\nend\n')
+    return script
+
+
+def lua_create(workdir: Path) -> Path:
+    body = json.dumps(patient(0)).replace('"', '\\"')
+    script = workdir / "create.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{body}"\n'
+        'wrk.headers["Content-Type"] = "application/fhir+json"\n')
+    return script
+
+
+def bench_read_create(database_url: str, stored: int, workdir: Path) -> dict[str, Any]:
+    ids = fill(database_url, stored)
+    with Server(database_url, workdir) as srv:
+        wrk(f"{srv.base}/", lua_read(ids, "/fhir/Patient/", workdir), duration=3)  # warm-up
+        read = wrk(f"{srv.base}/", lua_read(ids, "/fhir/Patient/", workdir))
+        bare = wrk(f"{srv.base}/", lua_read(ids, "/bare/Patient/", workdir))
+        create = wrk(f"{srv.base}/fhir/Patient", lua_create(workdir), connections=16)
+    return {"stored": stored, "read": read, "bare": bare, "read_ratio": round(read["rps"] / bare["rps"], 3),
+            "create": create}
+
+
+def bench_load(database_url: str, raw_url: str, workdir: Path) -> dict[str, Any]:
+    """Synthea transaction bundles through the API, against raw inserts of the same rows."""
+    files = sorted(SYNTHEA.glob("*.json"), key=lambda p: (not p.name.startswith(("hospital", "practitioner")),
+                                                          p.name))
+    if not files:
+        raise SystemExit(f"Synthea bundles not found in {SYNTHEA}")
+    bodies = [f.read_bytes() for f in files]
+    fill(database_url, 0)
+    resources = 0
+    with Server(database_url, workdir) as srv, httpx.Client(timeout=300) as http:
+        start = time.perf_counter()
+        for body in bodies:
+            r = http.post(f"{srv.base}/fhir", content=body, headers={"Content-Type": "application/fhir+json"})
+            r.raise_for_status()
+            resources += len(r.json()["entry"])
+        api_seconds = time.perf_counter() - start
+    raw_seconds = raw_insert(raw_url, bodies)
+    api_rate, raw_rate = resources / api_seconds, resources / raw_seconds
+    return {"resources": resources, "api_per_s": round(api_rate), "raw_per_s": round(raw_rate),
+            "ratio": round(api_rate / raw_rate, 3)}
+
+
+def raw_insert(database_url: str, bodies: list[bytes]) -> float:
+    """The same rows (current + history, the same JSON bytes) with plain executemany, one transaction
+    per bundle, in a fresh database of the same kind: the floor the store is measured against."""
+    import uuid
+
+    import orjson
+    from sqlalchemy import insert
+
+    from sharedcare.storage import database
+    from sharedcare.storage.tables import resource, resource_history
+
+    engine = database.make_engine(database_url)
+    database.upgrade(engine)
+    start = time.perf_counter()
+    seq = 0
+    for body in bodies:
+        entries = orjson.loads(body)["entry"]
+        hist, cur = [], []
+        for e in entries:
+            seq += 1
+            res = e["resource"]
+            data = orjson.dumps(res)
+            row = {"res_type": res["resourceType"], "res_id": str(uuid.uuid4()), "version_id": 1,
+                   "last_updated": "2026-01-01T00:00:00.000000", "partition_key": "_shared", "deleted": False,
+                   "data": data}
+            hist.append({**row, "method": "POST"})
+            cur.append({**row, "created_seq": seq})
+        with engine.connect().execution_options(write=True) as conn, conn.begin():
+            conn.execute(insert(resource_history), hist)
+            conn.execute(insert(resource), cur)
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="slope up to 100k stored resources, not 1M")
+    parser.add_argument("--only", default="read,load,slope", help="comma-separated: read, load, slope")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    ensure_wrk()
+    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="sharedcare-bench-") as tmp:
+        work = Path(tmp)
+        if "read" in only:
+            results["read_create"] = bench_read_create(f"sqlite:///{work / 'read.db'}", 10_000, work)
+            report_read(results["read_create"])
+        if "load" in only:
+            results["load"] = bench_load(f"sqlite:///{work / 'load.db'}", f"sqlite:///{work / 'raw.db'}", work)
+            print(f"synthea load: {results['load']['api_per_s']} resources/s through the API (goal 2,000); "
+                  f"raw inserts {results['load']['raw_per_s']}/s; ratio {results['load']['ratio']}")
+        if "slope" in only:
+            sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+            results["slope"] = []
+            for size in sizes:
+                one = bench_read_create(f"sqlite:///{work / f'slope-{size}.db'}", size, work)
+                results["slope"].append(one)
+                report_read(one)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+
+
+def report_read(r: dict[str, Any]) -> None:
+    print(f"[{r['stored']:,} stored] read {r['read']['rps']}/s (p50 {r['read']['p50_ms']} ms, p99 "
+          f"{r['read']['p99_ms']} ms; goal 1,500/s) vs bare {r['bare']['rps']}/s: ratio {r['read_ratio']} "
+          f"(goal 0.5); create {r['create']['rps']}/s (goal 400/s; p99 {r['create']['p99_ms']} ms)")
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    m = re.search(r"model name\s*:\s*(.+)", text)
+    return m.group(1).strip() if m else "unknown"
+
+
+if __name__ == "__main__":
+    main()
