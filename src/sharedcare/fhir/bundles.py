@@ -177,8 +177,8 @@ class BundleProcessor:
         res_type = interactions.check_type(parts[0])
         if entry.method == "POST":
             assigned = str(req["_assigned_id"])
-            existing = unit.current(res_type, assigned)
-            if existing is not None and req.get("ifNoneExist"):
+            existing = unit.current(res_type, assigned) if req.get("ifNoneExist") else None
+            if existing is not None:
                 result = interactions.EntryResult(200, existing)
             else:
                 result = interactions.create(unit, res_type, entry.resource, res_id=assigned)

@@ -49,6 +49,7 @@ TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 _READ = select(resource.c.version_id, resource.c.last_updated, resource.c.data, resource.c.partition_key).where(
     resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"))
 _INSERT_HISTORY = insert(resource_history).returning(resource_history.c.seq)
+_CURRENT_COLUMNS = ("version_id", "last_updated", "partition_key", "source", "security", "deleted", "data")
 _INSERT_CURRENT = insert(resource)
 _UPDATE_CURRENT = update(resource).where(resource.c.res_type == bindparam("b_t"), resource.c.res_id == bindparam("b_i"))
 _VREAD = select(resource_history.c.last_updated, resource_history.c.data, resource_history.c.method,
@@ -299,9 +300,29 @@ class Unit:
         self.caller = caller
         self.audits: list[AuditRecord] = []
         self.pending = indexing.PendingRows()
+        self.new_rows: list[dict[str, Any]] = []  # history rows of resources created in this unit
 
     def flush(self) -> None:
-        """Write the index rows gathered so far (one executemany per table)."""
+        """Write what this unit has gathered: new resources (history, then current rows with the
+        history sequence number of their first version), then index rows, each as one executemany.
+        Anything that reads inside the unit flushes first, so the unit always sees its own writes."""
+        if self.new_rows:
+            rows, self.new_rows = self.new_rows, []
+            try:
+                self.conn.execute(insert(resource_history), rows)
+                seqs: dict[tuple[str, str], int] = {}
+                h = resource_history
+                for start in range(0, len(rows), 500):
+                    chunk = rows[start:start + 500]
+                    found = self.conn.execute(select(h.c.seq, h.c.res_type, h.c.res_id).where(
+                        h.c.version_id == 1, h.c.res_id.in_([r["res_id"] for r in chunk])))
+                    seqs.update({(f.res_type, f.res_id): f.seq for f in found})
+                self.conn.execute(insert(resource), [
+                    {"res_type": r["res_type"], "res_id": r["res_id"],
+                     "created_seq": seqs[(r["res_type"], r["res_id"])], **{k: r[k] for k in _CURRENT_COLUMNS}}
+                    for r in rows])
+            except IntegrityError:
+                raise PreconditionFailed("a resource with this id already exists") from None
         self.pending.flush(self.conn)
 
     def audit(self, interaction: str, status: int, stored: Stored | None, patients: tuple[str, ...] = (),
@@ -313,6 +334,7 @@ class Unit:
         mark_audited()
 
     def current(self, res_type: str, res_id: str, *, lock: bool = False) -> Stored | None:
+        self.flush()
         stmt = _READ.where(self.repo.policy.visible_clause(self.caller, resource))
         row = self.conn.execute(dialects.for_update(stmt, self.conn) if lock else stmt,
                                 {"t": res_type, "i": res_id}).first()
@@ -356,11 +378,16 @@ class Unit:
             "method": method, "partition_key": rows.partition_key, "source": source, "security": security,
             "deleted": False, "data": data, "author": self.caller.agent_id,
         }
+        seq: int | None = None
         try:
-            seq = self.conn.execute(_INSERT_HISTORY, hist).scalar_one()
-            current = {k: hist[k] for k in ("version_id", "last_updated", "partition_key", "source", "security",
-                                            "deleted", "data")}
-            if prev is None:
+            if expect_new:
+                self.new_rows.append(hist)  # inserted with the unit's other new resources at flush
+            else:
+                seq = self.conn.execute(_INSERT_HISTORY, hist).scalar_one()
+            current = {k: hist[k] for k in _CURRENT_COLUMNS}
+            if expect_new:
+                pass  # the current row follows at flush, with the sequence number of this first version
+            elif prev is None:
                 self.conn.execute(_INSERT_CURRENT, {"res_type": res_type, "res_id": res_id, "created_seq": seq,
                                                     **current})
             else:
