@@ -312,11 +312,14 @@ class Unit:
                 self.conn.execute(insert(resource_history), rows)
                 seqs: dict[tuple[str, str], int] = {}
                 h = resource_history
-                for start in range(0, len(rows), 500):
-                    chunk = rows[start:start + 500]
-                    found = self.conn.execute(select(h.c.seq, h.c.res_type, h.c.res_id).where(
-                        h.c.version_id == 1, h.c.res_id.in_([r["res_id"] for r in chunk])))
-                    seqs.update({(f.res_type, f.res_id): f.seq for f in found})
+                by_type: dict[str, list[str]] = {}
+                for r in rows:
+                    by_type.setdefault(r["res_type"], []).append(r["res_id"])
+                for res_type, ids in by_type.items():  # (type, id, version) is indexed: no table scan
+                    for start in range(0, len(ids), 500):
+                        found = self.conn.execute(select(h.c.seq, h.c.res_id).where(
+                            h.c.res_type == res_type, h.c.res_id.in_(ids[start:start + 500]), h.c.version_id == 1))
+                        seqs.update({(res_type, f.res_id): f.seq for f in found})
                 self.conn.execute(insert(resource), [
                     {"res_type": r["res_type"], "res_id": r["res_id"],
                      "created_seq": seqs[(r["res_type"], r["res_id"])], **{k: r[k] for k in _CURRENT_COLUMNS}}

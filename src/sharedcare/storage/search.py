@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from sharedcare.errors import BadRequest
 from sharedcare.fhir.search.query import Criterion, SearchQuery, date_range, split_token
-from sharedcare.storage.tables import idx_token, resource
+from sharedcare.storage.tables import idx_token, resource, resource_history
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +114,9 @@ class PageRows:
 
 def page(conn: Connection, query: SearchQuery, visible: ColumnElement[bool], cursor: Cursor | None) -> PageRows:
     where = [visible, *criteria_clause(query)]
+    # The newest history sequence number bounds every created_seq, and is a primary-key lookup.
     snapshot = cursor.snapshot if cursor else conn.execute(
-        select(func.coalesce(func.max(resource.c.created_seq), 0))).scalar_one()
+        select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
     where.append(resource.c.created_seq <= snapshot)
     total = None
     if query.total != "none" or query.summary_count:
