@@ -10,21 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sharedcare.fhir import jsonio
-from sharedcare.fhir.jsonio import FhirDecimal
 from tests.support.conformance import conformance_path
+from tests.support.fhir_data import canonical
 
 pytestmark = pytest.mark.slow
 
 
-def canonical(node: Any) -> Any:
-    """Structure with decimals as their literals, so 1.50 != 1.5 in comparisons."""
-    if isinstance(node, dict):
-        return {k: canonical(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [canonical(v) for v in node]
-    if isinstance(node, FhirDecimal):
-        return ("decimal", node.literal)
-    return node
 
 
 def resolve(node: Any, mapping: dict[str, str]) -> Any:

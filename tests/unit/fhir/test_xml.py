@@ -14,6 +14,7 @@ from sharedcare.fhir import jsonio
 from sharedcare.fhir.jsonio import FhirDecimal
 from sharedcare.fhir.xml import json_to_xml, xml_to_json
 from tests.support.conformance import conformance_files
+from tests.support.fhir_data import canonical, resources_in
 
 PATIENT_XML = b"""<?xml version="1.0" encoding="UTF-8"?>
 <Patient xmlns="http://hl7.org/fhir">
@@ -46,14 +47,6 @@ PATIENT_JSON: dict[str, Any] = {
 }
 
 
-def canonical(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: canonical(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [canonical(v) for v in node]
-    if isinstance(node, FhirDecimal):
-        return ("decimal", node.literal)
-    return node
 
 
 def test_xml_to_json_follows_the_json_rules() -> None:
@@ -90,7 +83,7 @@ def test_recursive_elements_by_content_reference() -> None:
     assert xml_to_json(json_to_xml(q)) == q
 
 
-def test_bundles_wrap_their_resources() -> None:
+def test_bundles_wrap_theirresources_in() -> None:
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
         {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "active": True}}]}
     xml = json_to_xml(bundle)
@@ -135,19 +128,13 @@ def test_narrative_with_an_entity_declaration_is_refused_on_output() -> None:
         json_to_xml(doc)
 
 
-def _resources(path: Path) -> list[dict[str, Any]]:
-    doc = jsonio.loads(path.read_bytes())
-    found = [doc]
-    if doc.get("resourceType") == "Bundle":
-        found += [e["resource"] for e in doc.get("entry", []) if isinstance(e.get("resource"), dict)]
-    return found
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", conformance_files("synthea-r4", "*.json") + conformance_files(
     "fhirpath-r4/json-inputs", "*.json"))
 def test_every_conformance_resource_round_trips(path: Path) -> None:
-    for resource in _resources(path):
+    for resource in resources_in(path):
         if path.name in NOT_VALID_JSON:
             continue
         # Key order follows the definitions after the trip; values, decimals and nesting must not change.

@@ -25,6 +25,7 @@ from sharedcare.fhir.search.extract import (
     extract,
 )
 from tests.support.conformance import conformance_files
+from tests.support.fhir_data import resources_in
 
 
 def _plain(value: Any) -> Any:
@@ -42,12 +43,6 @@ def _key(value: Any) -> str:
     return jsonio.dumps(_plain(value)).decode()
 
 
-def _resources(path: Path) -> list[dict[str, Any]]:
-    doc = jsonio.loads(path.read_bytes())
-    found = [doc]
-    if doc.get("resourceType") == "Bundle":
-        found += [e["resource"] for e in doc.get("entry", []) if isinstance(e.get("resource"), dict)]
-    return found
 
 
 def _check_against_fhirpath(resource: dict[str, Any]) -> int:
@@ -84,7 +79,7 @@ def _parts_without_resolve(expression: str, res_type: str) -> list[str]:
 @pytest.mark.parametrize("path", conformance_files("synthea-r4", "*.json")[:4] + conformance_files(
     "fhirpath-r4/json-inputs", "*.json"))
 def test_walkers_select_what_fhirpath_selects(path: Path) -> None:
-    checked = sum(_check_against_fhirpath(r) for r in _resources(path))
+    checked = sum(_check_against_fhirpath(r) for r in resources_in(path))
     assert checked > 0
 
 
