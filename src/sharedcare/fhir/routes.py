@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -115,13 +115,21 @@ class FhirApi:
 
     # -- reads inside bundles -----------------------------------------------------------------------
     def _bundle_read(self, unit: Unit, entry: Entry) -> tuple[int, Any]:
+        """A GET entry of a batch or transaction: a read by id, or a search (first page)."""
         parts = entry.path.split("/")
+        interactions.check_type(parts[0])
         if len(parts) == 2:
-            interactions.check_type(parts[0])
             stored = unit.require_exists(parts[0], parts[1])
             unit.audit("read", 200, stored)
             return 200, jsonio.loads(stored.data or b"{}")
-        raise BadRequest(f"Bundle.entry[{entry.index}]: only reads by id are supported in bundles so far")
+        if len(parts) == 1:
+            q = search_query.parse(parts[0], parse_qsl(entry.query, keep_blank_values=True),
+                                   default_count=self.settings.default_page_size,
+                                   max_count=self.settings.max_page_size)
+            page = unit.search(q)
+            self_link = f"{self.base}/{parts[0]}?{q.canonical()}"
+            return 200, jsonio.loads(resp.searchset(page, self.base, self_link, {}))
+        raise BadRequest(f"Bundle.entry[{entry.index}]: a GET entry reads Type/id or searches Type?criteria")
 
     # -- routes -------------------------------------------------------------------------------------
     def _routes(self) -> None:

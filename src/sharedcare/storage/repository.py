@@ -348,6 +348,18 @@ class Unit:
         self.flush()  # earlier writes in this transaction must be searchable
         return search.find_ids(self.conn, query, self.repo.policy.visible_clause(self.caller, resource), limit)
 
+    def search(self, query: SearchQuery) -> Page:
+        """A search inside this transaction (a GET entry of a batch or transaction): one page, audited
+        with the transaction, seeing the transaction's own writes."""
+        if query.res_type is None or not self.repo.policy.may_search(self.caller, query.res_type):
+            raise Forbidden("you may not search this resource type")
+        self.flush()
+        result = search.page(self.conn, query, self.repo.policy.visible_clause(self.caller, resource), None)
+        self.audit("search-type", 200, None, query=query.canonical(), res_type=query.res_type)
+        items = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.data, seq=r.created_seq)
+                 for r in result.rows]
+        return Page(items, result.total, None, None)
+
     def lock(self, *parts: str) -> None:
         dialects.lock_key(self.conn, *parts)
 

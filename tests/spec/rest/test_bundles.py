@@ -93,3 +93,17 @@ def test_batch_entries_succeed_or_fail_independently(client: TestClient) -> None
 def test_a_bundle_must_be_batch_or_transaction(client: TestClient) -> None:
     r = post_bundle(client, {"resourceType": "Bundle", "type": "collection"})
     assert r.status_code == 400
+
+
+def test_get_entries_read_and_search_and_see_the_transactions_own_writes(client: TestClient) -> None:
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry("GET", f"Patient?identifier={NHS}|9434765919"),
+        entry("POST", "Patient", patient(nhs="9434765919"), full_url="urn:uuid:22222222-2222-2222-2222-222222222222"),
+    ]})
+    assert r.status_code == 200, r.text
+    found = r.json()["entry"][0]["resource"]
+    assert found["type"] == "searchset"
+    assert found["total"] == 1  # GETs run last, after the transaction's writes
+    pid = found["entry"][0]["resource"]["id"]
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "batch", "entry": [entry("GET", f"Patient/{pid}")]})
+    assert r.json()["entry"][0]["resource"]["id"] == pid
