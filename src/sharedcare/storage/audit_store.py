@@ -25,30 +25,51 @@ from sharedcare.storage import dialects
 from sharedcare.storage.tables import audit, audit_chain
 
 # Statements built once: their construction costs more than running them.
-_HEAD = select(audit_chain.c.last_seq, audit_chain.c.last_hash).where(audit_chain.c.partition_key == bindparam("p"))
 _MOVE_HEAD = update(audit_chain).where(audit_chain.c.partition_key == bindparam("p")).values(
     last_seq=bindparam("n"), last_hash=bindparam("h"))
 _INSERT = audit.insert()
 
 
 def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
-    """Append records to their partitions' chains inside the caller's (write) transaction."""
+    """Append records to their partitions' chains inside the caller's (write) transaction.
+
+    A batch touches many partitions (reads of many patients), so the chain heads are locked with one
+    SELECT ... FOR UPDATE (in partition order: no deadlocks between batches), the rows inserted with
+    one executemany and the heads moved with another."""
     by_partition: dict[str, list[dict[str, object]]] = {}
     for rec in records:
         by_partition.setdefault(rec.partition_key, []).append(rec.row())
-    for partition in sorted(by_partition):  # a fixed lock order: no deadlocks between batches
+    if not by_partition:
+        return
+    partitions = sorted(by_partition)
+    heads = _lock_heads(conn, partitions)
+    missing = [p for p in partitions if p not in heads]
+    if missing:
+        dialects.insert_ignore(conn, audit_chain, [{"partition_key": p, "last_seq": 0, "last_hash": GENESIS}
+                                                   for p in missing])
+        heads.update(_lock_heads(conn, missing))
+    all_rows: list[dict[str, object]] = []
+    moves: list[dict[str, object]] = []
+    for partition in partitions:
+        count, prev = heads[partition]
         rows = by_partition[partition]
-        head = conn.execute(dialects.for_update(_HEAD, conn), {"p": partition}).first()
-        if head is None:
-            dialects.insert_ignore(conn, audit_chain, {"partition_key": partition, "last_seq": 0,
-                                                       "last_hash": GENESIS})
-            head = conn.execute(dialects.for_update(_HEAD, conn), {"p": partition}).one()
-        prev = head.last_hash
         for row in rows:
             row["prev_hash"] = prev
             row["hash"] = prev = chain_hash(prev, row)
-        conn.execute(_INSERT, rows)
-        conn.execute(_MOVE_HEAD, {"p": partition, "n": head.last_seq + len(rows), "h": prev})
+        all_rows.extend(rows)
+        moves.append({"p": partition, "n": count + len(rows), "h": prev})
+    conn.execute(_INSERT, all_rows)
+    conn.execute(_MOVE_HEAD, moves)
+
+
+def _lock_heads(conn: Connection, partitions: list[str]) -> dict[str, tuple[int, str]]:
+    heads: dict[str, tuple[int, str]] = {}
+    for start in range(0, len(partitions), 500):
+        stmt = select(audit_chain.c.partition_key, audit_chain.c.last_seq, audit_chain.c.last_hash).where(
+            audit_chain.c.partition_key.in_(partitions[start:start + 500])).order_by(audit_chain.c.partition_key)
+        for r in conn.execute(dialects.for_update(stmt, conn)):
+            heads[r.partition_key] = (r.last_seq, r.last_hash)
+    return heads
 
 
 class _Batch:

@@ -98,13 +98,13 @@ def for_update(stmt: Select[Any], conn: Connection) -> Select[Any]:
     return stmt if is_sqlite(conn) else stmt.with_for_update()
 
 
-def insert_ignore(conn: Connection, table: Any, values: dict[str, Any]) -> None:
-    """INSERT that does nothing when the primary key already exists."""
+def insert_ignore(conn: Connection, table: Any, values: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """INSERT (one row or many) that does nothing where the primary key already exists."""
     if is_sqlite(conn):
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        conn.execute(sqlite_insert(table).values(**values).on_conflict_do_nothing())
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), values)
     else:
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        conn.execute(pg_insert(table).values(**values).on_conflict_do_nothing())
+        conn.execute(pg_insert(table).on_conflict_do_nothing(), values)
