@@ -63,11 +63,7 @@ def parse_if_match(value: str | None) -> int | None:
 
 
 def prepare(body: Any, res_type: str, url_id: str | None = None) -> tuple[dict[str, Any], list[Issue]]:
-    """Check a resource body against its URL and the R4 definitions; return it and any warnings.
-
-    Single-request routes call this before their transaction starts (passing the warnings on as
-    `prepared`), so validation of one request overlaps another's commit instead of queueing behind it.
-    """
+    """Check a resource body against its URL and the R4 definitions; return it and any warnings."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a FHIR resource (a JSON object)")
     if body.get("resourceType") != res_type:
@@ -91,7 +87,7 @@ def conditional_query(unit: Unit, res_type: str, criteria: str, max_count: int) 
 
 
 def create(unit: Unit, res_type: str, body: Any, *, if_none_exist: str | None = None,
-           res_id: str | None = None, prepared: list[Issue] | None = None) -> EntryResult:
+           res_id: str | None = None) -> EntryResult:
     """POST: a new resource with a server id (the body's id is ignored, per R4)."""
     if if_none_exist is not None:
         q = conditional_query(unit, res_type, if_none_exist.lstrip("?").split("?", 1)[-1], 2)
@@ -100,19 +96,18 @@ def create(unit: Unit, res_type: str, body: Any, *, if_none_exist: str | None = 
             raise PreconditionFailed("If-None-Exist matched more than one resource")
         if found:
             return EntryResult(200, unit.require_exists(res_type, found[0]))
-    body, warnings = (body, prepared) if prepared is not None else prepare(body, res_type)
+    body, warnings = prepare(body, res_type)
     body = {k: v for k, v in body.items() if k != "id"}
     outcome = unit.create(body, res_id=res_id)
     return EntryResult(201, outcome.stored, warnings)
 
 
-def update(unit: Unit, res_type: str, res_id: str, body: Any, *, if_match: int | None,
-           prepared: list[Issue] | None = None) -> EntryResult:
+def update(unit: Unit, res_type: str, res_id: str, body: Any, *, if_match: int | None) -> EntryResult:
     """PUT /Type/id: a new version, or create with the client's id (update-as-create)."""
     check_id(res_id)
     if if_match is None and res_type in VERSIONED_UPDATE_TYPES and unit.current(res_type, res_id) is not None:
         raise PreconditionRequired(f"updates to {res_type} must send If-Match with the version they change")
-    body, warnings = (body, prepared) if prepared is not None else prepare(body, res_type, res_id)
+    body, warnings = prepare(body, res_type, res_id)
     outcome = unit.write(res_type, res_id, body, method="PUT", if_match=if_match)
     return EntryResult(201 if outcome.created else 200, outcome.stored, warnings)
 

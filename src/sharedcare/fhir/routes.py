@@ -103,11 +103,6 @@ class FhirApi:
     def delete_response(result: interactions.EntryResult) -> Response:
         return Response(status_code=204, headers={"ETag": result.stored.etag} if result.stored else None)
 
-    @staticmethod
-    async def _prepare(body: Any, res_type: str, res_id: str | None = None) -> tuple[dict[str, Any], list[Issue]]:
-        """Validate outside the write transaction (a refusal is audited by the app like any other)."""
-        return await run_in_threadpool(interactions.prepare, body, res_type, res_id)
-
     async def _in_unit(self, request: Request, interaction: str, res_type: str,
                        action: Callable[[Unit], interactions.EntryResult]) -> interactions.EntryResult:
         """Run one write interaction in its own transaction, off the event loop."""
@@ -172,9 +167,8 @@ class FhirApi:
         async def create(request: Request, res_type: str) -> Response:
             fmt, body = self.fmt(request), await self.resource_body(request, res_type)
             cond = request.headers.get("if-none-exist")
-            body, warnings = await self._prepare(body, res_type)
-            result = await self._in_unit(request, "create", res_type, lambda u: interactions.create(
-                u, res_type, body, if_none_exist=cond, prepared=warnings))
+            result = await self._in_unit(request, "create", res_type,
+                                         lambda u: interactions.create(u, res_type, body, if_none_exist=cond))
             return self.write_response(request, result, fmt)
 
         @r.post("/{res_type}/$validate")
@@ -217,10 +211,8 @@ class FhirApi:
         async def update(request: Request, res_type: str, res_id: str) -> Response:
             fmt, body = self.fmt(request), await self.resource_body(request, res_type)
             if_match = self.if_match(request)
-            interactions.check_id(res_id)
-            body, warnings = await self._prepare(body, res_type, res_id)
             result = await self._in_unit(request, "update", res_type, lambda u: interactions.update(
-                u, res_type, res_id, body, if_match=if_match, prepared=warnings))
+                u, res_type, res_id, body, if_match=if_match))
             return self.write_response(request, result, fmt)
 
         @r.patch("/{res_type}/{res_id}")
