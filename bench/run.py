@@ -109,7 +109,6 @@ def fill(database_url: str, count: int, batch: int = 500) -> list[str]:
     large transactions: the real write path (validation aside), so indexes and audit are all there."""
     from sharedcare.access.context import system_caller
     from sharedcare.app import open_services
-    from sharedcare.fhir import interactions
     from sharedcare.settings import Settings
 
     svc = open_services(Settings(database_url=database_url))
@@ -121,7 +120,7 @@ def fill(database_url: str, count: int, batch: int = 500) -> list[str]:
             for i in range(done, min(count, done + batch)):
                 ids.append(unit.create(patient(i)).stored.res_id)
         done = min(count, done + batch)
-    svc.audit.close()
+    svc.committer.close()
     svc.engine.dispose()
     return ids
 

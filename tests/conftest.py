@@ -65,7 +65,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     url = f"sqlite:///{tmp_path / 'store.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    return Settings(database_url=url, base_url=BASE_URL, audit_flush_ms=0.5)
+    return Settings(database_url=url, base_url=BASE_URL, group_commit_ms=0.5)
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def store(settings: Settings, backend: str) -> Iterator[Services]:
     try:
         yield services
     finally:
-        services.audit.close()
+        services.committer.close()
         services.engine.dispose()
 
 

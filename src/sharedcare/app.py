@@ -32,7 +32,7 @@ from sharedcare.fhir import responses as resp
 from sharedcare.fhir.routes import FhirApi
 from sharedcare.settings import Settings, get_settings
 from sharedcare.storage import database
-from sharedcare.storage.audit_store import AuditStore
+from sharedcare.storage.committer import Committer
 from sharedcare.storage.repository import Repository
 
 log = logging.getLogger("sharedcare")
@@ -41,7 +41,7 @@ log = logging.getLogger("sharedcare")
 @dataclass
 class Services:
     engine: Engine
-    audit: AuditStore
+    committer: Committer
     repo: Repository
 
 
@@ -55,8 +55,8 @@ def open_services(settings: Settings, *, migrate: bool | None = None) -> Service
         database.upgrade(engine)
     elif not database.is_current(engine):
         raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
-    audit = AuditStore(engine, flush_ms=settings.audit_flush_ms)
-    return Services(engine, audit, Repository(engine, audit))
+    committer = Committer(engine, flush_ms=settings.group_commit_ms)
+    return Services(engine, committer, Repository(engine, committer))
 
 
 def interaction_for(method: str, path: str) -> tuple[str, str | None]:
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             _mount(state["services"])
         yield
         if services is None:
-            state["services"].audit.close()
+            state["services"].committer.close()
             state["services"].engine.dispose()
 
     app = FastAPI(title="sharedcare", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -104,7 +104,7 @@ def load(
                     console.print(f"[red]{path.name}: {exc}[/red]")
                 progress.advance(task)
     finally:
-        svc.audit.close()
+        svc.committer.close()
         svc.engine.dispose()
     console.print(f"loaded {loaded} resources from {len(files) - failures} of {len(files)} files")
     if failures:

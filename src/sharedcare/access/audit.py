@@ -2,7 +2,7 @@
 
 One narrow row per interaction, allowed or denied, written by the Repository: a write's record is in the
 same transaction as the write; a read's record is group-committed before the response is released
-(storage/audit_store.py), so data is never served unaudited. Rows are hash-chained per partition and
+(storage/committer.py), so data is never served unaudited. Rows are hash-chained per partition and
 served read-only as AuditEvent. Records hold ids and codes, never record content.
 """
 

@@ -11,6 +11,7 @@ Protocol.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Table, true
@@ -21,6 +22,10 @@ from sharedcare.access.context import Caller
 class Policy(Protocol):
     def visible_clause(self, caller: Caller, table: Table) -> ColumnElement[bool]:
         """A WHERE clause restricting `table` (resource or resource_history) to what the caller may see."""
+
+    def visible_key(self, caller: Caller) -> Hashable | None:
+        """A key such that callers with equal keys get identical `visible_clause`s (structure and bound
+        values), so the Repository may compile a statement once per key; None: compile every time."""
 
     def may_search(self, caller: Caller, resource_type: str) -> bool:
         """Whether the caller may search this type at all (False -> 403 whatever exists)."""
@@ -34,6 +39,9 @@ class SystemPolicy:
 
     def visible_clause(self, caller: Caller, table: Table) -> ColumnElement[bool]:
         return true() if caller.kind == "system" else ~true()
+
+    def visible_key(self, caller: Caller) -> Hashable | None:
+        return caller.kind == "system"
 
     def may_search(self, caller: Caller, resource_type: str) -> bool:
         return caller.kind == "system"

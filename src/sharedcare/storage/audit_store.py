@@ -1,8 +1,8 @@
-"""Writing audit records: in the caller's transaction (writes) or group-committed (reads).
+"""Appending audit records to their hash chains, and verifying the chains.
 
-Group commit: a reading request hands its record to `AuditStore.record`, which blocks until the batch
-holding it is committed (one transaction for every record that arrived within `flush_ms`). If the
-commit fails the request gets 503 and no data (AU2: fail closed, never serve unaudited).
+Records are appended inside a write transaction: the write's own (the audit of a write commits with
+the write) or a group commit of reads' records (storage/committer.py, which fails reads closed with
+503 if the commit fails: AU2, never serve unaudited).
 
 Each partition's records form a hash chain: the chain head row is locked while a batch is appended,
 so concurrent writers (several processes on PostgreSQL) cannot fork a chain. `verify` re-walks chains.
@@ -10,24 +10,30 @@ so concurrent writers (several processes on PostgreSQL) cannot fork a chain. `ve
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
-import time
 from collections.abc import Iterable
 
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
-from sharedcare.errors import ServiceUnavailable
 from sharedcare.storage import dialects
 from sharedcare.storage.tables import audit, audit_chain
 
-# Statements built once: their construction costs more than running them.
+# Statements compiled once per dialect and run on the driver: their construction and Core's per-row
+# parameter handling cost more than running them.
 _MOVE_HEAD = update(audit_chain).where(audit_chain.c.partition_key == bindparam("p")).values(
     last_seq=bindparam("n"), last_hash=bindparam("h"))
-_INSERT = audit.insert()
+_COLUMNS = [c.name for c in audit.columns if c.name != "seq"]
+_INSERT = audit.insert().values({name: bindparam(name) for name in _COLUMNS})
+_RAW: dict[str, tuple[dialects.RawStatement, dialects.RawStatement]] = {}
+
+
+def _raw(conn: Connection) -> tuple[dialects.RawStatement, dialects.RawStatement]:
+    found = _RAW.get(conn.dialect.name)
+    if found is None:
+        found = _RAW[conn.dialect.name] = (dialects.RawStatement(conn.engine, _INSERT),
+                                          dialects.RawStatement(conn.engine, _MOVE_HEAD))
+    return found
 
 
 def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
@@ -58,8 +64,9 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
             row["hash"] = prev = chain_hash(prev, row)
         all_rows.extend(rows)
         moves.append({"p": partition, "n": count + len(rows), "h": prev})
-    conn.execute(_INSERT, all_rows)
-    conn.execute(_MOVE_HEAD, moves)
+    insert_rows, move_heads = _raw(conn)
+    insert_rows.execute_many(conn, all_rows)
+    move_heads.execute_many(conn, moves)
 
 
 def _lock_heads(conn: Connection, partitions: list[str]) -> dict[str, tuple[int, str]]:
@@ -70,108 +77,6 @@ def _lock_heads(conn: Connection, partitions: list[str]) -> dict[str, tuple[int,
         for r in conn.execute(dialects.for_update(stmt, conn)):
             heads[r.partition_key] = (r.last_seq, r.last_hash)
     return heads
-
-
-class _Batch:
-    __slots__ = ("done", "error", "futures", "records")
-
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        # Waiters on event loops: resolved from the commit thread with call_soon_threadsafe.
-        self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-
-def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
-    if fut.done():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(ServiceUnavailable("audit store unavailable"))
-
-
-class AuditStore:
-    """Group-commits audit records of reads; see the module docstring."""
-
-    def __init__(self, engine: Engine, *, flush_ms: float = 2.0, max_batch: int = 512,
-                 timeout_s: float = 30.0) -> None:
-        self._engine = engine
-        self._flush_s = flush_ms / 1000
-        self._max_batch = max_batch
-        self._timeout_s = timeout_s
-        self._cv = threading.Condition()
-        self._batch = _Batch()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="audit-group-commit", daemon=True)
-        self._thread.start()
-
-    def record(self, rec: AuditRecord) -> None:
-        """Block until `rec` is durably committed; raise ServiceUnavailable if it cannot be."""
-        with self._cv:
-            if self._closed:
-                raise ServiceUnavailable("audit store is closed")
-            batch = self._batch
-            batch.records.append(rec)
-            self._cv.notify()
-        if not batch.done.wait(self._timeout_s):
-            raise ServiceUnavailable("audit store did not confirm the audit record in time")
-        if batch.error is not None:
-            raise ServiceUnavailable("audit store unavailable") from None
-
-    async def record_async(self, rec: AuditRecord) -> None:
-        """`record` for code on an event loop: awaits the group commit without holding a thread."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        with self._cv:
-            if self._closed:
-                raise ServiceUnavailable("audit store is closed")
-            self._batch.records.append(rec)
-            self._batch.futures.append((loop, fut))
-            self._cv.notify()
-        try:
-            await asyncio.wait_for(fut, self._timeout_s)
-        except TimeoutError:
-            raise ServiceUnavailable("audit store did not confirm the audit record in time") from None
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._batch.records and not self._closed:
-                    self._cv.wait()
-                if self._closed and not self._batch.records:
-                    return
-            # Gather what arrives within the flush window (or until the batch is full).
-            deadline = time.monotonic() + self._flush_s
-            with self._cv:
-                while len(self._batch.records) < self._max_batch and not self._closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cv.wait(left)
-                batch, self._batch = self._batch, _Batch()
-            self._commit(batch)
-
-    def _commit(self, batch: _Batch) -> None:
-        try:
-            with dialects.writer(self._engine), \
-                    self._engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
-                append(conn, batch.records)
-        except Exception as exc:  # any failure must fail the waiting requests closed
-            batch.error = exc
-        finally:
-            batch.done.set()
-            for loop, fut in batch.futures:
-                with contextlib.suppress(RuntimeError):  # a loop that has closed has no one waiting
-                    loop.call_soon_threadsafe(_settle, fut, batch.error)
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-        with contextlib.suppress(RuntimeError):
-            self._thread.join(timeout=10)
 
 
 def verify(engine: Engine) -> list[str]:

@@ -2,11 +2,12 @@
 
 Each call carries the caller context, asks the access policy (compiled into the query), and leaves
 exactly one audit record per interaction: in the same transaction for writes, group-committed before
-the data is returned for reads (see storage/audit_store.py). Resources are stored as JSON bytes and
+the data is returned for reads (see storage/committer.py). Resources are stored as JSON bytes and
 read back as those same bytes.
 
-Writes happen inside a `Unit` (one database transaction): single interactions use one unit each, a
-transaction bundle uses one unit for all its entries, so it is all-or-nothing.
+Writes happen inside a `Unit`: a transaction bundle uses one unit (one transaction) for all its
+entries, so it is all-or-nothing; a single write interaction uses one unit of its own, which on
+SQLite is a savepoint inside a group commit shared with other single writes (`write_async`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
@@ -28,11 +29,11 @@ from sqlalchemy.exc import IntegrityError
 from sharedcare.access.audit import AuditRecord, mark_audited
 from sharedcare.access.context import Caller
 from sharedcare.access.policy import Policy, SystemPolicy
-from sharedcare.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed
+from sharedcare.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed, ServiceUnavailable
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.search.query import SearchQuery
 from sharedcare.storage import audit_store, dialects, indexing, search
-from sharedcare.storage.audit_store import AuditStore
+from sharedcare.storage.committer import Committer, Job
 from sharedcare.storage.search import Cursor
 from sharedcare.storage.tables import (
     INDEX_TABLES,
@@ -44,6 +45,7 @@ from sharedcare.storage.tables import (
 )
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+T = TypeVar("T")
 
 # Built once: constructing a statement costs more than running it on the read path.
 _READ = select(resource.c.version_id, resource.c.last_updated, resource.c.data, resource.c.partition_key).where(
@@ -112,13 +114,25 @@ class Page:
 
 
 class Repository:
-    def __init__(self, engine: Engine, audit: AuditStore, policy: Policy | None = None,
+    def __init__(self, engine: Engine, committer: Committer, policy: Policy | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.engine = engine
-        self.audit = audit
+        self.committer = committer
         self.policy: Policy = policy or SystemPolicy()
         self.clock = clock
         self._cursor_key = self._node_secret("cursor_key")
+        self._compiled: dict[tuple[str, Hashable], dialects.RawStatement] = {}
+
+    def _raw(self, name: str, stmt: Any, table: Any, caller: Caller) -> dialects.RawStatement:
+        """`stmt` restricted by the caller's policy clause, compiled once per policy key."""
+        key = self.policy.visible_key(caller)
+        if key is None:
+            return dialects.RawStatement(self.engine, stmt.where(self.policy.visible_clause(caller, table)))
+        found = self._compiled.get((name, key))
+        if found is None:
+            found = self._compiled[(name, key)] = dialects.RawStatement(
+                self.engine, stmt.where(self.policy.visible_clause(caller, table)))
+        return found
 
     # -- node facts ---------------------------------------------------------------------------
     def _node_secret(self, name: str) -> bytes:
@@ -134,8 +148,8 @@ class Repository:
     def _audit_read(self, caller: Caller, interaction: str, status: int, *, res_type: str | None = None,
                     res_id: str | None = None, version_id: int | None = None,
                     patients: tuple[str, ...] = (), query: str | None = None) -> None:
-        self.audit.record(AuditRecord(interaction, status, caller, self.now(), res_type, res_id, version_id,
-                                      patients, query))
+        self.committer.record(AuditRecord(interaction, status, caller, self.now(), res_type, res_id, version_id,
+                                          patients, query))
         mark_audited()
 
     def record(self, caller: Caller, interaction: str, status: int, *, res_type: str | None = None,
@@ -151,32 +165,31 @@ class Repository:
     def _read(self, caller: Caller, res_type: str, res_id: str) -> tuple[Stored | None, FhirError | None,
                                                                          AuditRecord]:
         """One read without its audit: the stored version or the error to raise, and the audit record."""
-        with self.engine.connect().execution_options(**dialects.single_read_options()) as conn:
-            row = conn.execute(_READ.where(self.policy.visible_clause(caller, resource)),
-                               {"t": res_type, "i": res_id}).first()
+        row = self._raw("read", _READ, resource, caller).fetch_one(self.engine, {"t": res_type, "i": res_id})
         if row is None:
             return None, NotFound(f"{res_type} resource not found"), self._record(caller, "read", 404, res_type,
                                                                                   res_id)
-        patients = (row.partition_key,) if row.partition_key != SHARED_PARTITION else ()
-        if row.data is None:
-            return (None, Gone(f"{res_type} resource was deleted", headers={"ETag": f'W/"{row.version_id}"'}),
-                    self._record(caller, "read", 410, res_type, res_id, row.version_id, patients))
-        return (Stored(res_type, res_id, row.version_id, row.last_updated, row.data), None,
-                self._record(caller, "read", 200, res_type, res_id, row.version_id, patients))
+        version_id, last_updated, data, partition_key = row
+        patients = (partition_key,) if partition_key != SHARED_PARTITION else ()
+        if data is None:
+            return (None, Gone(f"{res_type} resource was deleted", headers={"ETag": f'W/"{version_id}"'}),
+                    self._record(caller, "read", 410, res_type, res_id, version_id, patients))
+        return (Stored(res_type, res_id, version_id, last_updated, bytes(data)), None,
+                self._record(caller, "read", 200, res_type, res_id, version_id, patients))
 
     def _vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> tuple[
             Stored | None, FhirError | None, AuditRecord]:
-        with self.engine.connect().execution_options(**dialects.single_read_options()) as conn:
-            row = conn.execute(_VREAD.where(self.policy.visible_clause(caller, resource_history)),
-                               {"t": res_type, "i": res_id, "v": version_id}).first()
+        row = self._raw("vread", _VREAD, resource_history, caller).fetch_one(
+            self.engine, {"t": res_type, "i": res_id, "v": version_id})
         if row is None:
             return (None, NotFound(f"{res_type} version not found"),
                     self._record(caller, "vread", 404, res_type, res_id, version_id))
-        patients = (row.partition_key,) if row.partition_key != SHARED_PARTITION else ()
-        if row.data is None:
+        last_updated, data, method, partition_key = row
+        patients = (partition_key,) if partition_key != SHARED_PARTITION else ()
+        if data is None:
             return (None, Gone(f"{res_type} version is a deletion"),
                     self._record(caller, "vread", 410, res_type, res_id, version_id, patients))
-        return (Stored(res_type, res_id, version_id, row.last_updated, row.data, row.method), None,
+        return (Stored(res_type, res_id, version_id, last_updated, bytes(data), method), None,
                 self._record(caller, "vread", 200, res_type, res_id, version_id, patients))
 
     def _record(self, caller: Caller, interaction: str, status: int, res_type: str | None = None,
@@ -195,12 +208,12 @@ class Repository:
 
     def read(self, caller: Caller, res_type: str, res_id: str) -> Stored:
         outcome = self._read(caller, res_type, res_id)
-        self.audit.record(outcome[2])
+        self.committer.record(outcome[2])
         return self._settle(outcome)
 
     def vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> Stored:
         outcome = self._vread(caller, res_type, res_id, version_id)
-        self.audit.record(outcome[2])
+        self.committer.record(outcome[2])
         return self._settle(outcome)
 
     async def read_async(self, caller: Caller, res_type: str, res_id: str) -> Stored:
@@ -211,7 +224,7 @@ class Repository:
             outcome = self._read(caller, res_type, res_id)
         else:
             outcome = await asyncio.to_thread(self._read, caller, res_type, res_id)
-        await self.audit.record_async(outcome[2])
+        await self.committer.record_async(outcome[2])
         return self._settle(outcome)
 
     async def vread_async(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> Stored:
@@ -219,7 +232,7 @@ class Repository:
             outcome = self._vread(caller, res_type, res_id, version_id)
         else:
             outcome = await asyncio.to_thread(self._vread, caller, res_type, res_id, version_id)
-        await self.audit.record_async(outcome[2])
+        await self.committer.record_async(outcome[2])
         return self._settle(outcome)
 
     def search(self, caller: Caller, query: SearchQuery, query_string: str) -> Page:
@@ -289,6 +302,37 @@ class Repository:
         except FhirError as exc:
             self._audit_read(caller, interaction, exc.status, res_type=res_type)
             raise
+
+    async def write_async(self, caller: Caller, interaction: str, res_type: str | None,
+                          action: Callable[[Unit], T]) -> T:
+        """One write interaction in a unit of its own, awaited without blocking the event loop.
+
+        Where the dialect batches writes (SQLite) the unit is a savepoint in the committer's next group
+        commit; elsewhere it is a transaction of its own in a worker thread. Either way the action runs
+        once, its audit records commit with it, and a FHIR error rolls it back and is audited."""
+        if not dialects.batches_writes(self.engine):
+            def run_alone() -> T:
+                with self.unit(caller, interaction, res_type) as unit:
+                    return action(unit)
+            return await asyncio.to_thread(run_alone)
+
+        def run(conn: Connection) -> tuple[T, list[AuditRecord]]:
+            unit = Unit(self, conn, caller)
+            result = action(unit)
+            unit.flush()
+            return result, unit.audits
+
+        def on_error(exc: FhirError) -> list[AuditRecord]:
+            return [AuditRecord(interaction, exc.status, caller, self.now(), res_type)]
+        try:
+            result: T = await self.committer.submit_async(Job(run=run, on_error=on_error))
+        except ServiceUnavailable:
+            raise  # the batch did not commit, so neither did any audit of this write
+        except FhirError:
+            mark_audited()  # audited by on_error, in the batch
+            raise
+        mark_audited()
+        return result
 
 
 class Unit:

@@ -1,0 +1,210 @@
+"""Group commit: one thread commits the audit records of reads and, on SQLite, single writes, in batches.
+
+A durable commit costs a disk flush. Paying one per read's audit record, or per single create on a
+database that takes one writer at a time, caps the whole server at the disk's flush rate. So requests
+hand their work to this committer and wait; its thread takes everything that has queued up, runs it in
+one transaction and commits once. Under light load a batch holds one job and nothing waits longer
+than its own commit; under heavy load batches grow while the previous one is being flushed.
+
+A job is either audit records only (a read: the data is released once its record is committed, and
+if the commit fails the read fails closed with 503, AU2) or a write: a function run on the batch's
+connection inside its own SAVEPOINT, so a failing write is rolled back alone and reported alone,
+while the others in the batch commit. Nobody is told their write succeeded before the batch commits;
+if the commit fails every job in the batch fails and nothing of it is stored.
+
+Writes through the committer are used where `dialects.batches_writes` says so (SQLite); on
+PostgreSQL each write keeps its own transaction and only audit records of reads are batched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import Connection
+
+from sharedcare.access.audit import AuditRecord
+from sharedcare.errors import FhirError, ServiceUnavailable
+from sharedcare.storage import audit_store, dialects
+
+log = logging.getLogger("sharedcare.storage")
+
+# run(conn) -> (result, audit records of what it did); on_error(exc) -> audit records of the failure.
+WriteFn = Callable[[Connection], tuple[Any, list[AuditRecord]]]
+ErrorFn = Callable[[FhirError], list[AuditRecord]]
+
+
+class Job:
+    __slots__ = ("error", "on_error", "records", "result", "run")
+
+    def __init__(self, records: list[AuditRecord] | None = None, run: WriteFn | None = None,
+                 on_error: ErrorFn | None = None) -> None:
+        self.records = records or []
+        self.run = run
+        self.on_error = on_error
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class _Batch:
+    __slots__ = ("done", "error", "jobs", "waiters")
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        # One future per event loop and kind (read or write) of job in this batch, resolved from the
+        # commit thread. Only reads' futures can expire: a write always waits for its real outcome.
+        self.waiters: dict[tuple[asyncio.AbstractEventLoop, bool], asyncio.Future[None]] = {}
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _expire(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class Committer:
+    """See the module docstring. `flush_ms` is how long the thread lingers for more jobs once one has
+    arrived (0: commit at once; batches then grow only while a commit is under way)."""
+
+    def __init__(self, engine: Engine, *, flush_ms: float = 0.0, max_batch: int = 512,
+                 read_timeout_s: float = 30.0) -> None:
+        self._engine = engine
+        self._flush_s = flush_ms / 1000
+        self._max_batch = max_batch
+        self._read_timeout_s = read_timeout_s
+        self._cv = threading.Condition()
+        self._batch = _Batch()
+        self._closed = False
+        self.batches = 0  # batches committed or failed so far (for figures and tests)
+        self.jobs = 0
+        self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+        self._thread.start()
+
+    # -- submitting ----------------------------------------------------------------------------------
+    def _enqueue(self, job: Job, loop: asyncio.AbstractEventLoop | None) -> tuple[_Batch, asyncio.Future[None] | None]:
+        with self._cv:
+            if self._closed:
+                raise ServiceUnavailable("the store is shutting down")
+            batch = self._batch
+            batch.jobs.append(job)
+            fut = None
+            if loop is not None:
+                key = (loop, job.run is not None)
+                fut = batch.waiters.get(key)
+                if fut is None:
+                    fut = batch.waiters[key] = loop.create_future()
+                    if job.run is None:  # reads give up (503, no data) if the audit cannot be confirmed
+                        loop.call_later(self._read_timeout_s, _expire, fut)
+            self._cv.notify()
+        return batch, fut
+
+    @staticmethod
+    def _outcome(batch: _Batch, job: Job) -> Any:
+        if batch.error is not None:
+            raise ServiceUnavailable("the store could not commit; nothing was recorded") from None
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def submit(self, job: Job) -> Any:
+        """Queue a job and block until its batch is committed: its result, or its error."""
+        batch, _ = self._enqueue(job, None)
+        timeout = None if job.run is not None else self._read_timeout_s  # a write's outcome must be known
+        if not batch.done.wait(timeout):
+            raise ServiceUnavailable("the audit record could not be confirmed in time")
+        return self._outcome(batch, job)
+
+    async def submit_async(self, job: Job) -> Any:
+        """`submit` for code on an event loop: awaits the commit without holding a thread."""
+        batch, fut = self._enqueue(job, asyncio.get_running_loop())
+        assert fut is not None
+        try:
+            await asyncio.shield(fut)  # shared by other requests: a cancelled request must not cancel it
+        except TimeoutError:
+            raise ServiceUnavailable("the audit record could not be confirmed in time") from None
+        return self._outcome(batch, job)
+
+    def record(self, rec: AuditRecord) -> None:
+        """Block until an audit record is durably committed (ServiceUnavailable if it cannot be)."""
+        self.submit(Job([rec]))
+
+    async def record_async(self, rec: AuditRecord) -> None:
+        await self.submit_async(Job([rec]))
+
+    # -- the commit thread ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._batch.jobs and not self._closed:
+                    self._cv.wait()
+                if self._closed and not self._batch.jobs:
+                    return
+                if self._flush_s > 0:
+                    deadline = time.monotonic() + self._flush_s
+                    while len(self._batch.jobs) < self._max_batch and not self._closed:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cv.wait(left)
+                batch, self._batch = self._batch, _Batch()
+            self._commit(batch)
+
+    def _commit(self, batch: _Batch) -> None:
+        self.batches += 1
+        self.jobs += len(batch.jobs)
+        try:
+            with dialects.writer(self._engine), \
+                    self._engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
+                records: list[AuditRecord] = []
+                for job in batch.jobs:
+                    if job.run is not None:
+                        self._run_write(conn, job, records)
+                    records.extend(job.records)
+                audit_store.append(conn, records)
+        except Exception as exc:  # a failed commit fails every job in the batch, closed
+            log.error("group commit failed: %s", type(exc).__name__)
+            batch.error = exc
+        finally:
+            batch.done.set()
+            for (loop, _), fut in batch.waiters.items():
+                with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
+                    loop.call_soon_threadsafe(_resolve, fut)
+
+    @staticmethod
+    def _run_write(conn: Connection, job: Job, records: list[AuditRecord]) -> None:
+        assert job.run is not None
+        savepoint = conn.begin_nested()
+        try:
+            job.result, audits = job.run(conn)
+        except FhirError as exc:
+            savepoint.rollback()
+            job.error = exc
+            if job.on_error is not None:
+                records.extend(job.on_error(exc))
+            return
+        except Exception as exc:  # a bug in one write must not take the batch down with it
+            savepoint.rollback()
+            log.error("write failed: %s", type(exc).__name__)
+            job.error = exc
+            return
+        savepoint.commit()
+        records.extend(audits)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        with contextlib.suppress(RuntimeError):
+            self._thread.join(timeout=30)
