@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app = FastAPI(title="sharedcare", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
 
     def _mount(svc: Services) -> None:
-        app.include_router(FhirApi(svc.repo, settings).router, prefix="/fhir")
+        FhirApi(svc.repo, settings).install(app)
 
     if services is not None:
         state["services"] = services

@@ -7,11 +7,11 @@ Repository, which applies the access policy and writes the audit record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -20,6 +20,7 @@ from sharedcare.errors import (
     BadRequest,
     Issue,
     MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
     operation_outcome,
@@ -36,9 +37,12 @@ from sharedcare.storage.repository import Repository, Unit
 
 log = logging.getLogger("sharedcare.fhir")
 
+PREFIX = "/fhir"
+Handler = Callable[..., Awaitable[Response]]
+
 
 class FhirApi:
-    """Holds what the handlers need; `router` is mounted at /fhir by app.py."""
+    """Holds what the handlers need; `install` serves them at /fhir on the app."""
 
     def __init__(self, repo: Repository, settings: Settings) -> None:
         self.repo = repo
@@ -46,7 +50,7 @@ class FhirApi:
         self.base = settings.base_url.rstrip("/")
         self.bundles = BundleProcessor(repo, self.base, settings.max_bundle_entries, settings.max_page_size,
                                        self._bundle_read)
-        self.router = APIRouter()
+        self._table: dict[int, list[tuple[tuple[str, ...], int, str, Handler]]] = {}
         self._routes()
 
     # -- request helpers ----------------------------------------------------------------------------
@@ -105,13 +109,8 @@ class FhirApi:
 
     async def _in_unit(self, request: Request, interaction: str, res_type: str,
                        action: Callable[[Unit], interactions.EntryResult]) -> interactions.EntryResult:
-        """Run one write interaction in its own transaction, off the event loop."""
-        caller = self.caller(request)
-
-        def run() -> interactions.EntryResult:
-            with self.repo.unit(caller, interaction, res_type) as unit:
-                return action(unit)
-        return await run_in_threadpool(run)
+        """Run one write interaction in a unit of its own, off the event loop."""
+        return await self.repo.write_async(self.caller(request), interaction, res_type, action)
 
     # -- reads inside bundles -----------------------------------------------------------------------
     def _bundle_read(self, unit: Unit, entry: Entry) -> tuple[int, Any]:
@@ -133,14 +132,13 @@ class FhirApi:
 
     # -- routes -------------------------------------------------------------------------------------
     def _routes(self) -> None:
-        r = self.router
+        r = self._route
 
-        @r.get("/metadata")
+        @r("GET", "/metadata")
         async def metadata(request: Request) -> Response:
             return resp.fhir_response(capability_statement(self.base), self.fmt(request))
 
-        @r.post("")
-        @r.post("/")
+        @r("POST", "")
         async def batch_or_transaction(request: Request) -> Response:
             fmt = self.fmt(request)
             bundle = await self.resource_body(request)
@@ -149,21 +147,21 @@ class FhirApi:
             result = await run_in_threadpool(self.bundles.process, self.caller(request), bundle)
             return resp.fhir_response(result, fmt)
 
-        @r.get("/_history")
+        @r("GET", "/_history")
         async def history_system(request: Request) -> Response:
             return await self._history(request, None, None)
 
-        @r.get("/{res_type}")
+        @r("GET", "/{res_type}")
         async def search_type(request: Request, res_type: str) -> Response:
             return await self._search(request, res_type, list(request.query_params.multi_items()))
 
-        @r.post("/{res_type}/_search")
+        @r("POST", "/{res_type}/_search")
         async def search_post(request: Request, res_type: str) -> Response:
             form = await request.form()
             items = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
             return await self._search(request, res_type, items)
 
-        @r.post("/{res_type}")
+        @r("POST", "/{res_type}")
         async def create(request: Request, res_type: str) -> Response:
             fmt, body = self.fmt(request), await self.resource_body(request, res_type)
             cond = request.headers.get("if-none-exist")
@@ -171,15 +169,15 @@ class FhirApi:
                                          lambda u: interactions.create(u, res_type, body, if_none_exist=cond))
             return self.write_response(request, result, fmt)
 
-        @r.post("/{res_type}/$validate")
+        @r("POST", "/{res_type}/$validate")
         async def validate_type(request: Request, res_type: str) -> Response:
             return await self._validate(request, res_type, None)
 
-        @r.post("/{res_type}/{res_id}/$validate")
+        @r("POST", "/{res_type}/{res_id}/$validate")
         async def validate_instance(request: Request, res_type: str, res_id: str) -> Response:
             return await self._validate(request, res_type, res_id)
 
-        @r.put("/{res_type}")
+        @r("PUT", "/{res_type}")
         async def conditional_update(request: Request, res_type: str) -> Response:
             fmt, body = self.fmt(request), await self.resource_body(request, res_type)
             criteria, if_match = self.query_string(request), self.if_match(request)
@@ -187,7 +185,7 @@ class FhirApi:
                 u, res_type, criteria, body, if_match=if_match, max_count=self.settings.max_page_size))
             return self.write_response(request, result, fmt)
 
-        @r.delete("/{res_type}")
+        @r("DELETE", "/{res_type}")
         async def conditional_delete(request: Request, res_type: str) -> Response:
             interactions.check_type(res_type)
             criteria = self.query_string(request)
@@ -195,19 +193,19 @@ class FhirApi:
                 u, res_type, criteria, self.settings.max_page_size))
             return self.delete_response(result)
 
-        @r.get("/{res_type}/_history")
+        @r("GET", "/{res_type}/_history")
         async def history_type(request: Request, res_type: str) -> Response:
             interactions.check_type(res_type)
             return await self._history(request, res_type, None)
 
-        @r.get("/{res_type}/{res_id}")
+        @r("GET", "/{res_type}/{res_id}")
         async def read(request: Request, res_type: str, res_id: str) -> Response:
             fmt = self.fmt(request)
             interactions.check_type(res_type)
             stored = await self.repo.read_async(self.caller(request), res_type, res_id)
             return resp.fhir_response(stored.data, fmt, 200, resp.version_headers(stored, self.base))
 
-        @r.put("/{res_type}/{res_id}")
+        @r("PUT", "/{res_type}/{res_id}")
         async def update(request: Request, res_type: str, res_id: str) -> Response:
             fmt, body = self.fmt(request), await self.resource_body(request, res_type)
             if_match = self.if_match(request)
@@ -215,7 +213,7 @@ class FhirApi:
                 u, res_type, res_id, body, if_match=if_match))
             return self.write_response(request, result, fmt)
 
-        @r.patch("/{res_type}/{res_id}")
+        @r("PATCH", "/{res_type}/{res_id}")
         async def patch(request: Request, res_type: str, res_id: str) -> Response:
             fmt = self.fmt(request)
             interactions.check_type(res_type)
@@ -226,7 +224,7 @@ class FhirApi:
                 u, res_type, res_id, ops, if_match=if_match))
             return self.write_response(request, result, fmt)
 
-        @r.delete("/{res_type}/{res_id}")
+        @r("DELETE", "/{res_type}/{res_id}")
         async def delete(request: Request, res_type: str, res_id: str) -> Response:
             interactions.check_type(res_type)
             if_match = self.if_match(request)
@@ -234,12 +232,12 @@ class FhirApi:
                 u, res_type, res_id, if_match=if_match))
             return self.delete_response(result)
 
-        @r.get("/{res_type}/{res_id}/_history")
+        @r("GET", "/{res_type}/{res_id}/_history")
         async def history_instance(request: Request, res_type: str, res_id: str) -> Response:
             interactions.check_type(res_type)
             return await self._history(request, res_type, res_id)
 
-        @r.get("/{res_type}/{res_id}/_history/{version}")
+        @r("GET", "/{res_type}/{res_id}/_history/{version}")
         async def vread(request: Request, res_type: str, res_id: str, version: str) -> Response:
             fmt = self.fmt(request)
             interactions.check_type(res_type)
@@ -248,12 +246,46 @@ class FhirApi:
             stored = await self.repo.vread_async(self.caller(request), res_type, res_id, int(version))
             return resp.fhir_response(stored.data, fmt, 200, resp.version_headers(stored, self.base))
 
-        for method in ("GET", "PUT", "PATCH", "DELETE", "POST"):
-            r.add_api_route("/{res_type}/{res_id}/{rest:path}", self._not_allowed, methods=[method],
-                            include_in_schema=False)
+        for candidates in self._table.values():  # literal segments win over parameters (_history, $validate)
+            candidates.sort(key=lambda c: c[1])
 
-    async def _not_allowed(self, request: Request) -> Response:
-        raise MethodNotAllowed("this interaction is not supported at this URL")
+    def _route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        segments = tuple(seg for seg in pattern.split("/") if seg)
+
+        def add(handler: Handler) -> Handler:
+            params = sum(seg.startswith("{") for seg in segments)
+            self._table.setdefault(len(segments), []).append((segments, params, method, handler))
+            return handler
+        return add
+
+    async def dispatch(self, request: Request) -> Response:
+        """Route a request under /fhir by the FHIR URL grammar: the segment count picks the few
+        candidate patterns, literal segments are compared, the rest are the handler's arguments."""
+        parts = [p for p in request.scope["path"][len(PREFIX):].split("/") if p]
+        method = request.method
+        matched: int | None = None  # parameters of the most literal pattern that matches the path
+        for segments, params, candidate_method, handler in self._table.get(len(parts), ()):
+            if matched is not None and params > matched:
+                break  # a more literal pattern owns this path (GET /metadata is not a type)
+            args: list[str] = []
+            for seg, part in zip(segments, parts, strict=True):
+                if seg[0] == "{":
+                    args.append(part)
+                elif seg != part:
+                    break
+            else:
+                if candidate_method == method:
+                    return await handler(request, *args)
+                matched = params
+        if matched is not None or len(parts) > 2:
+            raise MethodNotAllowed("this interaction is not supported at this URL")
+        raise NotFound("no such endpoint")
+
+    def install(self, app: FastAPI) -> None:
+        """Serve the API at /fhir on `app` (one route: `dispatch` does the FHIR routing)."""
+        for path in (PREFIX, PREFIX + "/{path:path}"):
+            app.add_api_route(path, self.dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                              include_in_schema=False)
 
     async def _search(self, request: Request, res_type: str, items: list[tuple[str, str]]) -> Response:
         fmt = self.fmt(request)

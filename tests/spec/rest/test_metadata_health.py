@@ -32,3 +32,23 @@ def test_unknown_paths_and_methods_get_operation_outcomes(client: TestClient) ->
     r = client.get("/fhir/Patient/1/unknown/thing")
     assert r.status_code == 405
     assert r.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_known_url_with_a_method_it_does_not_take_is_405(client: TestClient) -> None:
+    r = client.delete("/fhir/metadata")
+    assert r.status_code == 405
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert client.put("/fhir/_history", json={}).status_code == 405
+    assert client.get("/fhir").status_code == 405  # whole-system search is not offered
+
+
+def test_the_base_url_takes_a_bundle_with_or_without_a_trailing_slash(client: TestClient) -> None:
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": []}
+    for url in ("/fhir", "/fhir/"):
+        r = client.post(url, json=bundle, headers={"Content-Type": "application/fhir+json"})
+        assert r.status_code == 200, url
+        assert r.json()["type"] == "batch-response"
+
+
+def test_literal_segments_win_over_ids(client: TestClient) -> None:
+    assert client.get("/fhir/Patient/_history").json()["type"] == "history"
