@@ -59,14 +59,14 @@ class AuditRecord:
         }
 
 
+_UNHASHED = frozenset(("seq", "prev_hash", "hash"))
+
+
 def chain_hash(prev_hash: str, row: dict[str, object]) -> str:
-    """The hash of a row given the previous hash in its partition (order of fields is fixed)."""
-    h = hashlib.sha256(prev_hash.encode())
-    for key in sorted(row):
-        if key in ("seq", "prev_hash", "hash"):
-            continue
-        h.update(b"\x1f" + key.encode() + b"=" + str(row[key]).encode())
-    return h.hexdigest()
+    """The hash of a row given the previous hash in its partition: SHA-256 over the previous hash and
+    then, for every field in name order, a unit separator, the name, `=` and the value as text."""
+    text = prev_hash + "".join(f"\x1f{key}={row[key]}" for key in sorted(row) if key not in _UNHASHED)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 GENESIS = "0" * 64

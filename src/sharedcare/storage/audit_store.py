@@ -12,36 +12,37 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.engine import Connection
 
 from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
 from sharedcare.storage import dialects
 from sharedcare.storage.tables import audit, audit_chain
 
-# Statements compiled once per dialect and run on the driver: their construction and Core's per-row
-# parameter handling cost more than running them.
-_MOVE_HEAD = update(audit_chain).where(audit_chain.c.partition_key == bindparam("p")).values(
-    last_seq=bindparam("n"), last_hash=bindparam("h"))
+# Statements compiled once per dialect and chunk size and run on the driver: their construction and
+# Core's per-row parameter handling cost more than running them (see dialects.RowsStatement).
 _COLUMNS = [c.name for c in audit.columns if c.name != "seq"]
-_INSERT = audit.insert().values({name: bindparam(name) for name in _COLUMNS})
-_RAW: dict[str, tuple[dialects.RawStatement, dialects.RawStatement]] = {}
-
-
-def _raw(conn: Connection) -> tuple[dialects.RawStatement, dialects.RawStatement]:
-    found = _RAW.get(conn.dialect.name)
-    if found is None:
-        found = _RAW[conn.dialect.name] = (dialects.RawStatement(conn.engine, _INSERT),
-                                          dialects.RawStatement(conn.engine, _MOVE_HEAD))
-    return found
+_HEAD_COLUMNS = ("partition_key", "last_seq", "last_hash")
+_INSERT_ROWS = dialects.RowsStatement(
+    lambda n, _dialect: audit.insert().values(
+        [{c: bindparam(f"{c}_{i}") for c in _COLUMNS} for i in range(n)]), _COLUMNS)
+_LOCK_HEADS = dialects.RowsStatement(
+    lambda n, dialect: dialects.for_update(
+        select(audit_chain.c.partition_key, audit_chain.c.last_seq, audit_chain.c.last_hash).where(
+            audit_chain.c.partition_key.in_([bindparam(f"partition_key_{i}") for i in range(n)])
+        ).order_by(audit_chain.c.partition_key), dialect), ("partition_key",))
+_MOVE_HEADS = dialects.RowsStatement(
+    lambda n, dialect: dialects.upsert(
+        audit_chain, ("partition_key",), [{c: bindparam(f"{c}_{i}") for c in _HEAD_COLUMNS} for i in range(n)],
+        dialect), _HEAD_COLUMNS)
 
 
 def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
     """Append records to their partitions' chains inside the caller's (write) transaction.
 
     A batch touches many partitions (reads of many patients), so the chain heads are locked with one
-    SELECT ... FOR UPDATE (in partition order: no deadlocks between batches), the rows inserted with
-    one executemany and the heads moved with another."""
+    SELECT ... FOR UPDATE per chunk (in partition order: no deadlocks between batches), the rows are
+    inserted with multi-row INSERTs and the heads moved with multi-row upserts of rows already locked."""
     by_partition: dict[str, list[dict[str, object]]] = {}
     for rec in records:
         by_partition.setdefault(rec.partition_key, []).append(rec.row())
@@ -51,6 +52,8 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
     heads = _lock_heads(conn, partitions)
     missing = [p for p in partitions if p not in heads]
     if missing:
+        # A partition's first record: create its head, then lock it like the others (on PostgreSQL a
+        # concurrent batch creating the same head waits here and then sees the winner's head).
         dialects.insert_ignore(conn, audit_chain, [{"partition_key": p, "last_seq": 0, "last_hash": GENESIS}
                                                    for p in missing])
         heads.update(_lock_heads(conn, missing))
@@ -63,20 +66,14 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
             row["prev_hash"] = prev
             row["hash"] = prev = chain_hash(prev, row)
         all_rows.extend(rows)
-        moves.append({"p": partition, "n": count + len(rows), "h": prev})
-    insert_rows, move_heads = _raw(conn)
-    insert_rows.execute_many(conn, all_rows)
-    move_heads.execute_many(conn, moves)
+        moves.append({"partition_key": partition, "last_seq": count + len(rows), "last_hash": prev})
+    _INSERT_ROWS.execute(conn, all_rows)
+    _MOVE_HEADS.execute(conn, moves)
 
 
 def _lock_heads(conn: Connection, partitions: list[str]) -> dict[str, tuple[int, str]]:
-    heads: dict[str, tuple[int, str]] = {}
-    for start in range(0, len(partitions), 500):
-        stmt = select(audit_chain.c.partition_key, audit_chain.c.last_seq, audit_chain.c.last_hash).where(
-            audit_chain.c.partition_key.in_(partitions[start:start + 500])).order_by(audit_chain.c.partition_key)
-        for r in conn.execute(dialects.for_update(stmt, conn)):
-            heads[r.partition_key] = (r.last_seq, r.last_hash)
-    return heads
+    rows = _LOCK_HEADS.execute(conn, [{"partition_key": p} for p in partitions])
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def verify(engine: Engine) -> list[str]:

@@ -89,6 +89,7 @@ class Committer:
         self._closed = False
         self.batches = 0  # batches committed or failed so far (for figures and tests)
         self.jobs = 0
+        self._conn: Connection | None = None  # used by the commit thread only
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -150,6 +151,7 @@ class Committer:
                 while not self._batch.jobs and not self._closed:
                     self._cv.wait()
                 if self._closed and not self._batch.jobs:
+                    self._drop_connection()
                     return
                 if self._flush_s > 0:
                     deadline = time.monotonic() + self._flush_s
@@ -165,8 +167,8 @@ class Committer:
         self.batches += 1
         self.jobs += len(batch.jobs)
         try:
-            with dialects.writer(self._engine), \
-                    self._engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
+            conn = self._connection()
+            with dialects.writer(self._engine), conn.begin():
                 records: list[AuditRecord] = []
                 for job in batch.jobs:
                     if job.run is not None:
@@ -176,11 +178,24 @@ class Committer:
         except Exception as exc:  # a failed commit fails every job in the batch, closed
             log.error("group commit failed: %s", type(exc).__name__)
             batch.error = exc
+            self._drop_connection()  # start the next batch on a fresh connection
         finally:
             batch.done.set()
             for (loop, _), fut in batch.waiters.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
                     loop.call_soon_threadsafe(_resolve, fut)
+
+    def _connection(self) -> Connection:
+        """The commit thread's own connection, kept between batches (no pool round trip per batch)."""
+        if self._conn is None:
+            self._conn = self._engine.connect().execution_options(**dialects.write_options())
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
 
     @staticmethod
     def _run_write(conn: Connection, job: Job, records: list[AuditRecord]) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Engine, event, text
@@ -122,7 +123,16 @@ class RawStatement:
         return tuple(merged[n] for n in self.names) if self.names is not None else merged
 
     def fetch_one(self, engine: Engine, values: dict[str, Any]) -> Any:
-        """Run on a pooled connection outside any transaction of ours; the first row or None."""
+        """Run outside any transaction of ours; the first row or None."""
+        if engine.dialect.name == "sqlite":
+            # The driver runs in autocommit mode (see `configure`), so a lone SELECT sees the latest
+            # commit; each thread keeps one connection for these reads instead of a pool round trip.
+            cur = _sqlite_reader(engine).cursor()
+            try:
+                cur.execute(self.sql, self.args(values))
+                return cur.fetchone()
+            finally:
+                cur.close()  # ends the statement, so no read snapshot is held between reads
         raw = engine.raw_connection()
         try:
             cur = raw.cursor()
@@ -139,6 +149,81 @@ class RawStatement:
             conn.exec_driver_sql(self.sql, [self.args(r) for r in rows])
 
 
+_READERS = threading.local()
+
+
+def _sqlite_reader(engine: Engine) -> Any:
+    """This thread's SQLite connection for lone SELECTs (held until the engine is dropped)."""
+    held: weakref.WeakKeyDictionary[Engine, Any] | None = getattr(_READERS, "held", None)
+    if held is None:
+        held = _READERS.held = weakref.WeakKeyDictionary()
+    conn = held.get(engine)
+    if conn is None:
+        conn = held[engine] = engine.raw_connection()
+    return conn
+
+
+class RowsStatement:
+    """A statement over many rows of parameters in few round trips: a multi-row VALUES list or an
+    IN list, built by `build(n, dialect_name)` for n rows whose parameters are named `{column}_{i}`.
+
+    Statements are compiled once per chunk size (a few fixed sizes, so the cache stays small) and run
+    on the driver. One statement for many rows also means one trip into the database engine, where
+    executemany makes one per row (and on SQLite gives up the GIL once per row)."""
+
+    SIZES = (256, 64, 16, 4, 1)
+
+    def __init__(self, build: Callable[[int, str], ClauseElement], columns: Sequence[str]) -> None:
+        self._build = build
+        self._columns = tuple(columns)
+        self._compiled: dict[tuple[str, int], tuple[RawStatement, bool]] = {}
+
+    def _get(self, engine: Engine, n: int) -> tuple[RawStatement, bool]:
+        key = (engine.dialect.name, n)
+        found = self._compiled.get(key)
+        if found is None:
+            raw = RawStatement(engine, self._build(n, engine.dialect.name))
+            # Positional drivers whose parameters come row by row, column by column, take a flat tuple.
+            flat = raw.names == tuple(f"{c}_{i}" for i in range(n) for c in self._columns) and not raw.bound
+            found = self._compiled[key] = (raw, flat)
+        return found
+
+    def chunks(self, engine: Engine, rows: Sequence[dict[str, Any]]) -> Iterator[tuple[RawStatement, Any]]:
+        """(statement, driver parameters) for each chunk of `rows`."""
+        start = 0
+        while start < len(rows):
+            left = len(rows) - start
+            n = next(size for size in self.SIZES if size <= left)
+            raw, flat = self._get(engine, n)
+            chunk = rows[start:start + n]
+            cols = self._columns
+            if flat:
+                yield raw, tuple([row[c] for row in chunk for c in cols])
+            else:
+                yield raw, raw.args({f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in cols})
+            start += n
+
+    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        """Run over every row inside `conn`'s current transaction; the rows it returns, if any."""
+        out: list[Any] = []
+        for raw, args in self.chunks(conn.engine, rows):
+            result = conn.exec_driver_sql(raw.sql, args)
+            if result.returns_rows:
+                out.extend(result.all())
+        return out
+
+
+def upsert(table: Any, key: Sequence[str], values: list[dict[str, Any]], dialect_name: str) -> Any:
+    """INSERT rows, updating every non-key column where the key already exists."""
+    if dialect_name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+    stmt = dialect_insert(table).values(values)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key})
+
+
 def lock_key(conn: Connection, *parts: str) -> None:
     """Serialise transactions that check-then-write the same thing (conditional create/update).
 
@@ -151,9 +236,10 @@ def lock_key(conn: Connection, *parts: str) -> None:
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
-def for_update(stmt: Select[Any], conn: Connection) -> Select[Any]:
-    """Lock the selected rows until commit where the database supports it."""
-    return stmt if is_sqlite(conn) else stmt.with_for_update()
+def for_update(stmt: Select[Any], conn: Connection | str) -> Select[Any]:
+    """Lock the selected rows until commit where the database supports it (`conn` or a dialect name)."""
+    name = conn if isinstance(conn, str) else conn.dialect.name
+    return stmt if name == "sqlite" else stmt.with_for_update()
 
 
 def insert_ignore(conn: Connection, table: Any, values: dict[str, Any] | list[dict[str, Any]]) -> None:
