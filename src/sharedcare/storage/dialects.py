@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, bindparam, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql import ClauseElement, Select
@@ -149,6 +149,25 @@ class RawStatement:
             conn.exec_driver_sql(self.sql, [self.args(r) for r in rows])
 
 
+class Compiled:
+    """A statement built per dialect by `build(dialect_name)`, compiled once and run on the driver."""
+
+    def __init__(self, build: Callable[[str], ClauseElement]) -> None:
+        self._build = build
+        self._compiled: dict[str, RawStatement] = {}
+
+    def get(self, engine: Engine) -> RawStatement:
+        found = self._compiled.get(engine.dialect.name)
+        if found is None:
+            found = self._compiled[engine.dialect.name] = RawStatement(engine, self._build(engine.dialect.name))
+        return found
+
+    def execute(self, conn: Connection, values: dict[str, Any]) -> Any:
+        """Run inside `conn`'s current transaction (the SQLAlchemy result)."""
+        raw = self.get(conn.engine)
+        return conn.exec_driver_sql(raw.sql, raw.args(values))
+
+
 _READERS = threading.local()
 
 
@@ -171,7 +190,7 @@ class RowsStatement:
     on the driver. One statement for many rows also means one trip into the database engine, where
     executemany makes one per row (and on SQLite gives up the GIL once per row)."""
 
-    SIZES = (256, 64, 16, 4, 1)
+    SIZES = (256, 128, 64, 32, 16, 8, 4, 2, 1)  # any count is a sum of few of these
 
     def __init__(self, build: Callable[[int, str], ClauseElement], columns: Sequence[str]) -> None:
         self._build = build
@@ -211,6 +230,19 @@ class RowsStatement:
             if result.returns_rows:
                 out.extend(result.all())
         return out
+
+
+def insert_rows(table: Any, columns: Sequence[str] | None = None, *, returning: Sequence[str] = ()) -> RowsStatement:
+    """A multi-row INSERT into `table` of `columns` (default: all), optionally RETURNING some columns.
+    The values are bound as given: use it for columns whose values the driver takes as they are
+    (not Numeric, whose Core type converts Decimals)."""
+    cols = tuple(columns) if columns is not None else tuple(c.name for c in table.columns)
+
+    def build(n: int, _dialect: str) -> ClauseElement:
+        stmt = table.insert().values([{c: bindparam(f"{c}_{i}") for c in cols} for i in range(n)])
+        out: ClauseElement = stmt.returning(*(table.c[c] for c in returning)) if returning else stmt
+        return out
+    return RowsStatement(build, cols)
 
 
 def upsert(table: Any, key: Sequence[str], values: list[dict[str, Any]], dialect_name: str) -> Any:

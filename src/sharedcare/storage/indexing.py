@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Numeric, Table, bindparam, delete
 from sqlalchemy.engine import Connection
 
 from sharedcare.fhir.definitions import patient_compartment
 from sharedcare.fhir.search.extract import IndexValues, extract
+from sharedcare.storage import dialects
 from sharedcare.storage.tables import (
     INDEX_TABLES,
     SHARED_PARTITION,
@@ -81,12 +82,24 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
 
 
 def clear(conn: Connection, res_type: str, res_id: str) -> None:
-    for table in INDEX_TABLES:
-        conn.execute(delete(table).where(table.c.res_type == res_type, table.c.res_id == res_id))
-    conn.execute(delete(compartment).where(compartment.c.res_type == res_type, compartment.c.res_id == res_id))
+    """Delete the index and compartment rows of a resource (before its new version's are written)."""
+    for stmt in _CLEAR:
+        stmt.execute(conn, {"t": res_type, "i": res_id})
 
 
-_INSERTS = {t.name: t.insert() for t in (*INDEX_TABLES, compartment)}
+# Multi-row INSERTs run on the driver, except for tables with Numeric columns, whose Decimal values
+# need the Core type's conversion.
+_INSERTS: dict[str, Any] = {
+    t.name: t.insert() if any(isinstance(c.type, Numeric) for c in t.columns) else dialects.insert_rows(t)
+    for t in (*INDEX_TABLES, compartment)}
+
+
+def _clear_statement(table: Table) -> dialects.Compiled:
+    return dialects.Compiled(lambda _dialect: delete(table).where(
+        table.c.res_type == bindparam("t"), table.c.res_id == bindparam("i")))
+
+
+_CLEAR = [_clear_statement(t) for t in (*INDEX_TABLES, compartment)]
 
 
 class PendingRows:
@@ -111,5 +124,9 @@ class PendingRows:
     def flush(self, conn: Connection) -> None:
         for name, table_rows in self.by_table.items():
             if table_rows:
-                conn.execute(_INSERTS[name], table_rows)
+                stmt = _INSERTS[name]
+                if isinstance(stmt, dialects.RowsStatement):
+                    stmt.execute(conn, table_rows)
+                else:
+                    conn.execute(stmt, table_rows)
         self.by_table = {}

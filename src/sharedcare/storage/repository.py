@@ -50,10 +50,20 @@ T = TypeVar("T")
 # Built once: constructing a statement costs more than running it on the read path.
 _READ = select(resource.c.version_id, resource.c.last_updated, resource.c.data, resource.c.partition_key).where(
     resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"))
-_INSERT_HISTORY = insert(resource_history).returning(resource_history.c.seq)
 _CURRENT_COLUMNS = ("version_id", "last_updated", "partition_key", "source", "security", "deleted", "data")
-_INSERT_CURRENT = insert(resource)
-_UPDATE_CURRENT = update(resource).where(resource.c.res_type == bindparam("b_t"), resource.c.res_id == bindparam("b_i"))
+_HISTORY_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "method", "partition_key", "source",
+                    "security", "deleted", "data", "author")
+# Writes compiled once and run on the driver (see dialects.RowsStatement); every value here is a str,
+# int, bool, bytes or None, which the drivers take as they are.
+_INSERT_HISTORY = dialects.Compiled(lambda _d: insert(resource_history).values(
+    {c: bindparam(c) for c in _HISTORY_COLUMNS}).returning(resource_history.c.seq))
+_INSERT_CURRENT = dialects.Compiled(lambda _d: insert(resource).values(
+    {c: bindparam(c) for c in ("res_type", "res_id", "created_seq", *_CURRENT_COLUMNS)}))
+_UPDATE_CURRENT = dialects.Compiled(lambda _d: update(resource).where(
+    resource.c.res_type == bindparam("b_t"), resource.c.res_id == bindparam("b_i")).values(
+    {c: bindparam(c) for c in _CURRENT_COLUMNS}))
+_NEW_HISTORY = dialects.insert_rows(resource_history, _HISTORY_COLUMNS, returning=("seq", "res_type", "res_id"))
+_NEW_CURRENT = dialects.insert_rows(resource, ("res_type", "res_id", "created_seq", *_CURRENT_COLUMNS))
 _VREAD = select(resource_history.c.last_updated, resource_history.c.data, resource_history.c.method,
                 resource_history.c.partition_key).where(
     resource_history.c.res_type == bindparam("t"), resource_history.c.res_id == bindparam("i"),
@@ -353,18 +363,8 @@ class Unit:
         if self.new_rows:
             rows, self.new_rows = self.new_rows, []
             try:
-                self.conn.execute(insert(resource_history), rows)
-                seqs: dict[tuple[str, str], int] = {}
-                h = resource_history
-                by_type: dict[str, list[str]] = {}
-                for r in rows:
-                    by_type.setdefault(r["res_type"], []).append(r["res_id"])
-                for res_type, ids in by_type.items():  # (type, id, version) is indexed: no table scan
-                    for start in range(0, len(ids), 500):
-                        found = self.conn.execute(select(h.c.seq, h.c.res_id).where(
-                            h.c.res_type == res_type, h.c.res_id.in_(ids[start:start + 500]), h.c.version_id == 1))
-                        seqs.update({(res_type, f.res_id): f.seq for f in found})
-                self.conn.execute(insert(resource), [
+                seqs = {(r[1], r[2]): r[0] for r in _NEW_HISTORY.execute(self.conn, rows)}
+                _NEW_CURRENT.execute(self.conn, [
                     {"res_type": r["res_type"], "res_id": r["res_id"],
                      "created_seq": seqs[(r["res_type"], r["res_id"])], **{k: r[k] for k in _CURRENT_COLUMNS}}
                     for r in rows])
@@ -442,15 +442,15 @@ class Unit:
             if expect_new:
                 self.new_rows.append(hist)  # inserted with the unit's other new resources at flush
             else:
-                seq = self.conn.execute(_INSERT_HISTORY, hist).scalar_one()
+                seq = _INSERT_HISTORY.execute(self.conn, hist).scalar_one()
             current = {k: hist[k] for k in _CURRENT_COLUMNS}
             if expect_new:
                 pass  # the current row follows at flush, with the sequence number of this first version
             elif prev is None:
-                self.conn.execute(_INSERT_CURRENT, {"res_type": res_type, "res_id": res_id, "created_seq": seq,
+                _INSERT_CURRENT.execute(self.conn, {"res_type": res_type, "res_id": res_id, "created_seq": seq,
                                                     **current})
             else:
-                self.conn.execute(_UPDATE_CURRENT, {"b_t": res_type, "b_i": res_id, **current})
+                _UPDATE_CURRENT.execute(self.conn, {"b_t": res_type, "b_i": res_id, **current})
                 self.pending.discard(res_type, res_id)
                 indexing.clear(self.conn, res_type, res_id)
         except IntegrityError:
