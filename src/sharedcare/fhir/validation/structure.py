@@ -27,16 +27,31 @@ MAX_DEPTH = 40
 INTEGER_TYPES = {"integer", "positiveInt", "unsignedInt"}
 
 
+# A path is built only when an issue needs it: while walking it is the root's name or a pair
+# (parent path, segment), where a str segment is an element name and an int an array index.
+Path = str | tuple[Any, str | int]
+
+
+def render(path: Path) -> str:
+    """`Patient.name[0].given` from the walk's lazy path."""
+    parts: list[str] = []
+    while isinstance(path, tuple):
+        path, seg = path
+        parts.append(f"[{seg}]" if isinstance(seg, int) else f".{seg}")
+    parts.append(path)
+    return "".join(reversed(parts))
+
+
 class Walk:
     def __init__(self, root: dict[str, Any]) -> None:
         self.root = root
         self.issues: list[Issue] = []
 
-    def error(self, code: str, path: str, message: str, severity: str = "error") -> None:
-        self.issues.append(Issue(severity, code, message, (path,)))
+    def error(self, code: str, path: Path, message: str, severity: str = "error") -> None:
+        self.issues.append(Issue(severity, code, message, (render(path),)))
 
     # -- resources ----------------------------------------------------------------------------------
-    def resource(self, node: Any, path: str, depth: int = 0) -> None:
+    def resource(self, node: Any, path: Path, depth: int = 0) -> None:
         if not isinstance(node, dict):
             self.error("structure", path, "a resource must be a JSON object")
             return
@@ -47,11 +62,11 @@ class Walk:
         here = path if path else rtype
         self.object(node, rtype, here, depth, is_resource=True)
         if "contained" in node:
-            for key, where, message in invariants.dom_checks(node, here):
+            for key, where, message in invariants.dom_checks(node, render(here)):
                 self.error("invariant", where, f"{key}: {message}")
         self._contained_refs(node, here)
 
-    def _contained_refs(self, node: dict[str, Any], path: str) -> None:
+    def _contained_refs(self, node: dict[str, Any], path: Path) -> None:
         """ref-1: a local reference '#id' must point at a contained resource."""
         raw = node.get("contained")
         contained: list[Any] = raw if isinstance(raw, list) else []
@@ -70,7 +85,7 @@ class Walk:
                 stack.extend(item)
 
     # -- complex values -----------------------------------------------------------------------------
-    def object(self, node: dict[str, Any], ctx: str, path: str, depth: int, *, is_resource: bool = False) -> None:
+    def object(self, node: dict[str, Any], ctx: str, path: Path, depth: int, *, is_resource: bool = False) -> None:
         if depth > MAX_DEPTH:
             self.error("structure", path, "nested too deeply")
             return
@@ -89,7 +104,7 @@ class Walk:
             name = key[1:] if key.startswith("_") else key
             found = keys.get(name)
             if found is None:
-                self.error("structure", f"{path}.{key}", "unknown element")
+                self.error("structure", (path, key), "unknown element")
                 continue
             el = found[0]
             group = present.setdefault(el.name, (el, []))
@@ -97,20 +112,20 @@ class Walk:
                 group[1].append(name)
         for el, names in present.values():
             if len(names) > 1:
-                self.error("structure", f"{path}.{el.name}[x]", "only one type of a choice element may be present")
+                self.error("structure", (path, f"{el.name}[x]"), "only one type of a choice element may be present")
             total = sum(self.element(node, name, keys[name][1], el, path, depth) for name in names)
             if el.max is not None and total > el.max:
-                self.error("structure", f"{path}.{el.name}", f"allows at most {el.max}")
+                self.error("structure", (path, el.name), f"allows at most {el.max}")
         for el in required(ctx):
             if el.name not in present:
-                self.error("required", f"{path}.{el.name}", f"is required (at least {el.min})")
+                self.error("required", (path, el.name), f"is required (at least {el.min})")
         for c in root_constraints(ctx):
             self._invariant(c, node, path)
 
-    def element(self, node: dict[str, Any], key: str, vtype: str, el: Element, path: str, depth: int) -> int:
+    def element(self, node: dict[str, Any], key: str, vtype: str, el: Element, path: Path, depth: int) -> int:
         """Check one element's values; return how many there are."""
         value, ext = node.get(key), node.get("_" + key)
-        where = f"{path}.{key}"
+        where: Path = (path, key)
         if el.many != (isinstance(value, list) or (value is None and isinstance(ext, list))):
             self.error("structure", where, "must be an array" if el.many else "must not be an array")
             return 0
@@ -119,13 +134,13 @@ class Walk:
         if value is None:
             values = [None] * len(exts)
         if len(exts) != len(values):
-            self.error("structure", f"{path}._{key}", "must line up with the values of the element")
+            self.error("structure", (path, f"_{key}"), "must line up with the values of the element")
             return 0
         if not values:
             self.error("structure", where, "arrays must not be empty")
             return 0
         for i, (v, x) in enumerate(zip(values, exts, strict=True)):
-            item = f"{where}[{i}]" if el.many else where
+            item: Path = (where, i) if el.many else where
             if v is None and x is None:
                 self.error("structure", item, "an element must have a value or an extension")
                 continue
@@ -133,7 +148,7 @@ class Walk:
                 if v is not None:
                     self.primitive(v, vtype, item)
                 if x is not None:
-                    self._primitive_ext(x, f"{path}._{key}", depth)
+                    self._primitive_ext(x, (path, f"_{key}"), depth)
                 if v is not None and el.binding and vtype == "code":
                     self._binding(el.binding, None, v, item)
             elif vtype in ("Resource", "DomainResource"):
@@ -150,13 +165,13 @@ class Walk:
                     self._invariant(c, v, item)
         return len(values)
 
-    def _primitive_ext(self, x: Any, path: str, depth: int) -> None:
+    def _primitive_ext(self, x: Any, path: Path, depth: int) -> None:
         if not isinstance(x, dict):
             self.error("structure", path, "must be a JSON object")
             return
         self.object(x, "Element", path, depth + 1)
 
-    def _complex_rules(self, el: Element, vtype: str, v: dict[str, Any], path: str) -> None:
+    def _complex_rules(self, el: Element, vtype: str, v: dict[str, Any], path: Path) -> None:
         if el.binding and vtype in ("Coding", "CodeableConcept", "Quantity"):
             codings = v.get("coding", []) if vtype == "CodeableConcept" else [v]
             codings = [c for c in codings if isinstance(c, dict) and "code" in c]
@@ -165,13 +180,13 @@ class Walk:
         if vtype == "Identifier" and v.get("system") == NHS_SYSTEM:
             value = v.get("value")
             if not isinstance(value, str) or not value.isdigit() or len(value) != 10 or not nhs_number_is_valid(value):
-                self.error("value", f"{path}.value", "is not a valid NHS number (10 digits, modulus 11 check)")
+                self.error("value", (path, "value"), "is not a valid NHS number (10 digits, modulus 11 check)")
         if vtype == "Extension":
             has_value = any(k.startswith("value") for k in v)
             if has_value == bool(v.get("extension")):
                 self.error("invariant", path, "ext-1: an extension has either a value or extensions, not both")
 
-    def _binding(self, url: str, system: str | None, code: Any, path: str | None) -> bool:
+    def _binding(self, url: str, system: str | None, code: Any, path: Path | None) -> bool:
         allowed = bindings.expansion(url)
         if allowed is None or not isinstance(code, str):
             return True
@@ -180,13 +195,13 @@ class Walk:
             self.error("code-invalid", path, f"is not a code in the required value set {url}")
         return ok
 
-    def _invariant(self, c: Any, node: Any, path: str) -> None:
+    def _invariant(self, c: Any, node: Any, path: Path) -> None:
         result = invariants.holds(c, node, self.root)
         if result is False:
             self.error("invariant", path, f"{c.key}: {c.human}", "error" if c.severity == "error" else "warning")
 
     # -- primitives ---------------------------------------------------------------------------------
-    def primitive(self, v: Any, vtype: str, path: str) -> None:
+    def primitive(self, v: Any, vtype: str, path: Path) -> None:
         if vtype == "boolean":
             ok = isinstance(v, bool)
         elif vtype in INTEGER_TYPES:

@@ -29,3 +29,18 @@ KNOWN_DEFECTS = {
     # is a JSON string.
     "parameters-example-types.json": [("value", ("Parameters.parameter[2].valueUuid",))],
 }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", conformance_files("synthea-r4", "*.json")[:40] + conformance_files(
+    "fhirpath-r4/json-inputs", "*.json"))
+def test_native_invariants_give_the_same_issues_as_fhirpathpy(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Invariants of the shape "A.empty() or B.exists()" run natively and must report exactly what the
+    reference FHIRPath engine reports for them, on real data. (The keyed native rules are checked
+    against fhirpathpy in test_rules.py; inv-1 deliberately departs from it there.)"""
+    from sharedcare.fhir.validation import invariants
+
+    doc = jsonio.loads(path.read_bytes())
+    native = validate(doc)
+    monkeypatch.setattr(invariants, "_pattern_rule", lambda expression: None)
+    assert native == validate(doc)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from sharedcare.errors import InvalidResource
 from sharedcare.fhir import jsonio
-from sharedcare.fhir.model import root_constraints
+from sharedcare.fhir.model import layouts, root_constraints
 from sharedcare.fhir.validation import invariants, validate, validate_or_raise
 
 
@@ -123,6 +123,32 @@ def test_native_invariants_agree_with_fhirpath(key: str) -> None:
     for sample in samples:
         expected = evaluate(sample, invariants._portable(constraint.expression), {"resource": sample}, models["r4"])
         assert invariants.NATIVE_RULES[key](sample, sample) == (expected in ([True], [])), sample
+
+
+@pytest.mark.parametrize(("owner", "key", "samples"), [
+    ("ContactPoint", "cpt-2", [{"value": "x"}, {"value": "x", "system": "phone"}, {"system": "phone"}, {}
+                               ]),
+    ("Timing", "tim-1", [{"duration": 1}, {"duration": 1, "durationUnit": "h"}, {"durationUnit": "h"},
+                                {"durationMax": 2}]),
+    ("Timing", "tim-8", [{"countMax": 2}, {"countMax": 2, "count": 1}, {"count": 1}]),
+    ("ServiceRequest", "prr-1", [{"orderDetail": [{"text": "x"}]}, {"code": {"text": "c"}},
+                                 {"orderDetail": [{"text": "x"}], "code": {"text": "c"}}]),
+])
+def test_empty_or_exists_invariants_run_natively_and_agree_with_fhirpath(
+        owner: str, key: str, samples: list[dict[str, Any]]) -> None:
+    from fhirpathpy import evaluate
+    from fhirpathpy.models import models
+
+    constraint = next(c for el in layouts()[owner].values() for c in (*el.constraints, *root_constraints(owner))
+                      if c.key == key)
+    rule = invariants._pattern_rule(constraint.expression)
+    assert rule is not None, "this invariant should run natively"
+    outcomes = set()
+    for sample in samples:
+        expected = evaluate(sample, constraint.expression, {"resource": sample}, models["r4"])
+        outcomes.add(rule(sample, sample))
+        assert rule(sample, sample) == (expected in ([True], [])), sample
+    assert outcomes == {True, False}  # the samples exercise both outcomes
 
 
 @settings(max_examples=150, deadline=None)
