@@ -59,9 +59,8 @@ def test_concurrent_writes_commit_together_but_fail_alone(store: Services) -> No
         assert store.repo.read(system_caller(), "Patient", res_id).data
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL commits each single write on its own
 def test_sqlite_batches_single_writes(store: Services, backend: str) -> None:
-    if backend != "sqlite":
-        pytest.skip("only SQLite routes single writes through the committer; PostgreSQL commits each alone")
     before = store.committer.batches
     results = asyncio.run(_gather(store, [_patient(f"Batch{i}") for i in range(40)]))
     assert not [r for r in results if isinstance(r, BaseException)]
