@@ -41,9 +41,9 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=20, description="Search/history page size when _count is absent.")
     max_page_size: int = Field(default=1000, description="_count above this is reduced to it.")
     group_commit_ms: float = Field(
-        default=0.0,
-        description="How long (milliseconds) the group commit lingers for more work once some has arrived; "
-        "0 commits at once (batches still form while a commit is under way).",
+        default=1.0,
+        description="How long (milliseconds) the group commit lingers for more work while under load (the "
+        "previous batch held more than one job); a lone request is committed at once. 0 never lingers.",
     )
     log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
     node_id: str = Field(default="local", description="Name of this node (one per integrated care system).")

@@ -76,7 +76,9 @@ def _expire(fut: asyncio.Future[None]) -> None:
 
 class Committer:
     """See the module docstring. `flush_ms` is how long the thread lingers for more jobs once one has
-    arrived (0: commit at once; batches then grow only while a commit is under way)."""
+    arrived, and only while under load (the previous batch held more than one job): a lone request
+    is committed at once, while under load each batch's fixed cost (about half a millisecond of CPU
+    for the transaction, the statements and the flush) is shared by more jobs. 0 never lingers."""
 
     def __init__(self, engine: Engine, *, flush_ms: float = 0.0, max_batch: int = 512,
                  read_timeout_s: float = 30.0) -> None:
@@ -90,6 +92,7 @@ class Committer:
         self.batches = 0  # batches committed or failed so far (for figures and tests)
         self.jobs = 0
         self._conn: Connection | None = None  # used by the commit thread only
+        self._last_size = 0
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -153,7 +156,7 @@ class Committer:
                 if self._closed and not self._batch.jobs:
                     self._drop_connection()
                     return
-                if self._flush_s > 0:
+                if self._flush_s > 0 and self._last_size > 1:
                     deadline = time.monotonic() + self._flush_s
                     while len(self._batch.jobs) < self._max_batch and not self._closed:
                         left = deadline - time.monotonic()
@@ -161,6 +164,7 @@ class Committer:
                             break
                         self._cv.wait(left)
                 batch, self._batch = self._batch, _Batch()
+                self._last_size = len(batch.jobs)
             self._commit(batch)
 
     def _commit(self, batch: _Batch) -> None:

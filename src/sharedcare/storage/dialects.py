@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -223,12 +224,23 @@ class RowsStatement:
             start += n
 
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Any]:
-        """Run over every row inside `conn`'s current transaction; the rows it returns, if any."""
+        """Run over every row inside `conn`'s current transaction; the rows it returns, if any (as
+        the driver's tuples). Runs on the driver's cursor: wrapping each result costs more than the
+        statement. A constraint violation is raised as SQLAlchemy's IntegrityError, as Core would."""
         out: list[Any] = []
-        for raw, args in self.chunks(conn.engine, rows):
-            result = conn.exec_driver_sql(raw.sql, args)
-            if result.returns_rows:
-                out.extend(result.all())
+        if not rows:
+            return out
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for raw, args in self.chunks(conn.engine, rows):
+                try:
+                    cur.execute(raw.sql, args)
+                except conn.dialect.loaded_dbapi.IntegrityError as exc:
+                    raise IntegrityError(raw.sql, args, exc) from exc
+                if cur.description is not None:
+                    out.extend(cur.fetchall())
+        finally:
+            cur.close()
         return out
 
 

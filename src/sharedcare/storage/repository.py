@@ -18,8 +18,7 @@ import uuid
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
@@ -74,6 +73,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(ts: str) -> str:
+    """Stored fixed-width UTC timestamp -> HTTP date (RFC 9110 IMF-fixdate), e.g. for Last-Modified.
+    Built from the fixed positions: parsing and formatting through datetime costs more than a read."""
+    month = int(ts[5:7])
+    weekday = date(int(ts[0:4]), month, int(ts[8:10])).weekday()
+    return f"{_DAYS[weekday]}, {ts[8:10]} {_MONTHS[month - 1]} {ts[0:4]} {ts[11:19]} GMT"
+
+
 def fhir_instant(ts: str) -> str:
     """Stored fixed-width UTC timestamp -> FHIR instant."""
     return ts + "+00:00"
@@ -101,7 +112,7 @@ class Stored:
 
     @property
     def last_modified(self) -> str:
-        return format_datetime(datetime.strptime(self.last_updated, TS_FORMAT).replace(tzinfo=UTC), usegmt=True)
+        return http_date(self.last_updated)
 
     @property
     def instant(self) -> str:
@@ -152,7 +163,8 @@ class Repository:
         return bytes.fromhex(value)
 
     def now(self) -> str:
-        return self.clock().astimezone(UTC).strftime(TS_FORMAT)
+        """The clock as a stored timestamp (TS_FORMAT: fixed width, UTC, microseconds)."""
+        return self.clock().astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
     # -- reads ----------------------------------------------------------------------------------
     def _audit_read(self, caller: Caller, interaction: str, status: int, *, res_type: str | None = None,
