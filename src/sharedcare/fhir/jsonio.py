@@ -12,6 +12,8 @@ JSON is a `BadRequest`, never an unhandled exception.
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -54,30 +56,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _depth_ok(data: bytes | str, limit: int) -> bool:
-    """Cheap nesting check before parsing (brackets inside strings only make it stricter)."""
-    depth = deepest = 0
-    in_string = escaped = False
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return False
-        elif ch in "]}":
-            depth -= 1
-    return True
+# String literals (with their escapes), then everything that is not a bracket: what is left of a JSON
+# text after removing both is its nesting, one character per bracket.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def _depth_ok(text: str, limit: int) -> bool:
+    """Is the text nested at most `limit` deep? Checked before parsing, so hostile nesting never
+    reaches the parser's recursion; the scanning runs in the regex engine and C iterators.
+    (An unterminated string leaves its brackets in: that only makes the check stricter, and the
+    parser refuses such text anyway.)"""
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return not brackets or max(accumulate(map(_DELTA.__getitem__, brackets))) <= limit
 
 
 def _parse_int(literal: str) -> int | FhirDecimal:

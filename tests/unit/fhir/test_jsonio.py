@@ -56,3 +56,33 @@ def test_any_bytes_parse_or_raise_bad_request(data: bytes) -> None:
     except BadRequest:
         return
     assert jsonio.loads(jsonio.dumps(value)) == value
+
+
+def _nesting(value: object) -> int:
+    """How deep a parsed JSON value is nested (objects and arrays count one level each)."""
+    if isinstance(value, dict):
+        return 1 + max((_nesting(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_nesting(v) for v in value), default=0)
+    return 0
+
+
+json_values = st.recursive(
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab'),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=3), kids,
+                                                              max_size=3), max_leaves=30)
+
+
+@given(json_values, st.integers(min_value=1, max_value=12))
+def test_the_depth_limit_counts_real_nesting_not_brackets_inside_strings(value: object, limit: int) -> None:
+    import json
+
+    text = json.dumps(value)
+    assert jsonio._depth_ok(text, limit) == (_nesting(value) <= limit)
+
+
+def test_nesting_beyond_the_limit_is_a_bad_request() -> None:
+    deep = "[" * 65 + "]" * 65
+    with pytest.raises(BadRequest, match="nested deeper"):
+        jsonio.loads(deep.encode())
+    assert jsonio.loads(("[" * 64 + "]" * 64).encode()) is not None
