@@ -59,6 +59,22 @@ def open_services(settings: Settings, *, migrate: bool | None = None) -> Service
     return Services(engine, committer, Repository(engine, committer))
 
 
+_WARM_UP_RESOURCE = {
+    "resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": "1"}]},
+    "subject": {"reference": "Patient/1"}, "effectiveDateTime": "2020-01-01", "valueQuantity": {"value": 1.5},
+}
+
+
+def warm_up() -> None:
+    """Load the FHIR definitions and build the validator's and extractors' tables now, so the first
+    request after start-up does not pay for them (about a second) and readiness means ready."""
+    from sharedcare.fhir.search.extract import extract
+    from sharedcare.fhir.validation import validate
+
+    validate(_WARM_UP_RESOURCE)
+    extract(_WARM_UP_RESOURCE)
+
+
 def interaction_for(method: str, path: str) -> tuple[str, str | None]:
     """Best description of a FHIR request that failed before the Repository saw it (for its audit)."""
     parts = [p for p in path.removeprefix("/fhir").split("/") if p]
@@ -105,6 +121,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if "services" not in state:
             state["services"] = services or open_services(settings)
             _mount(state["services"])
+        await run_in_threadpool(warm_up)
         yield
         if services is None:
             state["services"].committer.close()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from sharedcare.app import Services, create_app
+from sharedcare.settings import Settings
+
 
 def test_capability_statement_lists_every_r4_resource_type(client: TestClient) -> None:
     cs = client.get("/fhir/metadata").json()
@@ -52,3 +55,16 @@ def test_the_base_url_takes_a_bundle_with_or_without_a_trailing_slash(client: Te
 
 def test_literal_segments_win_over_ids(client: TestClient) -> None:
     assert client.get("/fhir/Patient/_history").json()["type"] == "history"
+
+
+def test_the_app_warms_up_before_it_serves(store: Services, settings: Settings) -> None:
+    """Start-up loads the definitions and builds the validator's and extractors' tables, so the first
+    request does not pay for them."""
+    from unittest import mock
+
+    from sharedcare import app as app_module
+
+    with mock.patch.object(app_module, "warm_up", wraps=app_module.warm_up) as warm, \
+            TestClient(create_app(settings, store), base_url="http://testserver") as client:
+        assert warm.call_count == 1
+        assert client.get("/health/ready").json() == {"status": "pass"}
