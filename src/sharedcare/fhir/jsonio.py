@@ -56,19 +56,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-# String literals (with their escapes), then everything that is not a bracket: what is left of a JSON
-# text after removing both is its nesting, one character per bracket.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
+# The depth check works on bytes: drop escape sequences, keep only quotes and brackets (one C pass),
+# drop what is left of string literals, and what remains is the nesting, one byte per bracket.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_DELTA = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
-def _depth_ok(text: str, limit: int) -> bool:
-    """Is the text nested at most `limit` deep? Checked before parsing, so hostile nesting never
-    reaches the parser's recursion; the scanning runs in the regex engine and C iterators.
-    (An unterminated string leaves its brackets in: that only makes the check stricter, and the
-    parser refuses such text anyway.)"""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+def _depth_ok(data: bytes, limit: int) -> bool:
+    """Is the JSON text nested at most `limit` deep? Checked before parsing, so hostile nesting never
+    reaches the parser's recursion. (Text that is not well-formed JSON may be misjudged either way;
+    the parser refuses it anyway.)"""
+    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", data).translate(None, _NOT_STRUCTURE))
     return not brackets or max(accumulate(map(_DELTA.__getitem__, brackets))) <= limit
 
 
@@ -93,7 +93,8 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     if text.startswith("\ufeff"):
         text = text[1:]
     # Fast path for the common case: depth is only scanned when brackets are many.
-    if (text.count("{") + text.count("[")) > max_depth and not _depth_ok(text, max_depth):
+    if (text.count("{") + text.count("[")) > max_depth and not _depth_ok(
+            data if isinstance(data, bytes) else text.encode(), max_depth):
         raise BadRequest(f"JSON nested deeper than {max_depth} levels")
     try:
         return _decoder.decode(text)

@@ -68,8 +68,8 @@ def _nesting(value: object) -> int:
 
 
 json_values = st.recursive(
-    st.none() | st.integers() | st.text(alphabet='[]{}"\\ab'),
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\ab', max_size=3), kids,
+    st.none() | st.integers() | st.text(alphabet='[]{}"\\abé☃'),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\abé☃', max_size=3), kids,
                                                               max_size=3), max_leaves=30)
 
 
@@ -77,8 +77,8 @@ json_values = st.recursive(
 def test_the_depth_limit_counts_real_nesting_not_brackets_inside_strings(value: object, limit: int) -> None:
     import json
 
-    text = json.dumps(value)
-    assert jsonio._depth_ok(text, limit) == (_nesting(value) <= limit)
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        assert jsonio._depth_ok(text.encode(), limit) == (_nesting(value) <= limit)
 
 
 def test_nesting_beyond_the_limit_is_a_bad_request() -> None:
