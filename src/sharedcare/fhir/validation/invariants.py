@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -127,24 +128,41 @@ def _compiled(expression: str) -> Any:
         return None
 
 
-def holds(constraint: Constraint, node: Any, root: dict[str, Any]) -> bool | None:
-    """True/False when the invariant could be evaluated; None when it was skipped."""
+Evaluator = Callable[[Any, dict[str, Any]], "bool | None"]
+
+
+@cache
+def evaluator(constraint: Constraint) -> Evaluator | None:
+    """How to check one invariant: a function (node, root resource) -> True/False, or None when it
+    could not be evaluated; None instead of a function when the invariant is not checked here at all
+    (enforced natively elsewhere, or skipped with a reason). Chosen once per constraint."""
     if constraint.key in NATIVE or constraint.key in SKIPPED:
         return None
     rule = NATIVE_RULES.get(constraint.key) or _pattern_rule(constraint.expression)
     if rule is not None:
-        return rule(node, root) if isinstance(node, dict) else None
-    fn = _compiled(constraint.expression)
-    if fn is None:
-        return None
-    try:
-        result = fn(node, {"rootResource": root, "resource": root})
-    except Exception:
-        log.debug("invariant %s could not be evaluated", constraint.key)
-        return None
-    if result == [] or result is None:
-        return True  # an empty result means the rule does not apply
-    return all(r is True for r in result)
+        native = rule
+        return lambda node, root: native(node, root) if isinstance(node, dict) else None
+    expression, key = constraint.expression, constraint.key
+
+    def with_fhirpath(node: Any, root: dict[str, Any]) -> bool | None:
+        fn = _compiled(expression)
+        if fn is None:
+            return None
+        try:
+            result = fn(node, {"rootResource": root, "resource": root})
+        except Exception:
+            log.debug("invariant %s could not be evaluated", key)
+            return None
+        if result == [] or result is None:
+            return True  # an empty result means the rule does not apply
+        return all(r is True for r in result)
+    return with_fhirpath
+
+
+def holds(constraint: Constraint, node: Any, root: dict[str, Any]) -> bool | None:
+    """True/False when the invariant could be evaluated; None when it was skipped."""
+    check = evaluator(constraint)
+    return None if check is None else check(node, root)
 
 
 def dom_checks(resource: dict[str, Any], path: str) -> list[tuple[str, str, str]]:

@@ -4,6 +4,7 @@ required bindings, the NHS number rule and the invariants of each element presen
 from __future__ import annotations
 
 from datetime import date
+from functools import cache
 from typing import Any
 
 from nhs_number.validate import is_valid as nhs_number_is_valid
@@ -40,6 +41,55 @@ def render(path: Path) -> str:
         parts.append(f"[{seg}]" if isinstance(seg, int) else f".{seg}")
     parts.append(path)
     return "".join(reversed(parts))
+
+
+# What the walk does for each JSON key of each context, worked out once per context from the
+# StructureDefinitions (instead of asking the model and the invariant tables at every element).
+PRIMITIVE, RESOURCE, XHTML, COMPLEX = range(4)
+_COMPLEX_RULE_TYPES = {"Coding", "CodeableConcept", "Quantity", "Identifier", "Extension"}
+Check = tuple[Any, invariants.Evaluator]  # (Constraint, how to evaluate it)
+
+
+class Slot:
+    """One JSON key an object of a context may carry."""
+
+    __slots__ = ("checks", "child", "code_binding", "el", "kind", "many", "rules", "vtype")
+
+    def __init__(self, el: Element, vtype: str) -> None:
+        self.el, self.vtype, self.many = el, vtype, el.many
+        if is_primitive(vtype):
+            self.kind = PRIMITIVE
+        elif vtype in ("Resource", "DomainResource"):
+            self.kind = RESOURCE
+        elif vtype == "xhtml":
+            self.kind = XHTML
+        else:
+            self.kind = COMPLEX
+        self.child = el.context if not el.choice and el.context else vtype
+        self.code_binding = el.binding if self.kind == PRIMITIVE and vtype == "code" else None
+        self.rules = self.kind == COMPLEX and vtype in _COMPLEX_RULE_TYPES
+        self.checks = _checks(el.constraints) if self.kind == COMPLEX else ()
+
+
+class Plan:
+    """The slots of a context by JSON key, its required elements and its root invariants."""
+
+    __slots__ = ("required", "root_checks", "slots")
+
+    def __init__(self, ctx: str) -> None:
+        self.slots = {key: Slot(el, vtype) for key, (el, vtype) in keymap(ctx).items()}
+        self.required = required(ctx)
+        self.root_checks = _checks(root_constraints(ctx))
+
+
+def _checks(constraints: tuple[Any, ...]) -> tuple[Check, ...]:
+    found = ((c, invariants.evaluator(c)) for c in constraints)
+    return tuple((c, fn) for c, fn in found if fn is not None)
+
+
+@cache
+def plan(ctx: str) -> Plan | None:
+    return Plan(ctx) if ctx in layouts() else None
 
 
 class Walk:
@@ -89,45 +139,49 @@ class Walk:
         if depth > MAX_DEPTH:
             self.error("structure", path, "nested too deeply")
             return
-        elements = layouts().get(ctx)
-        if elements is None:
+        p = plan(ctx)
+        if p is None:
             self.error("structure", path, "unknown type")
             return
         if not node and not is_resource:
             self.error("structure", path, "an element must have a value or children (ele-1)")
             return
-        keys = keymap(ctx)
-        present: dict[str, tuple[Element, list[str]]] = {}
+        slots = p.slots
+        present: dict[str, list[str]] = {}  # element name -> the JSON names used for it (several: a choice)
         for key in node:
             if key == "resourceType" and is_resource:
                 continue
-            name = key[1:] if key.startswith("_") else key
-            found = keys.get(name)
-            if found is None:
+            name = key[1:] if key[0] == "_" else key
+            slot = slots.get(name)
+            if slot is None:
                 self.error("structure", (path, key), "unknown element")
                 continue
-            el = found[0]
-            group = present.setdefault(el.name, (el, []))
-            if name not in group[1]:
-                group[1].append(name)
-        for el, names in present.values():
+            names = present.get(slot.el.name)
+            if names is None:
+                present[slot.el.name] = [name]
+            elif name not in names:
+                names.append(name)
+        for names in present.values():
+            el = slots[names[0]].el
             if len(names) > 1:
                 self.error("structure", (path, f"{el.name}[x]"), "only one type of a choice element may be present")
-            total = sum(self.element(node, name, keys[name][1], el, path, depth) for name in names)
+            total = 0
+            for name in names:
+                total += self.element(node, name, slots[name], path, depth)
             if el.max is not None and total > el.max:
                 self.error("structure", (path, el.name), f"allows at most {el.max}")
-        for el in required(ctx):
+        for el in p.required:
             if el.name not in present:
                 self.error("required", (path, el.name), f"is required (at least {el.min})")
-        for c in root_constraints(ctx):
-            self._invariant(c, node, path)
+        for c, check in p.root_checks:
+            self._check(c, check, node, path)
 
-    def element(self, node: dict[str, Any], key: str, vtype: str, el: Element, path: Path, depth: int) -> int:
+    def element(self, node: dict[str, Any], key: str, slot: Slot, path: Path, depth: int) -> int:
         """Check one element's values; return how many there are."""
         value, ext = node.get(key), node.get("_" + key)
-        where: Path = (path, key)
-        if el.many != (isinstance(value, list) or (value is None and isinstance(ext, list))):
-            self.error("structure", where, "must be an array" if el.many else "must not be an array")
+        many = slot.many
+        if many != (isinstance(value, list) or (value is None and isinstance(ext, list))):
+            self.error("structure", (path, key), "must be an array" if many else "must not be an array")
             return 0
         values = value if isinstance(value, list) else [value]
         exts = ext if isinstance(ext, list) else [ext] * len(values) if ext is not None else [None] * len(values)
@@ -137,32 +191,36 @@ class Walk:
             self.error("structure", (path, f"_{key}"), "must line up with the values of the element")
             return 0
         if not values:
-            self.error("structure", where, "arrays must not be empty")
+            self.error("structure", (path, key), "arrays must not be empty")
             return 0
-        for i, (v, x) in enumerate(zip(values, exts, strict=True)):
-            item: Path = (where, i) if el.many else where
+        kind, vtype = slot.kind, slot.vtype
+        where: Path = (path, key)
+        for i, v in enumerate(values):
+            x = exts[i]
+            item: Path = (where, i) if many else where
             if v is None and x is None:
                 self.error("structure", item, "an element must have a value or an extension")
                 continue
-            if is_primitive(vtype):
+            if kind == PRIMITIVE:
                 if v is not None:
                     self.primitive(v, vtype, item)
                 if x is not None:
                     self._primitive_ext(x, (path, f"_{key}"), depth)
-                if v is not None and el.binding and vtype == "code":
-                    self._binding(el.binding, None, v, item)
-            elif vtype in ("Resource", "DomainResource"):
+                if v is not None and slot.code_binding:
+                    self._binding(slot.code_binding, None, v, item)
+            elif kind == COMPLEX:
+                if not isinstance(v, dict):
+                    self.error("structure", item, f"must be a JSON object ({vtype})")
+                    continue
+                self.object(v, slot.child, item, depth + 1)
+                if slot.rules:
+                    self._complex_rules(slot.el, vtype, v, item)
+                for c, check in slot.checks:
+                    self._check(c, check, v, item)
+            elif kind == RESOURCE:
                 self.resource(v, item, depth + 1)
-            elif vtype == "xhtml":
-                if not isinstance(v, str) or not v.lstrip().startswith("<div"):
-                    self.error("value", item, "narrative must be an XHTML div")
-            elif not isinstance(v, dict):
-                self.error("structure", item, f"must be a JSON object ({vtype})")
-            else:
-                self.object(v, el.context if not el.choice and el.context else vtype, item, depth + 1)
-                self._complex_rules(el, vtype, v, item)
-                for c in el.constraints:
-                    self._invariant(c, v, item)
+            elif not isinstance(v, str) or not v.lstrip().startswith("<div"):
+                self.error("value", item, "narrative must be an XHTML div")
         return len(values)
 
     def _primitive_ext(self, x: Any, path: Path, depth: int) -> None:
@@ -195,9 +253,8 @@ class Walk:
             self.error("code-invalid", path, f"is not a code in the required value set {url}")
         return ok
 
-    def _invariant(self, c: Any, node: Any, path: Path) -> None:
-        result = invariants.holds(c, node, self.root)
-        if result is False:
+    def _check(self, c: Any, check: invariants.Evaluator, node: Any, path: Path) -> None:
+        if check(node, self.root) is False:
             self.error("invariant", path, f"{c.key}: {c.human}", "error" if c.severity == "error" else "warning")
 
     # -- primitives ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sharedcare.fhir import jsonio
+from sharedcare.fhir.model import root_constraints
 from sharedcare.fhir.validation import validate
 from tests.support.conformance import conformance_files
 
@@ -38,9 +39,27 @@ def test_native_invariants_give_the_same_issues_as_fhirpathpy(path: Path, monkey
     """Invariants of the shape "A.empty() or B.exists()" run natively and must report exactly what the
     reference FHIRPath engine reports for them, on real data. (The keyed native rules are checked
     against fhirpathpy in test_rules.py; inv-1 deliberately departs from it there.)"""
-    from sharedcare.fhir.validation import invariants
+    from sharedcare.fhir.validation import invariants, structure
+
+    def forget_compiled_checks() -> None:  # the walk caches how each invariant is checked
+        invariants.evaluator.cache_clear()
+        structure.plan.cache_clear()
 
     doc = jsonio.loads(path.read_bytes())
     native = validate(doc)
-    monkeypatch.setattr(invariants, "_pattern_rule", lambda expression: None)
-    assert native == validate(doc)
+    calls: list[str] = []
+
+    def fhirpath_only(expression: str) -> None:
+        calls.append(expression)
+        return
+    monkeypatch.setattr(invariants, "_pattern_rule", fhirpath_only)
+    forget_compiled_checks()
+    try:
+        assert native == validate(doc)
+        # The patch took effect: a shape that normally runs natively now goes to fhirpathpy.
+        cpt_2 = next(c for c in root_constraints("ContactPoint") if c.key == "cpt-2")
+        invariants.evaluator(cpt_2)
+        assert cpt_2.expression in calls
+    finally:
+        monkeypatch.undo()
+        forget_compiled_checks()
