@@ -109,25 +109,32 @@ class SearchParamInfo:
 
 # -- walking the element model ---------------------------------------------------------------------
 
+@cache
+def _child_keys(ctx: str, name: str) -> tuple[tuple[str, str], ...]:
+    """The JSON keys child `name` of a `ctx` node may have, each with its type or path: one key, or one
+    per type of a choice element (valueQuantity, valueString ...). Worked out once per (ctx, name)."""
+    el = layouts().get(ctx, {}).get(name)
+    if el is None:
+        return ()
+    if el.choice:
+        return tuple((name + t[0].upper() + t[1:], t) for t in el.types)
+    return ((name, el.context or (el.types[0] if el.types else "string")),)
+
+
 def _children(node: Any, ctx: str, name: str) -> list[tuple[Any, str]]:
     """Values of child `name` of a JSON node whose type/path is `ctx`, each with its type or path."""
     if not isinstance(node, dict):
         return []
-    el = layouts().get(ctx, {}).get(name)
-    if el is None:
-        return []
-    if el.choice:
-        found: list[tuple[Any, str]] = []
-        for t in el.types:
-            key = name + t[0].upper() + t[1:]
-            if key in node:
-                found.extend((v, t) for v in _as_list(node[key]))
-        return found
-    value = node.get(name)
-    if value is None:
-        return []
-    kind = el.context or (el.types[0] if el.types else "string")
-    return [(v, kind) for v in _as_list(value)]
+    found: list[tuple[Any, str]] = []
+    for key, kind in _child_keys(ctx, name):
+        value = node.get(key)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            found.extend((v, kind) for v in value)
+        else:
+            found.append((value, kind))
+    return found
 
 
 def _as_list(value: Any) -> list[Any]:
