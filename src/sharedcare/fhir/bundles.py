@@ -9,6 +9,7 @@ A batch runs each entry in its own transaction and reports each entry's outcome.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,15 +62,16 @@ def _entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
     return out
 
 
+_QUOTED = re.compile(r'"([^"]*)"')  # attribute values in narrative XHTML (href="urn:uuid:...")
+
+
 def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
     """Replace every reference (and uri) equal to a mapped fullUrl, and hrefs in narrative."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
             if k == "div" and isinstance(v, str):
-                for old, new in mapping.items():
-                    v = v.replace(f'"{old}"', f'"{new}"')
-                out[k] = v
+                out[k] = _QUOTED.sub(lambda m: f'"{mapping[m[1]]}"' if m[1] in mapping else m[0], v) if mapping else v
             else:
                 out[k] = _rewrite(v, mapping)
         return out

@@ -39,6 +39,23 @@ def test_transaction_resolves_urn_uuid_references(client: TestClient) -> None:
     assert stored["subject"]["reference"] == pat_loc.split("/_history")[0]
 
 
+def test_transaction_resolves_urn_uuid_links_in_narrative(client: TestClient) -> None:
+    """R4 http.html#trules: references in the narrative (<a href="urn:uuid:...">) are rewritten too."""
+    pid = "urn:uuid:22222222-2222-2222-2222-222222222222"
+    div = (f'<div xmlns="http://www.w3.org/1999/xhtml">Pulse of <a href="{pid}">the patient</a>, '
+           '<a href="urn:uuid:99999999-9999-9999-9999-999999999999">not in this bundle</a></div>')
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+           "text": {"status": "generated", "div": div}, "subject": {"reference": pid}}
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry("POST", "Observation", obs), entry("POST", "Patient", patient(), full_url=pid)]})
+    assert r.status_code == 200, r.text
+    obs_loc, pat_loc = (e["response"]["location"].split("/_history")[0] for e in r.json()["entry"])
+    stored_div = client.get("/fhir/" + obs_loc).json()["text"]["div"]
+    assert f'href="{pat_loc}"' in stored_div
+    assert pid not in stored_div
+    assert 'href="urn:uuid:99999999-9999-9999-9999-999999999999"' in stored_div  # unknown ones are left alone
+
+
 def test_transaction_is_all_or_nothing(client: TestClient) -> None:
     """CV4: one invalid entry rolls back every other entry."""
     entries = [entry("POST", "Patient", patient(f"P{i}")) for i in range(99)]
