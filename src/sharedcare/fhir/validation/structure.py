@@ -151,7 +151,7 @@ class Walk:
         for key in node:
             if key == "resourceType" and is_resource:
                 continue
-            name = key[1:] if key[0] == "_" else key
+            name = key[1:] if key.startswith("_") else key
             slot = slots.get(name)
             if slot is None:
                 self.error("structure", (path, key), "unknown element")

@@ -161,3 +161,7 @@ def test_hostile_input_gives_issues_never_exceptions(body: Any) -> None:
     doc = {"resourceType": "Patient", **body} if isinstance(body, dict) else body
     issues = validate(doc)
     assert isinstance(issues, list)
+
+
+def test_an_empty_property_name_is_an_unknown_element() -> None:
+    assert errors({"resourceType": "Patient", "": 1}) == {("structure", "Patient.")}
