@@ -56,3 +56,19 @@ def test_bundles_with_too_many_entries_are_413(client: TestClient) -> None:
               "entry": [{"request": {"method": "GET", "url": "Patient/x"}}] * 10001}
     r = client.post("/fhir", json=bundle, headers={"Content-Type": FHIR_JSON})
     assert r.status_code == 413
+
+
+def test_nul_characters_are_refused_not_a_server_error(client: TestClient) -> None:
+    """PostgreSQL text cannot hold U+0000, and no FHIR value needs it: refused with 400 everywhere."""
+    for url in ("/fhir/Patient?_id=%00", "/fhir/Patient?identifier=a%00b", "/fhir/Patient?%00=1"):
+        r = client.get(url)
+        assert r.status_code == 400, url
+        assert r.json()["resourceType"] == "OperationOutcome"
+    body = {"resourceType": "Patient", "name": [{"family": "Smith\u0000"}]}
+    r = client.post("/fhir/Patient", json=body, headers={"Content-Type": "application/fhir+json"})
+    assert r.status_code in (400, 422)
+    assert r.json()["resourceType"] == "OperationOutcome"
+    r = client.post("/fhir/Patient", json={"resourceType": "Patient"},
+                    headers={"Content-Type": "application/fhir+json", "If-None-Exist": "identifier=%00"})
+    assert r.status_code == 400
+    assert client.get("/fhir/Patient").json()["total"] == 0

@@ -103,6 +103,8 @@ def parse(res_type: str | None, items: list[tuple[str, str]], *, default_count: 
     ignored: list[str] = []
     count, total, summary_count, cursor = default_count, "accurate", False, None
     for key, raw in items:
+        if "\x00" in key or "\x00" in raw:  # no database text can hold it; no FHIR value contains it
+            raise BadRequest("search parameters must not contain NUL characters")
         name, _, modifier = key.partition(":")
         if name == "_count":
             count = _int_param("_count", raw)

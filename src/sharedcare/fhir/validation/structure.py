@@ -221,6 +221,8 @@ class Walk:
                 self.resource(v, item, depth + 1)
             elif not isinstance(v, str) or not v.lstrip().startswith("<div"):
                 self.error("value", item, "narrative must be an XHTML div")
+            elif "\x00" in v:
+                self.error("value", item, "must not contain NUL characters")
         return len(values)
 
     def _primitive_ext(self, x: Any, path: Path, depth: int) -> None:
@@ -273,6 +275,9 @@ class Walk:
             ok = isinstance(v, str)
             if ok and not v.strip():
                 self.error("value", path, "must not be empty or only white space")
+                return
+            if ok and "\x00" in v:  # no FHIR value needs it, and PostgreSQL text cannot hold it
+                self.error("value", path, "must not contain NUL characters")
                 return
             if ok:
                 rx = primitive_regex(vtype)

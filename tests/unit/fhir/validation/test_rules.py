@@ -165,3 +165,9 @@ def test_hostile_input_gives_issues_never_exceptions(body: Any) -> None:
 
 def test_an_empty_property_name_is_an_unknown_element() -> None:
     assert errors({"resourceType": "Patient", "": 1}) == {("structure", "Patient.")}
+
+
+def test_nul_characters_are_refused_in_any_string_and_in_narrative() -> None:
+    assert errors({"resourceType": "Patient", "name": [{"family": "a\u0000"}]}) == {("value", "Patient.name[0].family")}
+    narrative = {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">a\u0000</div>'}
+    assert errors({"resourceType": "Patient", "text": narrative}) == {("value", "Patient.text.div")}
