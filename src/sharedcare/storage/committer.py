@@ -93,6 +93,7 @@ class Committer:
         self.jobs = 0
         self._conn: Connection | None = None  # used by the commit thread only
         self._last_size = 0
+        self._idle = False  # the thread is waiting for a first job (guarded by _cv)
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -111,7 +112,10 @@ class Committer:
                     fut = batch.waiters[key] = loop.create_future()
                     if job.run is None:  # reads give up (503, no data) if the audit cannot be confirmed
                         loop.call_later(self._read_timeout_s, _expire, fut)
-            self._cv.notify()
+            # Wake the thread only when it waits for work, or when a lingering batch is full: a wake-up
+            # per job would make it contend for the GIL with the event loop once per request.
+            if self._idle or len(batch.jobs) >= self._max_batch:
+                self._cv.notify()
         return batch, fut
 
     @staticmethod
@@ -151,8 +155,10 @@ class Committer:
     def _loop(self) -> None:
         while True:
             with self._cv:
+                self._idle = True
                 while not self._batch.jobs and not self._closed:
                     self._cv.wait()
+                self._idle = False
                 if self._closed and not self._batch.jobs:
                     self._drop_connection()
                     return
