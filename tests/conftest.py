@@ -65,7 +65,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     url = f"sqlite:///{tmp_path / 'store.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    return Settings(database_url=url, base_url=BASE_URL, group_commit_ms=0.5)
+    return Settings(database_url=url, base_url=BASE_URL, group_commit_ms=0.5, gc_freeze=False)
 
 
 @pytest.fixture

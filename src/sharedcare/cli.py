@@ -65,12 +65,13 @@ def load(
 ) -> None:
     """Load FHIR data: each bundle as one transaction; NDJSON resources one by one (create or update)."""
     from sharedcare.access.context import system_caller
-    from sharedcare.app import open_services
+    from sharedcare.app import open_services, warm_up
     from sharedcare.fhir import interactions, jsonio
     from sharedcare.fhir.bundles import BundleProcessor
 
     settings = get_settings()
     svc = open_services(settings)
+    warm_up(settings)
     caller = system_caller(settings.node_id)
     processor = BundleProcessor(svc.repo, settings.base_url, settings.max_bundle_entries, settings.max_page_size,
                                 lambda unit, entry: (400, None))

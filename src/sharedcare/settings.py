@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
     node_id: str = Field(default="local", description="Name of this node (one per integrated care system).")
+    gc_freeze: bool = Field(
+        default=True,
+        description="After start-up, move what it allocated (the FHIR definitions, the validator's and "
+        "extractors' tables) out of the garbage collector's full scans, which otherwise pause the process "
+        "for tens of milliseconds. Tests turn it off.",
+    )
 
 
 @cache

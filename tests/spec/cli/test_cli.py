@@ -18,6 +18,7 @@ runner = CliRunner()
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     db = tmp_path / "cli.db"
     monkeypatch.setenv("SHAREDCARE_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("SHAREDCARE_GC_FREEZE", "false")  # the test process is not a long-lived server
     get_settings.cache_clear()
     yield db
     get_settings.cache_clear()

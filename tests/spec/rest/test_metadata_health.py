@@ -68,3 +68,19 @@ def test_the_app_warms_up_before_it_serves(store: Services, settings: Settings) 
             TestClient(create_app(settings, store), base_url="http://testserver") as client:
         assert warm.call_count == 1
         assert client.get("/health/ready").json() == {"status": "pass"}
+
+
+def test_start_up_freezes_its_heap_only_when_asked(store: Services, settings: Settings) -> None:
+    """gc_freeze moves what start-up allocated out of the collector's full scans (a long-lived server);
+    the tests' own settings turn it off."""
+    from unittest import mock
+
+    from sharedcare import app as app_module
+
+    with mock.patch.object(app_module.gc, "freeze") as freeze, \
+            TestClient(create_app(settings, store), base_url="http://testserver"):
+        assert freeze.call_count == 0
+    with mock.patch.object(app_module.gc, "freeze") as freeze, \
+            TestClient(create_app(settings.model_copy(update={"gc_freeze": True}), store),
+                       base_url="http://testserver"):
+        assert freeze.call_count == 1
