@@ -48,10 +48,7 @@ def configure(engine: Engine, *, sqlite_synchronous: str = "FULL") -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        options = conn.get_execution_options()
-        if options.get("single_read"):
-            return  # one SELECT is atomic by itself; skipping BEGIN/ROLLBACK halves a read's cost
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("write") else "BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
 _WRITE_LOCKS: dict[int, threading.Lock] = {}
@@ -77,11 +74,6 @@ def writer(engine: Engine) -> Iterator[None]:
 def write_options() -> dict[str, Any]:
     """Execution options for a connection that will write."""
     return {"write": True}
-
-
-def single_read_options() -> dict[str, Any]:
-    """Execution options for a connection that runs exactly one SELECT."""
-    return {"single_read": True}
 
 
 def batches_writes(engine: Engine) -> bool:
@@ -143,11 +135,6 @@ class RawStatement:
             return row
         finally:
             raw.close()  # back to the pool, which ends the driver's implicit transaction if any
-
-    def execute_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        """executemany inside `conn`'s current transaction."""
-        if rows:
-            conn.exec_driver_sql(self.sql, [self.args(r) for r in rows])
 
 
 class Compiled:
