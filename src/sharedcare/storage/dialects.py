@@ -120,21 +120,20 @@ class RawStatement:
         if engine.dialect.name == "sqlite":
             # The driver runs in autocommit mode (see `configure`), so a lone SELECT sees the latest
             # commit; each thread keeps one connection for these reads instead of a pool round trip.
-            cur = _sqlite_reader(engine).cursor()
-            try:
-                cur.execute(self.sql, self.args(values))
-                return cur.fetchone()
-            finally:
-                cur.close()  # ends the statement, so no read snapshot is held between reads
+            return self._first_row(_sqlite_reader(engine), values)
         raw = engine.raw_connection()
         try:
-            cur = raw.cursor()
-            cur.execute(self.sql, self.args(values))
-            row = cur.fetchone()
-            cur.close()
-            return row
+            return self._first_row(raw, values)
         finally:
             raw.close()  # back to the pool, which ends the driver's implicit transaction if any
+
+    def _first_row(self, dbapi_conn: Any, values: dict[str, Any]) -> Any:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(self.sql, self.args(values))
+            return cur.fetchone()
+        finally:
+            cur.close()  # ends the statement, so no read snapshot is held between reads
 
 
 class Compiled:

@@ -8,6 +8,7 @@ patients). The first compartment is the resource's home partition.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,11 +88,16 @@ def clear(conn: Connection, res_type: str, res_id: str) -> None:
         stmt.execute(conn, {"t": res_type, "i": res_id})
 
 
-# Multi-row INSERTs run on the driver, except for tables with Numeric columns, whose Decimal values
-# need the Core type's conversion.
-_INSERTS: dict[str, Any] = {
-    t.name: t.insert() if any(isinstance(c.type, Numeric) for c in t.columns) else dialects.insert_rows(t)
-    for t in (*INDEX_TABLES, compartment)}
+def _inserter(table: Table) -> Callable[[Connection, list[dict[str, Any]]], object]:
+    """How rows go into `table`: multi-row INSERTs on the driver, except for tables with Numeric
+    columns, whose Decimal values need the Core type's conversion (executemany through Core)."""
+    if any(isinstance(c.type, Numeric) for c in table.columns):
+        stmt = table.insert()
+        return lambda conn, rows: conn.execute(stmt, rows)
+    return dialects.insert_rows(table).execute
+
+
+_INSERTS = {t.name: _inserter(t) for t in (*INDEX_TABLES, compartment)}
 
 
 def _clear_statement(table: Table) -> dialects.Compiled:
@@ -124,9 +130,5 @@ class PendingRows:
     def flush(self, conn: Connection) -> None:
         for name, table_rows in self.by_table.items():
             if table_rows:
-                stmt = _INSERTS[name]
-                if isinstance(stmt, dialects.RowsStatement):
-                    stmt.execute(conn, table_rows)
-                else:
-                    conn.execute(stmt, table_rows)
+                _INSERTS[name](conn, table_rows)
         self.by_table = {}

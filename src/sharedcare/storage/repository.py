@@ -147,12 +147,11 @@ class Repository:
     def _raw(self, name: str, stmt: Any, table: Any, caller: Caller) -> dialects.RawStatement:
         """`stmt` restricted by the caller's policy clause, compiled once per policy key."""
         key = self.policy.visible_key(caller)
-        if key is None:
-            return dialects.RawStatement(self.engine, stmt.where(self.policy.visible_clause(caller, table)))
-        found = self._compiled.get((name, key))
+        found = self._compiled.get((name, key)) if key is not None else None
         if found is None:
-            found = self._compiled[(name, key)] = dialects.RawStatement(
-                self.engine, stmt.where(self.policy.visible_clause(caller, table)))
+            found = dialects.RawStatement(self.engine, stmt.where(self.policy.visible_clause(caller, table)))
+            if key is not None:
+                self._compiled[(name, key)] = found
         return found
 
     # -- node facts ---------------------------------------------------------------------------
@@ -345,7 +344,7 @@ class Repository:
             return result, unit.audits
 
         def on_error(exc: FhirError) -> list[AuditRecord]:
-            return [AuditRecord(interaction, exc.status, caller, self.now(), res_type)]
+            return [self._record(caller, interaction, exc.status, res_type)]
         try:
             result: T = await self.committer.submit_async(Job(run=run, on_error=on_error))
         except ServiceUnavailable:
