@@ -66,19 +66,22 @@ _QUOTED = re.compile(r'"([^"]*)"')  # attribute values in narrative XHTML (href=
 
 
 def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
-    """Replace every reference (and uri) equal to a mapped fullUrl, and hrefs in narrative."""
-    if isinstance(node, dict):
-        out = {}
-        for k, v in node.items():
-            if k == "div" and isinstance(v, str):
-                out[k] = _QUOTED.sub(lambda m: f'"{mapping[m[1]]}"' if m[1] in mapping else m[0], v) if mapping else v
-            else:
-                out[k] = _rewrite(v, mapping)
-        return out
-    if isinstance(node, list):
-        return [_rewrite(v, mapping) for v in node]
-    if isinstance(node, str) and node in mapping:
-        return mapping[node]
+    """Replace, in place, every reference (and uri) equal to a mapped fullUrl, and hrefs in narrative.
+    Returns the node (a bare string is returned replaced, having no container to change)."""
+    if not mapping or not isinstance(node, (dict, list)):
+        return mapping.get(node, node) if isinstance(node, str) else node
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        pairs = current.items() if isinstance(current, dict) else enumerate(current)
+        for k, v in pairs:
+            if isinstance(v, str):
+                if k == "div":
+                    current[k] = _QUOTED.sub(lambda m: f'"{mapping[m[1]]}"' if m[1] in mapping else m[0], v)
+                elif v in mapping:
+                    current[k] = mapping[v]  # an existing key: the dict does not change size
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
     return node
 
 
@@ -230,16 +233,16 @@ class BundleProcessor:
 
 
 def _references(node: Any) -> list[str]:
+    """Every Reference.reference string in a resource."""
     found: list[str] = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == "reference" and isinstance(v, str):
+    stack = [node] if isinstance(node, (dict, list)) else []
+    while stack:
+        current = stack.pop()
+        for k, v in (current.items() if isinstance(current, dict) else enumerate(current)):
+            if isinstance(v, (dict, list)):
+                stack.append(v)
+            elif k == "reference" and isinstance(v, str):
                 found.append(v)
-            else:
-                found.extend(_references(v))
-    elif isinstance(node, list):
-        for v in node:
-            found.extend(_references(v))
     return found
 
 

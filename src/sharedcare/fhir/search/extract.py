@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sharedcare.errors import BadRequest
 from sharedcare.fhir.definitions import search_parameters
@@ -31,9 +31,10 @@ from sharedcare.fhir.search.query import date_range
 MAX_INSTANT = "9999-12-31T23:59:59.999999"
 MIN_INSTANT = "0001-01-01T00:00:00.000000"
 
+# Index values are NamedTuples: built and hashed (de-duplication) in C, thousands of them per bundle.
 
-@dataclass(frozen=True, slots=True)
-class TokenValue:
+
+class TokenValue(NamedTuple):
     param: str
     system: str | None
     code: str | None
@@ -42,28 +43,24 @@ class TokenValue:
     type_code: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StringValue:
+class StringValue(NamedTuple):
     param: str
     value: str
     exact: str
 
 
-@dataclass(frozen=True, slots=True)
-class DateValue:
+class DateValue(NamedTuple):
     param: str
     low: str
     high: str
 
 
-@dataclass(frozen=True, slots=True)
-class NumberValue:
+class NumberValue(NamedTuple):
     param: str
     value: Decimal
 
 
-@dataclass(frozen=True, slots=True)
-class QuantityValue:
+class QuantityValue(NamedTuple):
     param: str
     value: Decimal
     system: str | None
@@ -71,8 +68,7 @@ class QuantityValue:
     unit: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ReferenceValue:
+class ReferenceValue(NamedTuple):
     param: str
     target_type: str | None
     target_id: str | None
@@ -80,8 +76,7 @@ class ReferenceValue:
     url: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UriValue:
+class UriValue(NamedTuple):
     param: str
     value: str
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from sharedcare.errors import BadRequest
 
@@ -156,6 +157,14 @@ def date_range(value: str) -> tuple[str, str, str]:
     """A prefixed search date -> (prefix, low, high): the instants it covers, UTC, fixed width."""
     prefix = value[:2] if value[:2] in PREFIXES else "eq"
     text = value[2:] if value[:2] in PREFIXES else value
+    return (prefix, *_instants(text))
+
+
+@lru_cache(maxsize=16384)
+def _instants(text: str) -> tuple[str, str]:
+    """(low, high) of a FHIR date, dateTime or instant. Cached: the same instants recur across the
+    resources of a bundle (an encounter's start is its observations' and claims' dates too); a bad
+    value raises every time (exceptions are not cached)."""
     m = _DATE.match(text)
     if not m:
         raise BadRequest("a date search value must look like 2020, 2020-01, 2020-01-31 or 2020-01-31T10:00:00Z")
@@ -182,4 +191,4 @@ def date_range(value: str) -> tuple[str, str, str]:
     else:
         end = datetime(y + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1) if y < 9999 else \
             datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-    return prefix, start.strftime(FMT), end.strftime(FMT)
+    return start.strftime(FMT), end.strftime(FMT)
