@@ -180,6 +180,10 @@ class Walk:
         """Check one element's values; return how many there are."""
         value, ext = node.get(key), node.get("_" + key)
         many = slot.many
+        if ext is None and value is not None and many == isinstance(value, list) and value:
+            for i, v in enumerate(value) if many else ((0, value),):
+                self._value(v, slot, ((path, key), i) if many else (path, key), depth)
+            return len(value) if many else 1
         if many != (isinstance(value, list) or (value is None and isinstance(ext, list))):
             self.error("structure", (path, key), "must be an array" if many else "must not be an array")
             return 0
@@ -193,7 +197,6 @@ class Walk:
         if not values:
             self.error("structure", (path, key), "arrays must not be empty")
             return 0
-        kind, vtype = slot.kind, slot.vtype
         where: Path = (path, key)
         for i, v in enumerate(values):
             x = exts[i]
@@ -201,29 +204,34 @@ class Walk:
             if v is None and x is None:
                 self.error("structure", item, "an element must have a value or an extension")
                 continue
-            if kind == PRIMITIVE:
-                if v is not None:
-                    self.primitive(v, vtype, item)
-                if x is not None:
-                    self._primitive_ext(x, (path, f"_{key}"), depth)
-                if v is not None and slot.code_binding:
-                    self._binding(slot.code_binding, None, v, item)
-            elif kind == COMPLEX:
-                if not isinstance(v, dict):
-                    self.error("structure", item, f"must be a JSON object ({vtype})")
-                    continue
-                self.object(v, slot.child, item, depth + 1)
-                if slot.rules:
-                    self._complex_rules(slot.el, vtype, v, item)
-                for c, check in slot.checks:
-                    self._check(c, check, v, item)
-            elif kind == RESOURCE:
-                self.resource(v, item, depth + 1)
-            elif not isinstance(v, str) or not v.lstrip().startswith("<div"):
-                self.error("value", item, "narrative must be an XHTML div")
-            elif "\x00" in v:
-                self.error("value", item, "must not contain NUL characters")
+            if v is not None:
+                self._value(v, slot, item, depth)
+            if x is not None and slot.kind == PRIMITIVE:
+                self._primitive_ext(x, (path, f"_{key}"), depth)
         return len(values)
+
+    def _value(self, v: Any, slot: Slot, item: Path, depth: int) -> None:
+        """One value of an element (not null), by the kind of its slot."""
+        kind, vtype = slot.kind, slot.vtype
+        if kind == PRIMITIVE:
+            self.primitive(v, vtype, item)
+            if slot.code_binding:
+                self._binding(slot.code_binding, None, v, item)
+        elif kind == COMPLEX:
+            if not isinstance(v, dict):
+                self.error("structure", item, f"must be a JSON object ({vtype})")
+                return
+            self.object(v, slot.child, item, depth + 1)
+            if slot.rules:
+                self._complex_rules(slot.el, vtype, v, item)
+            for c, check in slot.checks:
+                self._check(c, check, v, item)
+        elif kind == RESOURCE:
+            self.resource(v, item, depth + 1)
+        elif not isinstance(v, str) or not v.lstrip().startswith("<div"):
+            self.error("value", item, "narrative must be an XHTML div")
+        elif "\x00" in v:
+            self.error("value", item, "must not contain NUL characters")
 
     def _primitive_ext(self, x: Any, path: Path, depth: int) -> None:
         if not isinstance(x, dict):
@@ -273,7 +281,7 @@ class Walk:
             ok = isinstance(v, (int, FhirDecimal)) and not isinstance(v, bool)
         else:
             ok = isinstance(v, str)
-            if ok and not v.strip():
+            if ok and (not v or v.isspace()):
                 self.error("value", path, "must not be empty or only white space")
                 return
             if ok and "\x00" in v:  # no FHIR value needs it, and PostgreSQL text cannot hold it
