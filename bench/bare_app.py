@@ -1,13 +1,20 @@
-"""The app the read benchmark serves: the real sharedcare app, plus one bench-only route on the same
-stack (FastAPI, uvicorn, the same middleware) that returns the same stored bytes from memory with no
-database, policy or audit. The ratio between the two is what the store's read path costs."""
+"""The app the read benchmark serves: the real sharedcare app, plus two bench-only routes on the same
+stack (FastAPI, uvicorn, the same middleware):
+
+- /bare/Patient/{id} returns the same stored bytes from memory with no database, policy or audit.
+  The ratio of the real read to it is what the store's read path costs.
+- /unaudited/Patient/{id} is the real read (the same policy-restricted SELECT and response) without
+  its audit record: a diagnostic that splits that cost into the lookup and the durable audit record.
+  It exists only in this benchmark app; the product never serves data unaudited (safety property 3)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 from starlette.responses import Response
 
+from sharedcare.access.context import system_caller
 from sharedcare.app import create_app, open_services
+from sharedcare.fhir import responses
 from sharedcare.fhir.formats import JSON_TYPE
 from sharedcare.settings import get_settings
 from sharedcare.storage.tables import resource
@@ -24,3 +31,16 @@ app = create_app(settings, services)
 @app.get("/bare/Patient/{res_id}")
 async def bare(res_id: str) -> Response:
     return Response(CACHE[res_id], media_type=JSON_TYPE)
+
+
+CALLER = system_caller(settings.node_id)
+BASE = settings.base_url.rstrip("/")
+
+
+@app.get("/unaudited/Patient/{res_id}")
+async def unaudited(res_id: str) -> Response:
+    stored, error, _record = services.repo._read(CALLER, "Patient", res_id)
+    if error is not None:
+        raise error
+    assert stored is not None
+    return Response(stored.data, media_type=JSON_TYPE, headers=responses.version_headers(stored, BASE))

@@ -56,6 +56,27 @@ def test_transaction_resolves_urn_uuid_links_in_narrative(client: TestClient) ->
     assert 'href="urn:uuid:99999999-9999-9999-9999-999999999999"' in stored_div  # unknown ones are left alone
 
 
+def test_transaction_resolves_urn_uuid_references_in_arrays_nested_and_uri_elements(client: TestClient) -> None:
+    """R4 http.html#trules: every reference and uri equal to an entry's fullUrl is rewritten, wherever it
+    sits (array items, nested elements, extensions); other strings, even equal to a fullUrl's tail, stay."""
+    pid = "urn:uuid:33333333-3333-3333-3333-333333333333"
+    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+           "subject": {"reference": pid},
+           "performer": [{"reference": "Practitioner/elsewhere"}, {"reference": pid}],
+           "extension": [{"url": "http://example.org/fhir/StructureDefinition/about", "valueUri": pid}],
+           "note": [{"text": "33333333-3333-3333-3333-333333333333"}]}
+    r = post_bundle(client, {"resourceType": "Bundle", "type": "transaction", "entry": [
+        entry("POST", "Observation", obs), entry("POST", "Patient", patient(), full_url=pid)]})
+    assert r.status_code == 200, r.text
+    obs_loc, pat_loc = (e["response"]["location"].split("/_history")[0] for e in r.json()["entry"])
+    stored = client.get("/fhir/" + obs_loc).json()
+    assert stored["subject"]["reference"] == pat_loc
+    assert [p["reference"] for p in stored["performer"]] == ["Practitioner/elsewhere", pat_loc]
+    assert stored["extension"][0]["valueUri"] == pat_loc
+    assert stored["extension"][0]["url"] == "http://example.org/fhir/StructureDefinition/about"
+    assert stored["note"][0]["text"] == "33333333-3333-3333-3333-333333333333"
+
+
 def test_transaction_is_all_or_nothing(client: TestClient) -> None:
     """CV4: one invalid entry rolls back every other entry."""
     entries = [entry("POST", "Patient", patient(f"P{i}")) for i in range(99)]
