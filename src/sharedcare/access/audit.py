@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sharedcare.access.context import Caller
 
@@ -62,10 +63,16 @@ class AuditRecord:
 _UNHASHED = frozenset(("seq", "prev_hash", "hash"))
 
 
+@lru_cache(maxsize=64)
+def _hashed_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The fields a row's hash covers, in name order (rows come in a handful of key sets)."""
+    return tuple(sorted(k for k in keys if k not in _UNHASHED))
+
+
 def chain_hash(prev_hash: str, row: dict[str, object]) -> str:
     """The hash of a row given the previous hash in its partition: SHA-256 over the previous hash and
     then, for every field in name order, a unit separator, the name, `=` and the value as text."""
-    text = prev_hash + "".join(f"\x1f{key}={row[key]}" for key in sorted(row) if key not in _UNHASHED)
+    text = prev_hash + "".join([f"\x1f{key}={row[key]}" for key in _hashed_keys(tuple(row))])
     return hashlib.sha256(text.encode()).hexdigest()
 
 

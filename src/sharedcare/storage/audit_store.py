@@ -72,7 +72,10 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
 
 
 def _lock_heads(conn: Connection, partitions: list[str]) -> dict[str, tuple[int, str]]:
-    rows = _LOCK_HEADS.execute(conn, [{"partition_key": p} for p in partitions])
+    # An IN list may repeat a value, so the list is padded to a compiled size: one statement per batch.
+    size = next((n for n in reversed(_LOCK_HEADS.SIZES) if n >= len(partitions)), len(partitions))
+    padded = partitions + [partitions[-1]] * (size - len(partitions))
+    rows = _LOCK_HEADS.execute(conn, [{"partition_key": p} for p in padded])
     return {r[0]: (r[1], r[2]) for r in rows}
 
 

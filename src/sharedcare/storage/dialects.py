@@ -177,7 +177,7 @@ class RowsStatement:
     on the driver. One statement for many rows also means one trip into the database engine, where
     executemany makes one per row (and on SQLite gives up the GIL once per row)."""
 
-    SIZES = (64, 16, 4, 1)  # few shapes to compile (a 256-row INSERT takes ~75 ms to compile)
+    SIZES = (64, 32, 16, 8, 4, 2, 1)  # few shapes to compile (a 256-row INSERT takes ~75 ms to compile)
 
     def __init__(self, build: Callable[[int, str], ClauseElement], columns: Sequence[str]) -> None:
         self._build = build
