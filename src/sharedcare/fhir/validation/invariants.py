@@ -44,7 +44,9 @@ def _obs_6(node: Any, root: dict[str, Any]) -> bool:
 def _codings(concept: Any) -> list[tuple[Any, Any]]:
     if not isinstance(concept, dict):
         return []
-    return [(c.get("system"), c.get("code")) for c in concept.get("coding", []) if isinstance(c, dict)]
+    raw = concept.get("coding", [])
+    # FHIRPath sees a lone object where an array belongs as a collection of one (the walk reports it).
+    return [(c.get("system"), c.get("code")) for c in (raw if isinstance(raw, list) else [raw]) if isinstance(c, dict)]
 
 
 def _obs_7(node: Any, root: dict[str, Any]) -> bool:
@@ -76,13 +78,68 @@ def _per_1(node: Any, root: dict[str, Any]) -> bool:
         return True  # a malformed date is reported by the primitive check, not here
 
 
-# Hot invariants (every Quantity, every Observation) run natively; tests prove they agree with fhirpathpy.
-NATIVE_RULES = {"qty-3": _qty_3, "obs-6": _obs_6, "obs-7": _obs_7, "inv-1": _inv_1, "per-1": _per_1}
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VER = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+ALLERGY_VER = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+
+
+def _coded(concept: Any, system: str, *codes: str) -> bool:
+    """concept.coding.where(system = S and (code = C1 or ...)).exists()"""
+    return any(s == system and c in codes for s, c in _codings(concept))
+
+
+def _con_3(node: Any, root: dict[str, Any]) -> bool:
+    """con-3: clinicalStatus is required unless entered in error or the condition is not a problem-list
+    item. As written in R4 the last clause compares each category (a CodeableConcept) with a string,
+    which is never true, so any category at all fails it; the reference engine agrees."""
+    return ("clinicalStatus" in node or _coded(node.get("verificationStatus"), CONDITION_VER, "entered-in-error")
+            or not node.get("category"))
+
+
+def _con_4(node: Any, root: dict[str, Any]) -> bool:
+    """con-4: if abatement is present, the clinical status must be resolved, remission or inactive."""
+    return (_keys_of("abatement").isdisjoint(node)
+            or _coded(node.get("clinicalStatus"), CONDITION_CLINICAL, "resolved", "remission", "inactive"))
+
+
+def _con_5(node: Any, root: dict[str, Any]) -> bool:
+    """con-5: a condition entered in error has no clinical status."""
+    return not _coded(node.get("verificationStatus"), CONDITION_VER, "entered-in-error") or "clinicalStatus" not in node
+
+
+def _ait_1(node: Any, root: dict[str, Any]) -> bool:
+    """ait-1: clinicalStatus is required unless the allergy was entered in error."""
+    return _coded(node.get("verificationStatus"), ALLERGY_VER, "entered-in-error") or "clinicalStatus" in node
+
+
+def _ait_2(node: Any, root: dict[str, Any]) -> bool:
+    """ait-2: an allergy entered in error has no clinical status."""
+    return not _coded(node.get("verificationStatus"), ALLERGY_VER, "entered-in-error") or "clinicalStatus" not in node
+
+
+def _org_1(node: Any, root: dict[str, Any]) -> bool:
+    """org-1: an organization has at least a name or an identifier."""
+    identifiers = node.get("identifier")
+    return bool(identifiers if isinstance(identifiers, list) else identifiers is not None) or "name" in node
+
+
+def _not_home(node: Any, root: dict[str, Any]) -> bool:
+    """org-2 / org-3: an organization's address and telecom are never 'home'."""
+    return node.get("use") != "home"
+
+
+# Hot invariants (every Quantity, every Observation, every Condition) run natively; tests prove they agree
+# with fhirpathpy.
+NATIVE_RULES = {"qty-3": _qty_3, "obs-6": _obs_6, "obs-7": _obs_7, "inv-1": _inv_1, "per-1": _per_1,
+                "con-3": _con_3, "con-4": _con_4, "con-5": _con_5, "ait-1": _ait_1, "ait-2": _ait_2,
+                "org-1": _org_1, "org-2": _not_home, "org-3": _not_home}
 
 
 # The commonest shape of invariant, "A.empty() or B.exists()" over two child elements (prr-1, cpt-2,
 # tim-1, tim-6..8 ...), runs natively too; tests check it agrees with fhirpathpy on every conformance example.
 _EMPTY_OR_EXISTS = re.compile(r"(\w+)\.empty\(\) or (\w+)\.exists\(\)")
+# ... and "A.empty() or B.empty()" (not both: cpl-3, ...).
+_EMPTY_OR_EMPTY = re.compile(r"(\w+)\.empty\(\) or (\w+)\.empty\(\)")
 
 
 @cache
@@ -93,6 +150,7 @@ def _choice_suffixes() -> tuple[str, ...]:
     return tuple(t[0].upper() + t[1:] for t in sorted(types))
 
 
+@cache
 def _keys_of(name: str) -> frozenset[str]:
     """The JSON keys that carry element `name`: its value, a primitive's extension, or a choice-type
     variant such as valueString."""
@@ -101,11 +159,13 @@ def _keys_of(name: str) -> frozenset[str]:
 
 @cache
 def _pattern_rule(expression: str) -> Any:
-    m = _EMPTY_OR_EXISTS.fullmatch(expression.strip())
-    if m is None:
-        return None
-    a, b = (_keys_of(name) for name in m.groups())
-    return lambda node, root: a.isdisjoint(node) or not b.isdisjoint(node)
+    if m := _EMPTY_OR_EXISTS.fullmatch(expression.strip()):
+        a, b = (_keys_of(name) for name in m.groups())
+        return lambda node, root: a.isdisjoint(node) or not b.isdisjoint(node)
+    if m := _EMPTY_OR_EMPTY.fullmatch(expression.strip()):
+        a, b = (_keys_of(name) for name in m.groups())
+        return lambda node, root: a.isdisjoint(node) or b.isdisjoint(node)
+    return None
 
 
 def _portable(expression: str) -> str:
