@@ -125,7 +125,7 @@ def _org_1(node: Any, root: dict[str, Any]) -> bool:
 
 def _not_home(node: Any, root: dict[str, Any]) -> bool:
     """org-2 / org-3: an organization's address and telecom are never 'home'."""
-    return node.get("use") != "home"
+    return bool(node.get("use") != "home")
 
 
 # Hot invariants (every Quantity, every Observation, every Condition) run natively; tests prove they agree
