@@ -256,6 +256,18 @@ class Compiled:
     info: SearchParamInfo
     steps: tuple[Step, ...]
     fallback: str | None  # an expression for fhirpathpy when the subset does not cover it
+    # The resource's own JSON keys the steps start from: a resource holding none of them has no value
+    # for this parameter (most parameters of a type are absent from any one resource). None: no shortcut.
+    keys: frozenset[str] | None = None
+
+
+def _first_keys(resource_type: str, steps: list[Step]) -> frozenset[str] | None:
+    keys: set[str] = set()
+    for step in steps:
+        if step.root != resource_type or not step.ops or step.ops[0][0] != "child":
+            return None
+        keys.update(key for key, _ in _child_keys(resource_type, step.ops[0][1]))
+    return frozenset(keys)
 
 
 @cache
@@ -280,7 +292,8 @@ def compiled_for(resource_type: str) -> tuple[Compiled, ...]:
             continue
         steps = [compile_part(p.replace("Resource.", resource_type + ".", 1)) for p in parts]
         if all(s is not None for s in steps):
-            out.append(Compiled(info, tuple(s for s in steps if s is not None), None))
+            compiled = [s for s in steps if s is not None]
+            out.append(Compiled(info, tuple(compiled), None, _first_keys(resource_type, compiled)))
         else:
             out.append(Compiled(info, (), " | ".join(parts)))
     return tuple(out)
@@ -455,6 +468,8 @@ def extract(resource: dict[str, Any]) -> IndexValues:
     if not isinstance(res_type, str):
         return out
     for comp in compiled_for(res_type):
+        if comp.keys is not None and comp.keys.isdisjoint(resource):
+            continue
         native = NATIVE_EXPRESSIONS.get(comp.fallback or "")
         if native is not None:
             for v in native(resource):
