@@ -65,24 +65,36 @@ def _entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
 _QUOTED = re.compile(r'"([^"]*)"')  # attribute values in narrative XHTML (href="urn:uuid:...")
 
 
-def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
-    """Replace, in place, every reference (and uri) equal to a mapped fullUrl, and hrefs in narrative.
-    Returns the node (a bare string is returned replaced, having no container to change)."""
-    if not mapping or not isinstance(node, (dict, list)):
-        return mapping.get(node, node) if isinstance(node, str) else node
-    stack = [node]
+# Where a string sits in a resource: its container (dict or list), its key or index, and the string.
+Slot = tuple[Any, Any, str]
+
+
+def _slots(resource: Any, full_urls: set[str]) -> list[Slot]:
+    """The strings of a resource that resolving a bundle may change, found in one pass: those equal to
+    a fullUrl of the bundle (references, uris), conditional references (`Type?criteria`) and
+    narrative (for its links)."""
+    found: list[Slot] = []
+    stack = [resource] if isinstance(resource, (dict, list)) else []
     while stack:
         current = stack.pop()
-        pairs = current.items() if isinstance(current, dict) else enumerate(current)
-        for k, v in pairs:
+        for k, v in (current.items() if isinstance(current, dict) else enumerate(current)):
             if isinstance(v, str):
-                if k == "div":
-                    current[k] = _QUOTED.sub(lambda m: f'"{mapping[m[1]]}"' if m[1] in mapping else m[0], v)
-                elif v in mapping:
-                    current[k] = mapping[v]  # an existing key: the dict does not change size
+                if v in full_urls or k == "div" or (k == "reference" and "?" in v):
+                    found.append((current, k, v))
             elif isinstance(v, (dict, list)):
                 stack.append(v)
-    return node
+    return found
+
+
+def _apply(slots: list[Slot], mapping: dict[str, str]) -> None:
+    """Replace, in place, every slot's string that is mapped, and mapped links in narrative."""
+    if not mapping:
+        return
+    for current, k, v in slots:
+        if k == "div":
+            current[k] = _QUOTED.sub(lambda m: f'"{mapping[m[1]]}"' if m[1] in mapping else m[0], v)
+        elif v in mapping:
+            current[k] = mapping[v]  # an existing key or index: the container does not change size
 
 
 class BundleProcessor:
@@ -106,11 +118,10 @@ class BundleProcessor:
     def transaction(self, caller: Caller, entries: list[Entry]) -> dict[str, Any]:
         results: dict[int, dict[str, Any]] = {}
         with self.repo.unit(caller, "transaction") as unit:
-            mapping = self._resolve_ids(unit, entries)
+            mapping, slots = self._resolve_ids(unit, entries)
             seen: set[str] = set()
             for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
-                if entry.resource is not None:
-                    entry.resource = _rewrite(entry.resource, mapping)
+                _apply(slots.get(entry.index, []), mapping)
                 target = self._target(entry, mapping)
                 if target and target in seen and entry.method != "GET":
                     raise BadRequest(f"Bundle.entry[{entry.index}] changes a resource another entry changes")
@@ -134,8 +145,12 @@ class BundleProcessor:
             return mapping.get(entry.full_url)
         return None
 
-    def _resolve_ids(self, unit: Unit, entries: list[Entry]) -> dict[str, str]:
-        """Assign ids to POSTed resources and resolve conditional references, before any write."""
+    def _resolve_ids(self, unit: Unit, entries: list[Entry]) -> tuple[dict[str, str], dict[int, list[Slot]]]:
+        """Assign ids to POSTed resources and resolve conditional references, before any write: the
+        mapping from each fullUrl and conditional reference to `Type/id`, and per entry the strings of
+        its resource that may need rewriting."""
+        full_urls = {e.full_url for e in entries if e.full_url}
+        slots = {e.index: _slots(e.resource, full_urls) for e in entries if e.resource is not None}
         mapping: dict[str, str] = {}
         for e in entries:
             if e.method == "POST":
@@ -155,8 +170,9 @@ class BundleProcessor:
                 mapping[e.full_url] = e.path
         # Conditional references: any reference "Type?criteria" must match exactly one resource.
         for e in entries:
-            for ref in _references(e.resource):
-                if "?" in ref and ref not in mapping and not ref.startswith(("http:", "https:", "urn:")):
+            for _, key, ref in slots.get(e.index, ()):
+                if key == "reference" and "?" in ref and ref not in mapping and \
+                        not ref.startswith(("http:", "https:", "urn:")):
                     res_type, _, criteria = ref.partition("?")
                     interactions.check_type(res_type)
                     q = search_query.parse(res_type, parse_qsl(criteria, keep_blank_values=True),
@@ -170,7 +186,7 @@ class BundleProcessor:
         for e in entries:
             if e.full_url and e.full_url.startswith(self.base_url + "/") and e.full_url not in mapping:
                 mapping[e.full_url] = e.full_url[len(self.base_url) + 1:]
-        return mapping
+        return mapping, slots
 
     def _run(self, unit: Unit, entry: Entry, mapping: dict[str, str]) -> dict[str, Any]:
         req = entry.request
@@ -223,27 +239,12 @@ class BundleProcessor:
         for entry in entries:
             try:
                 with self.repo.unit(caller, "batch") as unit:
-                    mapping = self._resolve_ids(unit, [entry])
-                    if entry.resource is not None:
-                        entry.resource = _rewrite(entry.resource, mapping)
+                    mapping, slots = self._resolve_ids(unit, [entry])
+                    _apply(slots.get(entry.index, []), mapping)
                     out.append(self._run(unit, entry, mapping))
             except FhirError as exc:
                 out.append({"response": {"status": str(exc.status), "outcome": exc.outcome()}})
         return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
-
-
-def _references(node: Any) -> list[str]:
-    """Every Reference.reference string in a resource."""
-    found: list[str] = []
-    stack = [node] if isinstance(node, (dict, list)) else []
-    while stack:
-        current = stack.pop()
-        for k, v in (current.items() if isinstance(current, dict) else enumerate(current)):
-            if isinstance(v, (dict, list)):
-                stack.append(v)
-            elif k == "reference" and isinstance(v, str):
-                found.append(v)
-    return found
 
 
 def _patch_body(resource: Any) -> Any:

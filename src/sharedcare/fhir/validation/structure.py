@@ -96,6 +96,8 @@ class Walk:
     def __init__(self, root: dict[str, Any]) -> None:
         self.root = root
         self.issues: list[Issue] = []
+        # Local references ('#id') met in each resource being walked (innermost last), for ref-1.
+        self.local_refs: list[list[str]] = []
 
     def error(self, code: str, path: Path, message: str, severity: str = "error") -> None:
         self.issues.append(Issue(severity, code, message, (render(path),)))
@@ -110,29 +112,24 @@ class Walk:
             self.error("structure", path, "resourceType is missing or not an R4 resource type")
             return
         here = path if path else rtype
+        self.local_refs.append([])
         self.object(node, rtype, here, depth, is_resource=True)
+        local_refs = self.local_refs.pop()
         if "contained" in node:
             for key, where, message in invariants.dom_checks(node, render(here)):
                 self.error("invariant", where, f"{key}: {message}")
-        self._contained_refs(node, here)
+        if local_refs:
+            self._contained_refs(node, here, local_refs)
 
-    def _contained_refs(self, node: dict[str, Any], path: Path) -> None:
-        """ref-1: a local reference '#id' must point at a contained resource."""
+    def _contained_refs(self, node: dict[str, Any], path: Path, local_refs: list[str]) -> None:
+        """ref-1: a local reference '#id' must point at a contained resource. The walk gathers the local
+        references of each resource (a nested resource, contained or a bundle entry, gathers its own)."""
         raw = node.get("contained")
         contained: list[Any] = raw if isinstance(raw, list) else []
         ids = {c.get("id") for c in contained if isinstance(c, dict)}
-        stack: list[Any] = [v for k, v in node.items() if k != "contained"]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, dict):
-                if "resourceType" in item:
-                    continue  # a nested resource (bundle entry, contained) is checked on its own
-                ref = item.get("reference")
-                if isinstance(ref, str) and ref.startswith("#") and len(ref) > 1 and ref[1:] not in ids:
-                    self.error("invariant", path, "ref-1: a local reference must point at a contained resource")
-                stack.extend(item.values())
-            elif isinstance(item, list):
-                stack.extend(item)
+        for ref in local_refs:
+            if ref[1:] not in ids:
+                self.error("invariant", path, "ref-1: a local reference must point at a contained resource")
 
     # -- complex values -----------------------------------------------------------------------------
     def object(self, node: dict[str, Any], ctx: str, path: Path, depth: int, *, is_resource: bool = False) -> None:
@@ -222,6 +219,10 @@ class Walk:
                 self.error("structure", item, f"must be a JSON object ({vtype})")
                 return
             self.object(v, slot.child, item, depth + 1)
+            if vtype == "Reference":
+                ref = v.get("reference")
+                if isinstance(ref, str) and len(ref) > 1 and ref[0] == "#" and self.local_refs:
+                    self.local_refs[-1].append(ref)
             if slot.rules:
                 self._complex_rules(slot.el, vtype, v, item)
             for c, check in slot.checks:

@@ -46,6 +46,26 @@ def test_each_rule_names_its_path(mutation: dict[str, Any], expected: tuple[str,
         code == expected[0] and path.startswith(expected[1]) for code, path in errors({**OBS, **mutation}))
 
 
+def test_local_references_must_point_at_a_contained_resource() -> None:
+    """ref-1, wherever a Reference sits (array items, extensions); each resource checks its own."""
+    med = {"resourceType": "Medication", "id": "m1", "code": {"text": "aspirin"}}
+    ok = {"resourceType": "MedicationRequest", "status": "active", "intent": "order", "contained": [med],
+          "medicationReference": {"reference": "#m1"}, "subject": {"reference": "Patient/1"},
+          "supportingInformation": [{"reference": "#m1"}]}
+    assert errors(ok) == set()
+    ref_1 = ("invariant", "MedicationRequest")
+    assert ref_1 in errors({**ok, "supportingInformation": [{"reference": "Patient/2"}, {"reference": "#m2"}]})
+    assert ref_1 in errors({**ok, "extension": [{"url": "http://example.org/x", "valueReference": {"reference": "#x"}}]})
+    assert ref_1 in errors({**ok, "contained": []})
+    assert ref_1 in errors({k: v for k, v in ok.items() if k != "contained"})
+    # A nested resource checks its own local references against its own contained resources.
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": ok}]}
+    assert errors(bundle) == set()
+    broken = {**ok, "medicationReference": {"reference": "#gone"}}
+    found = errors({**bundle, "entry": [{"resource": broken}]})
+    assert ("invariant", "Bundle.entry[0].resource") in found and ("invariant", "Bundle") not in found
+
+
 def test_required_elements() -> None:
     assert ("required", "Observation.status") in errors({"resourceType": "Observation", "code": {"text": "x"}})
     assert ("required", "Observation.code") in errors({"resourceType": "Observation", "status": "final"})
