@@ -144,6 +144,28 @@ class Walk:
             self.error("structure", path, "an element must have a value or children (ele-1)")
             return
         slots = p.slots
+        # The common case: every key names a known element by its value (no "_x" primitive extension)
+        # and no element twice (no two types of one choice): check each key's values directly.
+        single: dict[str, str] = {}  # element name -> its JSON name
+        for key in node:
+            if key == "resourceType" and is_resource:
+                continue
+            slot = slots.get(key)
+            if slot is None or slot.el.name in single:
+                break
+            single[slot.el.name] = key
+        else:
+            for key in single.values():
+                slot = slots[key]
+                total = self.element(node, key, slot, path, depth)
+                if slot.el.max is not None and total > slot.el.max:
+                    self.error("structure", (path, slot.el.name), f"allows at most {slot.el.max}")
+            for el in p.required:
+                if el.name not in single:
+                    self.error("required", (path, el.name), f"is required (at least {el.min})")
+            for c, check in p.root_checks:
+                self._check(c, check, node, path)
+            return
         present: dict[str, list[str]] = {}  # element name -> the JSON names used for it (several: a choice)
         for key in node:
             if key == "resourceType" and is_resource:
