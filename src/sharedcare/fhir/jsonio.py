@@ -16,6 +16,7 @@ import re
 from itertools import accumulate
 from typing import Any
 
+import msgspec
 import orjson
 
 from sharedcare.errors import BadRequest
@@ -79,27 +80,34 @@ def _parse_int(literal: str) -> int | FhirDecimal:
 
 
 _decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_int=_parse_int, parse_constant=_reject_constant)
+# msgspec parses about three times faster than the standard library and hands every number with a
+# fraction or exponent to FhirDecimal as its literal. It has no hook for integers, so text holding a
+# run of 19 or more digits anywhere (possibly an integer beyond 64 bits, see _parse_int) takes the
+# standard library's path instead; both give the same values otherwise (tested).
+_fast_decoder = msgspec.json.Decoder(float_hook=FhirDecimal)
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_BOM = b"\xef\xbb\xbf"
 
 
 def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse FHIR JSON exactly. Raises BadRequest for anything that is not well-formed JSON."""
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
-    else:
-        text = data
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
+    if data.startswith(_BOM):
+        data = data[3:]
     # Fast path for the common case: depth is only scanned when brackets are many.
-    if (text.count("{") + text.count("[")) > max_depth and not _depth_ok(
-            data if isinstance(data, bytes) else text.encode(), max_depth):
+    if (data.count(b"{") + data.count(b"[")) > max_depth and not _depth_ok(data, max_depth):
         raise BadRequest(f"JSON nested deeper than {max_depth} levels")
     try:
-        return _decoder.decode(text)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc.args[0].split(':')[0]}") from None
+        if _LONG_DIGITS.search(data) is None:
+            return _fast_decoder.decode(data)
+        return _decoder.decode(data.decode("utf-8"))
+    except (msgspec.DecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise BadRequest(f"body is not valid JSON: {str(exc).split(':')[0]}") from None
     except RecursionError:
         raise BadRequest("JSON nested too deeply") from None
 

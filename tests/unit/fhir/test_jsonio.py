@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sharedcare.errors import BadRequest
+from tests.support.conformance import conformance_files
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.jsonio import FhirDecimal
 
@@ -86,3 +87,31 @@ def test_nesting_beyond_the_limit_is_a_bad_request() -> None:
     with pytest.raises(BadRequest, match="nested deeper"):
         jsonio.loads(deep.encode())
     assert jsonio.loads(("[" * 64 + "]" * 64).encode()) is not None
+
+
+@pytest.mark.parametrize("path", conformance_files("synthea-r4", "*.json")[:6] + conformance_files(
+    "fhirpath-r4/json-inputs", "*.json"))
+def test_the_fast_parser_gives_exactly_what_the_standard_library_path_gives(path: object) -> None:
+    """Bodies are parsed by msgspec unless they hold a run of 19 digits; the standard library's path
+    (the reference) must give the same values and the same decimal literals."""
+    import json
+
+    data = path.read_bytes()  # type: ignore[attr-defined]
+    fast = jsonio.loads(data)
+    reference = jsonio._decoder.decode(data.decode("utf-8").removeprefix("\ufeff"))
+    assert fast == reference
+    assert jsonio.dumps(fast) == jsonio.dumps(reference)
+    assert json.loads(jsonio.dumps(fast)) == json.loads(data)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"a":"\\ud800"}', b'{"a":"x\ty"}', b'{"a":1}x', b'{"a":1,}', b"[01]", b'{"a":.5}', b'{"a":+1}'])
+def test_malformed_json_the_fast_parser_meets_is_a_bad_request(body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        jsonio.loads(body)
+
+
+def test_a_long_digit_run_anywhere_takes_the_exact_integer_path() -> None:
+    assert isinstance(jsonio.loads(b'{"v":12345678901234567890}')["v"], FhirDecimal)
+    assert jsonio.loads(b'{"id":"1234567890123456789","v":2}') == {"id": "1234567890123456789", "v": 2}
+    assert type(jsonio.loads(b'{"v":123456789012345678}')["v"]) is int  # 18 digits: the fast path
