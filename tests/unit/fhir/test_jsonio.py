@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sharedcare.errors import BadRequest
-from tests.support.conformance import conformance_files
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.jsonio import FhirDecimal
+from tests.support.conformance import conformance_files
 
 
 @pytest.mark.parametrize("literal", ["1.50", "0.10", "1e2", "-0.0", "3.14159265358979323846264338327950288", "1E-7"])

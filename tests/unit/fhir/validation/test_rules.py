@@ -55,7 +55,8 @@ def test_local_references_must_point_at_a_contained_resource() -> None:
     assert errors(ok) == set()
     ref_1 = ("invariant", "MedicationRequest")
     assert ref_1 in errors({**ok, "supportingInformation": [{"reference": "Patient/2"}, {"reference": "#m2"}]})
-    assert ref_1 in errors({**ok, "extension": [{"url": "http://example.org/x", "valueReference": {"reference": "#x"}}]})
+    extension = {"url": "http://example.org/x", "valueReference": {"reference": "#x"}}
+    assert ref_1 in errors({**ok, "extension": [extension]})
     assert ref_1 in errors({**ok, "contained": []})
     assert ref_1 in errors({k: v for k, v in ok.items() if k != "contained"})
     # A nested resource checks its own local references against its own contained resources.
@@ -63,7 +64,8 @@ def test_local_references_must_point_at_a_contained_resource() -> None:
     assert errors(bundle) == set()
     broken = {**ok, "medicationReference": {"reference": "#gone"}}
     found = errors({**bundle, "entry": [{"resource": broken}]})
-    assert ("invariant", "Bundle.entry[0].resource") in found and ("invariant", "Bundle") not in found
+    assert ("invariant", "Bundle.entry[0].resource") in found
+    assert ("invariant", "Bundle") not in found
 
 
 def test_required_elements() -> None:
