@@ -81,11 +81,11 @@ def _parse_int(literal: str) -> int | FhirDecimal:
 
 _decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_int=_parse_int, parse_constant=_reject_constant)
 # msgspec parses about three times faster than the standard library and hands every number with a
-# fraction or exponent to FhirDecimal as its literal. It has no hook for integers, so text holding a
-# run of 19 or more digits anywhere (possibly an integer beyond 64 bits, see _parse_int) takes the
-# standard library's path instead; both give the same values otherwise (tested).
+# fraction or exponent to FhirDecimal as its literal. Integers stay exact Python ints at any size; the
+# few beyond 64 bits, which orjson cannot write, are written from their digits by `dumps` (the text of
+# a JSON integer is exactly str() of its value). The standard library decoder (`_decoder`) is kept as
+# the reference the tests hold msgspec to.
 _fast_decoder = msgspec.json.Decoder(float_hook=FhirDecimal)
-_LONG_DIGITS = re.compile(rb"\d{19}")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -103,10 +103,8 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     if (data.count(b"{") + data.count(b"[")) > max_depth and not _depth_ok(data, max_depth):
         raise BadRequest(f"JSON nested deeper than {max_depth} levels")
     try:
-        if _LONG_DIGITS.search(data) is None:
-            return _fast_decoder.decode(data)
-        return _decoder.decode(data.decode("utf-8"))
-    except (msgspec.DecodeError, json.JSONDecodeError, ValueError) as exc:
+        return _fast_decoder.decode(data)
+    except (msgspec.DecodeError, ValueError) as exc:
         raise BadRequest(f"body is not valid JSON: {str(exc).split(':')[0]}") from None
     except RecursionError:
         raise BadRequest("JSON nested too deeply") from None
@@ -114,4 +112,18 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
 
 def dumps(obj: Any) -> bytes:
     """Serialise compactly; FhirDecimal values are written with their original literal."""
-    return orjson.dumps(obj, default=_default)
+    try:
+        return orjson.dumps(obj, default=_default)
+    except orjson.JSONEncodeError:
+        # An integer beyond 64 bits (a valid FHIR decimal): write it from its digits and try again.
+        return orjson.dumps(_big_ints_as_literals(obj), default=_default)
+
+
+def _big_ints_as_literals(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _big_ints_as_literals(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_big_ints_as_literals(v) for v in obj]
+    if isinstance(obj, int) and not isinstance(obj, bool) and not -2**63 <= obj < 2**64:
+        return orjson.Fragment(str(obj))
+    return obj
