@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-from itertools import accumulate
 from typing import Any
 
 import msgspec
@@ -58,11 +57,13 @@ def _reject_constant(name: str) -> Any:
 
 
 # The depth check works on bytes: drop escape sequences, keep only quotes and brackets (one C pass),
-# drop what is left of string literals, and what remains is the nesting, one byte per bracket.
+# drop what is left of string literals, and what remains is the nesting, one byte per bracket. Each
+# pass of _LEAVES then removes the innermost pairs, one level of every branch (a regex pass does not
+# rescan what it produced), so the nesting is at most `limit` deep when `limit` passes empty it.
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
-_DELTA = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_LEAVES = re.compile(rb"\[\]|\{\}")
 
 
 def _depth_ok(data: bytes, limit: int) -> bool:
@@ -70,7 +71,12 @@ def _depth_ok(data: bytes, limit: int) -> bool:
     reaches the parser's recursion. (Text that is not well-formed JSON may be misjudged either way;
     the parser refuses it anyway.)"""
     brackets = _STRING.sub(b"", _ESCAPE.sub(b"", data).translate(None, _NOT_STRUCTURE))
-    return not brackets or max(accumulate(map(_DELTA.__getitem__, brackets))) <= limit
+    for _ in range(limit):
+        if not brackets:
+            return True
+        brackets = _LEAVES.sub(b"", brackets)
+    # Still nested after `limit` levels: deeper, unless nothing pairs up any more (malformed text).
+    return not brackets or _LEAVES.search(brackets) is None
 
 
 def _parse_int(literal: str) -> int | FhirDecimal:
