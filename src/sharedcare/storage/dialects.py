@@ -14,6 +14,7 @@ import hashlib
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, event, text
@@ -194,37 +195,43 @@ class RowsStatement:
             found = self._compiled[key] = (raw, flat)
         return found
 
-    def chunks(self, engine: Engine, rows: Sequence[dict[str, Any]]) -> Iterator[tuple[RawStatement, Any]]:
-        """(statement, driver parameters) for each chunk of `rows`."""
-        start = 0
-        while start < len(rows):
-            left = len(rows) - start
-            n = next(size for size in self.SIZES if size <= left)
-            raw, flat = self._get(engine, n)
-            chunk = rows[start:start + n]
-            cols = self._columns
-            if flat:
-                yield raw, tuple([row[c] for row in chunk for c in cols])
-            else:
-                yield raw, raw.args({f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in cols})
-            start += n
-
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Any]:
         """Run over every row inside `conn`'s current transaction; the rows it returns, if any (as
         the driver's tuples). Runs on the driver's cursor: wrapping each result costs more than the
         statement. A constraint violation is raised as SQLAlchemy's IntegrityError, as Core would."""
+        cols = self._columns
+        return self._run(conn, rows, lambda chunk: tuple([row[c] for row in chunk for c in cols]),
+                         lambda chunk: {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in cols})
+
+    def execute_tuples(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """`execute` for rows given as tuples in column order (no dict per row)."""
+        cols = self._columns
+        return self._run(conn, rows, lambda chunk: tuple(chain.from_iterable(chunk)),
+                         lambda chunk: {f"{c}_{i}": v for i, row in enumerate(chunk)
+                                        for c, v in zip(cols, row, strict=True)})
+
+    def _run(self, conn: Connection, rows: Sequence[Any], flat: Callable[[Sequence[Any]], tuple[Any, ...]],
+             named: Callable[[Sequence[Any]], dict[str, Any]]) -> list[Any]:
+        """Each chunk's parameters come from `flat` (positional drivers: row by row, column by column)
+        or `named` (`{column}_{i}`, for drivers with named parameters or statements with bound values)."""
         out: list[Any] = []
         if not rows:
             return out
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            for raw, args in self.chunks(conn.engine, rows):
+            start = 0
+            while start < len(rows):
+                n = next(size for size in self.SIZES if size <= len(rows) - start)
+                raw, is_flat = self._get(conn.engine, n)
+                chunk = rows[start:start + n]
+                args = flat(chunk) if is_flat else raw.args(named(chunk))
                 try:
                     cur.execute(raw.sql, args)
                 except conn.dialect.loaded_dbapi.IntegrityError as exc:
                     raise IntegrityError(raw.sql, args, exc) from exc
                 if cur.description is not None:
                     out.extend(cur.fetchall())
+                start += n
         finally:
             cur.close()
         return out
@@ -232,8 +239,7 @@ class RowsStatement:
 
 def insert_rows(table: Any, columns: Sequence[str] | None = None, *, returning: Sequence[str] = ()) -> RowsStatement:
     """A multi-row INSERT into `table` of `columns` (default: all), optionally RETURNING some columns.
-    The values are bound as given: use it for columns whose values the driver takes as they are
-    (not Numeric, whose Core type converts Decimals)."""
+    The values are bound as given: convert values of types Core would convert (Numeric) first."""
     cols = tuple(columns) if columns is not None else tuple(c.name for c in table.columns)
 
     def build(n: int, _dialect: str) -> ClauseElement:

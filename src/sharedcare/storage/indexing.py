@@ -31,10 +31,14 @@ from sharedcare.storage.tables import (
     idx_uri,
 )
 
+# A row of an index table as a tuple in the table's column order: (res_type, res_id, param, ...). The
+# extractor's values are NamedTuples whose fields follow the columns after res_type and res_id.
+Row = tuple[Any, ...]
+
 
 @dataclass
 class IndexRows:
-    by_table: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    by_table: dict[str, list[Row]] = field(default_factory=dict)
     patients: tuple[str, ...] = ()
 
     @property
@@ -58,26 +62,15 @@ def compartments_of(res_type: str, res_id: str, values: IndexValues) -> tuple[st
 
 def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
     values = extract(resource)
-    key = {"res_type": res_type, "res_id": res_id}
-    by_table: dict[str, list[dict[str, Any]]] = {
-        idx_token.name: [
-            {**key, "param": t.param, "system": t.system, "code": t.code, "text": t.text,
-             "type_system": t.type_system, "type_code": t.type_code}
-            for t in values.tokens
-        ],
-        idx_string.name: [{**key, "param": s.param, "value": s.value, "exact": s.exact} for s in values.strings],
-        idx_date.name: [{**key, "param": d.param, "low": d.low, "high": d.high} for d in values.dates],
-        idx_number.name: [{**key, "param": n.param, "value": n.value} for n in values.numbers],
-        idx_quantity.name: [
-            {**key, "param": q.param, "value": q.value, "system": q.system, "code": q.code, "unit": q.unit}
-            for q in values.quantities
-        ],
-        idx_reference.name: [
-            {**key, "param": r.param, "target_type": r.target_type, "target_id": r.target_id,
-             "version": r.version, "url": r.url}
-            for r in values.references
-        ],
-        idx_uri.name: [{**key, "param": u.param, "value": u.value} for u in values.uris],
+    key = (res_type, res_id)
+    by_table: dict[str, list[Row]] = {
+        idx_token.name: [key + v for v in values.tokens],
+        idx_string.name: [key + v for v in values.strings],
+        idx_date.name: [key + v for v in values.dates],
+        idx_number.name: [key + v for v in values.numbers],
+        idx_quantity.name: [key + v for v in values.quantities],
+        idx_reference.name: [key + v for v in values.references],
+        idx_uri.name: [key + v for v in values.uris],
     }
     return IndexRows(by_table, compartments_of(res_type, res_id, values))
 
@@ -88,13 +81,28 @@ def clear(conn: Connection, res_type: str, res_id: str) -> None:
         stmt.execute(conn, {"t": res_type, "i": res_id})
 
 
-def _inserter(table: Table) -> Callable[[Connection, list[dict[str, Any]]], object]:
-    """How rows go into `table`: multi-row INSERTs on the driver, except for tables with Numeric
-    columns, whose Decimal values need the Core type's conversion (executemany through Core)."""
-    if any(isinstance(c.type, Numeric) for c in table.columns):
-        stmt = table.insert()
-        return lambda conn, rows: conn.execute(stmt, rows)
-    return dialects.insert_rows(table).execute
+def _inserter(table: Table) -> Callable[[Connection, list[Row]], object]:
+    """How rows go into `table`: multi-row INSERTs on the driver. Numeric columns get the conversion
+    the column's Core type would apply for the connection's dialect (its bind processor)."""
+    statement = dialects.insert_rows(table)
+    numeric = [i for i, c in enumerate(table.columns) if isinstance(c.type, Numeric)]
+    if not numeric:
+        return statement.execute_tuples
+    types = [table.columns[i].type for i in numeric]
+
+    def insert(conn: Connection, rows: list[Row]) -> object:
+        processors = [t.bind_processor(conn.dialect) for t in types]
+        if any(processors):
+            converted = []
+            for row in rows:
+                values = list(row)
+                for i, process in zip(numeric, processors, strict=True):
+                    if process is not None and values[i] is not None:
+                        values[i] = process(values[i])
+                converted.append(tuple(values))
+            rows = converted
+        return statement.execute_tuples(conn, rows)
+    return insert
 
 
 _INSERTS = {t.name: _inserter(t) for t in (*INDEX_TABLES, compartment)}
@@ -109,23 +117,22 @@ _CLEAR = [_clear_statement(t) for t in (*INDEX_TABLES, compartment)]
 
 
 class PendingRows:
-    """Index and compartment rows of a transaction's writes, inserted together (executemany)."""
+    """Index and compartment rows of a transaction's writes, inserted together (multi-row INSERTs)."""
 
     def __init__(self) -> None:
-        self.by_table: dict[str, list[dict[str, Any]]] = {}
+        self.by_table: dict[str, list[Row]] = {}
 
     def add(self, res_type: str, res_id: str, rows: IndexRows) -> None:
         for name, table_rows in rows.by_table.items():
             if table_rows:
                 self.by_table.setdefault(name, []).extend(table_rows)
         if rows.patients:
-            self.by_table.setdefault(compartment.name, []).extend(
-                {"res_type": res_type, "res_id": res_id, "patient_id": p} for p in rows.patients)
+            self.by_table.setdefault(compartment.name, []).extend((res_type, res_id, p) for p in rows.patients)
 
     def discard(self, res_type: str, res_id: str) -> None:
         """Forget pending rows of a resource that is being rewritten in the same transaction."""
         for name, table_rows in self.by_table.items():
-            self.by_table[name] = [r for r in table_rows if (r["res_type"], r["res_id"]) != (res_type, res_id)]
+            self.by_table[name] = [r for r in table_rows if r[0] != res_type or r[1] != res_id]
 
     def flush(self, conn: Connection) -> None:
         for name, table_rows in self.by_table.items():
