@@ -57,11 +57,13 @@ def _reject_constant(name: str) -> Any:
 
 
 # The depth check works on bytes: drop escape sequences, keep only quotes and brackets (one C pass),
-# drop what is left of string literals, and what remains is the nesting, one byte per bracket. Each
-# pass of _LEAVES then removes the innermost pairs, one level of every branch (a regex pass does not
-# rescan what it produced), so the nesting is at most `limit` deep when `limit` passes empty it.
+# then drop what is inside string literals: a bracket is inside a string when an odd number of quotes
+# precede it, so adjacent quote pairs (strings with no bracket in them, nearly all) can go first
+# without changing that parity, and the few quotes left split the rest. What remains is the nesting,
+# one byte per bracket. Each pass of _LEAVES then removes the innermost pairs, one level of every
+# branch (a regex pass does not rescan what it produced), so the nesting is at most `limit` deep when
+# `limit` passes empty it.
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_STRING = re.compile(rb'"[^"]*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _LEAVES = re.compile(rb"\[\]|\{\}")
 
@@ -70,7 +72,9 @@ def _depth_ok(data: bytes, limit: int) -> bool:
     """Is the JSON text nested at most `limit` deep? Checked before parsing, so hostile nesting never
     reaches the parser's recursion. (Text that is not well-formed JSON may be misjudged either way;
     the parser refuses it anyway.)"""
-    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", data).translate(None, _NOT_STRUCTURE))
+    brackets = _ESCAPE.sub(b"", data).translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in brackets:
+        brackets = b"".join(brackets.split(b'"')[0::2])
     for _ in range(limit):
         if not brackets:
             return True
@@ -105,8 +109,8 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise BadRequest(f"body is not valid UTF-8 (byte {exc.start})") from None
     if data.startswith(_BOM):
         data = data[3:]
-    # Fast path for the common case: depth is only scanned when brackets are many.
-    if (data.count(b"{") + data.count(b"[")) > max_depth and not _depth_ok(data, max_depth):
+    # Depth is only scanned when brackets may be many (large bodies always have many).
+    if (len(data) > 16384 or data.count(b"{") + data.count(b"[") > max_depth) and not _depth_ok(data, max_depth):
         raise BadRequest(f"JSON nested deeper than {max_depth} levels")
     try:
         return _fast_decoder.decode(data)
