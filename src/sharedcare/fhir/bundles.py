@@ -10,7 +10,6 @@ A batch runs each entry in its own transaction and reports each entry's outcome.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from sharedcare.access.context import Caller
 from sharedcare.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed, operation_outcome
 from sharedcare.fhir import interactions
 from sharedcare.fhir.search import query as search_query
+from sharedcare.storage import repository
 from sharedcare.storage.repository import Repository, Unit
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -160,9 +160,9 @@ class BundleProcessor:
                     found = unit.find(q)
                     if len(found) > 1:
                         raise PreconditionFailed(f"Bundle.entry[{e.index}] ifNoneExist matched several resources")
-                    new_id = found[0] if found else str(uuid.uuid4())
+                    new_id = found[0] if found else repository.new_id()
                 else:
-                    new_id = str(uuid.uuid4())
+                    new_id = repository.new_id()
                 e.request["_assigned_id"] = new_id
                 if e.full_url:
                     mapping[e.full_url] = f"{res_type}/{new_id}"

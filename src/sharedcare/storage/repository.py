@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
@@ -71,6 +72,18 @@ _VREAD = select(resource_history.c.last_updated, resource_history.c.data, resour
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A server-assigned resource id: a time-ordered UUID (RFC 9562 version 7: 48 bits of Unix time in
+    milliseconds, then 74 random bits). Every table keyed by resource id (current, history, index and
+    compartment rows) then grows at its right edge instead of at random pages, which roughly halves
+    the pages a bulk load writes to the log. The id reveals when it was made, to the millisecond, as
+    meta.lastUpdated of the first version does; it carries nothing about the patient."""
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
+             | rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
 
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -474,7 +487,7 @@ class Unit:
         return WriteOutcome(stored, created=prev is None)
 
     def create(self, body: dict[str, Any], *, res_id: str | None = None) -> WriteOutcome:
-        return self.write(body["resourceType"], res_id or str(uuid.uuid4()), body, method="POST", expect_new=True)
+        return self.write(body["resourceType"], res_id or new_id(), body, method="POST", expect_new=True)
 
     def delete(self, res_type: str, res_id: str, *, if_match: int | None = None) -> Stored | None:
         """Delete the current version; None if there was nothing to delete (still a success in FHIR)."""
