@@ -204,14 +204,14 @@ def post_bundles(base: str, bodies: list[bytes], clients: int) -> float:
 
 
 def raw_insert(database_url: str, bodies: list[bytes]) -> float:
-    """The same rows (current + history, the same JSON bytes) with plain executemany, one transaction
-    per bundle, in a fresh database of the same kind: the floor the store is measured against."""
-    import uuid
-
+    """The same rows (current + history, the same JSON bytes, ids made the same way) with plain
+    executemany, one transaction per bundle, in a fresh database of the same kind: the floor the store
+    is measured against."""
     import orjson
     from sqlalchemy import insert
 
     from sharedcare.storage import database
+    from sharedcare.storage.repository import new_id
     from sharedcare.storage.tables import resource, resource_history
 
     engine = database.make_engine(database_url)
@@ -225,7 +225,7 @@ def raw_insert(database_url: str, bodies: list[bytes]) -> float:
             seq += 1
             res = e["resource"]
             data = orjson.dumps(res)
-            row = {"res_type": res["resourceType"], "res_id": str(uuid.uuid4()), "version_id": 1,
+            row = {"res_type": res["resourceType"], "res_id": new_id(), "version_id": 1,
                    "last_updated": "2026-01-01T00:00:00.000000", "partition_key": "_shared", "deleted": False,
                    "data": data}
             hist.append({**row, "method": "POST"})
