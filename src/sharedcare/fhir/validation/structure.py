@@ -3,6 +3,7 @@ required bindings, the NHS number rule and the invariants of each element presen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from functools import cache
 from typing import Any
@@ -53,7 +54,7 @@ Check = tuple[Any, invariants.Evaluator]  # (Constraint, how to evaluate it)
 class Slot:
     """One JSON key an object of a context may carry."""
 
-    __slots__ = ("checks", "child", "code_binding", "el", "kind", "many", "rules", "vtype")
+    __slots__ = ("checks", "child", "code_binding", "el", "kind", "many", "rules", "value_check", "vtype")
 
     def __init__(self, el: Element, vtype: str) -> None:
         self.el, self.vtype, self.many = el, vtype, el.many
@@ -69,6 +70,7 @@ class Slot:
         self.code_binding = el.binding if self.kind == PRIMITIVE and vtype == "code" else None
         self.rules = self.kind == COMPLEX and vtype in _COMPLEX_RULE_TYPES
         self.checks = _checks(el.constraints) if self.kind == COMPLEX else ()
+        self.value_check = value_check(vtype) if self.kind == PRIMITIVE else _no_value_check
 
 
 class Plan:
@@ -233,7 +235,9 @@ class Walk:
         """One value of an element (not null), by the kind of its slot."""
         kind, vtype = slot.kind, slot.vtype
         if kind == PRIMITIVE:
-            self.primitive(v, vtype, item)
+            problem = slot.value_check(v)
+            if problem is not None:
+                self.error("value", item, problem)
             if slot.code_binding:
                 self._binding(slot.code_binding, None, v, item)
         elif kind == COMPLEX:
@@ -292,31 +296,48 @@ class Walk:
 
     # -- primitives ---------------------------------------------------------------------------------
     def primitive(self, v: Any, vtype: str, path: Path) -> None:
-        if vtype == "boolean":
-            ok = isinstance(v, bool)
-        elif vtype in INTEGER_TYPES:
-            ok = isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31
-            if ok and vtype == "positiveInt":
-                ok = v >= 1
-            elif ok and vtype == "unsignedInt":
-                ok = v >= 0
-        elif vtype == "decimal":
-            ok = isinstance(v, (int, FhirDecimal)) and not isinstance(v, bool)
-        else:
-            ok = isinstance(v, str)
-            if ok and (not v or v.isspace()):
-                self.error("value", path, "must not be empty or only white space")
-                return
-            if ok and "\x00" in v:  # no FHIR value needs it, and PostgreSQL text cannot hold it
-                self.error("value", path, "must not contain NUL characters")
-                return
-            if ok:
-                rx = primitive_regex(vtype)
-                ok = rx is None or rx.fullmatch(v) is not None
-                if ok and vtype in ("date", "dateTime", "instant") and len(v) >= 10:
-                    ok = _real_date(v[:10])
-        if not ok:
-            self.error("value", path, f"is not a valid {vtype}")
+        problem = value_check(vtype)(v)
+        if problem is not None:
+            self.error("value", path, problem)
+
+
+def _no_value_check(_v: Any) -> str | None:
+    return None
+
+
+BLANK = "must not be empty or only white space"
+NUL = "must not contain NUL characters"  # no FHIR value needs it, and PostgreSQL text cannot hold it
+
+
+@cache
+def value_check(vtype: str) -> Callable[[Any], str | None]:
+    """How a JSON value of primitive type `vtype` is checked, worked out once per type: the function
+    returns None for a valid value, else what is wrong with it."""
+    invalid = f"is not a valid {vtype}"
+    if vtype == "boolean":
+        return lambda v: None if isinstance(v, bool) else invalid
+    if vtype in INTEGER_TYPES:
+        low = {"positiveInt": 1, "unsignedInt": 0}.get(vtype, -2**31)
+        return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and low <= v < 2**31 else invalid
+    if vtype == "decimal":
+        return lambda v: None if isinstance(v, (int, FhirDecimal)) and not isinstance(v, bool) else invalid
+    rx = primitive_regex(vtype)
+    match = rx.fullmatch if rx is not None else None
+    dated = vtype in ("date", "dateTime", "instant")
+
+    def check_text(v: Any) -> str | None:
+        if not isinstance(v, str):
+            return invalid
+        if not v or v.isspace():
+            return BLANK
+        if "\x00" in v:
+            return NUL
+        if match is not None and match(v) is None:
+            return invalid
+        if dated and len(v) >= 10 and not _real_date(v[:10]):
+            return invalid
+        return None
+    return check_text
 
 
 def _real_date(text: str) -> bool:
