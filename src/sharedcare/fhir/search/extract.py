@@ -529,6 +529,9 @@ def extract(resource: dict[str, Any]) -> IndexValues:
     for comp in compiled_for(res_type):
         if comp.keys is not None and comp.keys.isdisjoint(resource):
             continue
+        if comp.run is not None:
+            comp.run(resource, out)
+            continue
         native = NATIVE_EXPRESSIONS.get(comp.fallback or "")
         if native is not None:
             for v in native(resource):
@@ -541,9 +544,6 @@ def extract(resource: dict[str, Any]) -> IndexValues:
                 values = []
             for v in values:
                 _add(comp.info, v, "boolean" if isinstance(v, bool) else "string", out)
-            continue
-        if comp.run is not None:
-            comp.run(resource, out)
             continue
         for step in comp.steps:
             for value, kind in evaluate(step, resource):
