@@ -11,7 +11,6 @@ JSON is a `BadRequest`, never an unhandled exception.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -52,10 +51,6 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 # The depth check works on bytes: drop escape sequences, keep only quotes and brackets (one C pass),
 # then drop what is inside string literals: a bracket is inside a string when an odd number of quotes
 # precede it, so adjacent quote pairs (strings with no bracket in them, nearly all) can go first
@@ -83,19 +78,11 @@ def _depth_ok(data: bytes, limit: int) -> bool:
     return not brackets or _LEAVES.search(brackets) is None
 
 
-def _parse_int(literal: str) -> int | FhirDecimal:
-    # A JSON integer beyond 64 bits is still a valid FHIR decimal; keep its literal (orjson cannot
-    # write such ints, and integer elements reject it in validation).
-    return int(literal) if len(literal) < 19 else FhirDecimal(literal)
-
-
-_decoder = json.JSONDecoder(parse_float=FhirDecimal, parse_int=_parse_int, parse_constant=_reject_constant)
 # msgspec parses about three times faster than the standard library and hands every number with a
 # fraction or exponent to FhirDecimal as its literal. Integers stay exact Python ints at any size; the
 # few beyond 64 bits, which orjson cannot write, are written from their digits by `dumps` (the text of
-# a JSON integer is exactly str() of its value). The standard library decoder (`_decoder`) is kept as
-# the reference the tests hold msgspec to.
-_fast_decoder = msgspec.json.Decoder(float_hook=FhirDecimal)
+# a JSON integer is exactly str() of its value).
+_decoder = msgspec.json.Decoder(float_hook=FhirDecimal)
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -113,7 +100,7 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     if (len(data) > 16384 or data.count(b"{") + data.count(b"[") > max_depth) and not _depth_ok(data, max_depth):
         raise BadRequest(f"JSON nested deeper than {max_depth} levels")
     try:
-        return _fast_decoder.decode(data)
+        return _decoder.decode(data)
     except (msgspec.DecodeError, ValueError) as exc:
         raise BadRequest(f"body is not valid JSON: {str(exc).split(':')[0]}") from None
     except RecursionError:
