@@ -3,7 +3,7 @@ required bindings, the NHS number rule and the invariants of each element presen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date
 from functools import cache
 from typing import Any
@@ -162,13 +162,31 @@ class Walk:
                 total = self.element(node, key, slot, path, depth)
                 if slot.el.max is not None and total > slot.el.max:
                     self.error("structure", (path, slot.el.name), f"allows at most {slot.el.max}")
-            for el in p.required:
-                if el.name not in single:
-                    self.error("required", (path, el.name), f"is required (at least {el.min})")
-            for c, check in p.root_checks:
-                self._check(c, check, node, path)
+            self._close(node, p, single, path)
             return
-        present: dict[str, list[str]] = {}  # element name -> the JSON names used for it (several: a choice)
+        present = self._grouped(node, slots, path, is_resource)
+        for names in present.values():
+            el = slots[names[0]].el
+            if len(names) > 1:
+                self.error("structure", (path, f"{el.name}[x]"), "only one type of a choice element may be present")
+            total = sum(self.element(node, name, slots[name], path, depth) for name in names)
+            if el.max is not None and total > el.max:
+                self.error("structure", (path, el.name), f"allows at most {el.max}")
+        self._close(node, p, present, path)
+
+    def _close(self, node: dict[str, Any], p: Plan, present: Mapping[str, Any], path: Path) -> None:
+        """An object's required elements (by element name, among those present) and its own invariants."""
+        for el in p.required:
+            if el.name not in present:
+                self.error("required", (path, el.name), f"is required (at least {el.min})")
+        for c, check in p.root_checks:
+            self._check(c, check, node, path)
+
+    def _grouped(self, node: dict[str, Any], slots: dict[str, Slot], path: Path,
+                 is_resource: bool) -> dict[str, list[str]]:
+        """Element name -> the JSON names an object uses for it, when some key is a "_x" primitive
+        extension, unknown (reported here) or a second type of one choice element."""
+        present: dict[str, list[str]] = {}
         for key in node:
             if key == "resourceType" and is_resource:
                 continue
@@ -182,20 +200,7 @@ class Walk:
                 present[slot.el.name] = [name]
             elif name not in names:
                 names.append(name)
-        for names in present.values():
-            el = slots[names[0]].el
-            if len(names) > 1:
-                self.error("structure", (path, f"{el.name}[x]"), "only one type of a choice element may be present")
-            total = 0
-            for name in names:
-                total += self.element(node, name, slots[name], path, depth)
-            if el.max is not None and total > el.max:
-                self.error("structure", (path, el.name), f"allows at most {el.max}")
-        for el in p.required:
-            if el.name not in present:
-                self.error("required", (path, el.name), f"is required (at least {el.min})")
-        for c, check in p.root_checks:
-            self._check(c, check, node, path)
+        return present
 
     def element(self, node: dict[str, Any], key: str, slot: Slot, path: Path, depth: int) -> int:
         """Check one element's values; return how many there are."""
@@ -293,12 +298,6 @@ class Walk:
     def _check(self, c: Any, check: invariants.Evaluator, node: Any, path: Path) -> None:
         if check(node, self.root) is False:
             self.error("invariant", path, f"{c.key}: {c.human}", "error" if c.severity == "error" else "warning")
-
-    # -- primitives ---------------------------------------------------------------------------------
-    def primitive(self, v: Any, vtype: str, path: Path) -> None:
-        problem = value_check(vtype)(v)
-        if problem is not None:
-            self.error("value", path, problem)
 
 
 def _no_value_check(_v: Any) -> str | None:
