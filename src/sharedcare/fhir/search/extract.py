@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import cache
+from itertools import count
 from typing import Any, NamedTuple
 
 from sharedcare.errors import BadRequest
@@ -296,7 +297,7 @@ def _generate(resource_type: str, info: SearchParamInfo, steps: list[Step]) -> C
     convert = {"token": "_token(P, {v}, {k!r}, out)", "string": "_string(P, {v}, out)",
                "date": "_date(P, {v}, out)", "reference": "_reference(P, {v}, out)",
                "quantity": "_quantity(P, {v}, {k!r}, out)"}.get(info.type, "_add(INFO, {v}, {k!r}, out)")
-    names = iter(range(1_000_000))
+    names = count()
 
     def walk(step: Step, i: int, var: str, kind: str, depth: int) -> list[str]:
         """The code selecting ops[i:] from `var` (of type or path `kind`); none when nothing can match
@@ -544,10 +545,6 @@ def extract(resource: dict[str, Any]) -> IndexValues:
                 values = []
             for v in values:
                 _add(comp.info, v, "boolean" if isinstance(v, bool) else "string", out)
-            continue
-        for step in comp.steps:
-            for value, kind in evaluate(step, resource):
-                _add(comp.info, value, kind, out)
     for name in ("tokens", "strings", "dates", "numbers", "quantities", "references", "uris"):
         setattr(out, name, _dedupe(getattr(out, name)))
     return out
