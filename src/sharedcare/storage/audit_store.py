@@ -30,7 +30,7 @@ _LOCK_HEADS = dialects.RowsStatement(
     lambda n, dialect: dialects.for_update(
         select(audit_chain.c.partition_key, audit_chain.c.last_seq, audit_chain.c.last_hash).where(
             audit_chain.c.partition_key.in_([bindparam(f"partition_key_{i}") for i in range(n)])
-        ).order_by(audit_chain.c.partition_key), dialect), ("partition_key",))
+        ).order_by(audit_chain.c.partition_key), dialect), ("partition_key",), lookup=True)
 _MOVE_HEADS = dialects.RowsStatement(
     lambda n, dialect: dialects.upsert(
         audit_chain, ("partition_key",), [{c: bindparam(f"{c}_{i}") for c in _HEAD_COLUMNS} for i in range(n)],
@@ -72,10 +72,7 @@ def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
 
 
 def _lock_heads(conn: Connection, partitions: list[str]) -> dict[str, tuple[int, str]]:
-    # An IN list may repeat a value, so the list is padded to a compiled size: one statement per batch.
-    size = next((n for n in reversed(_LOCK_HEADS.SIZES) if n >= len(partitions)), len(partitions))
-    padded = partitions + [partitions[-1]] * (size - len(partitions))
-    rows = _LOCK_HEADS.execute(conn, [{"partition_key": p} for p in padded])
+    rows = _LOCK_HEADS.execute(conn, [{"partition_key": p} for p in partitions])
     return {r[0]: (r[1], r[2]) for r in rows}
 
 

@@ -180,9 +180,13 @@ class RowsStatement:
 
     SIZES = (64, 32, 16, 8, 4, 2, 1)  # few shapes to compile (a 256-row INSERT takes ~75 ms to compile)
 
-    def __init__(self, build: Callable[[int, str], ClauseElement], columns: Sequence[str]) -> None:
+    def __init__(self, build: Callable[[int, str], ClauseElement], columns: Sequence[str], *,
+                 lookup: bool = False) -> None:
+        """`lookup`: the statement matches rows against a list (an IN list), where repeating a value
+        changes nothing, so a short last chunk is padded up to a compiled size (one statement)."""
         self._build = build
         self._columns = tuple(columns)
+        self._lookup = lookup
         self._compiled: dict[tuple[str, int], tuple[RawStatement, bool]] = {}
 
     def _get(self, engine: Engine, n: int) -> tuple[RawStatement, bool]:
@@ -221,9 +225,13 @@ class RowsStatement:
         try:
             start = 0
             while start < len(rows):
-                n = next(size for size in self.SIZES if size <= len(rows) - start)
-                raw, is_flat = self._get(conn.engine, n)
+                left = len(rows) - start
+                n = next(size for size in self.SIZES if size <= left)
                 chunk = rows[start:start + n]
+                if self._lookup and n < left <= self.SIZES[0]:
+                    n = next(size for size in reversed(self.SIZES) if size >= left)
+                    chunk = [*rows[start:], *[rows[-1]] * (n - left)]
+                raw, is_flat = self._get(conn.engine, n)
                 args = flat(chunk) if is_flat else raw.args(named(chunk))
                 try:
                     cur.execute(raw.sql, args)
