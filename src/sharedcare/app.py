@@ -57,7 +57,7 @@ def open_services(settings: Settings, *, migrate: bool | None = None) -> Service
     elif not database.is_current(engine):
         raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
     committer = Committer(engine, flush_ms=settings.group_commit_ms)
-    return Services(engine, committer, Repository(engine, committer))
+    return Services(engine, committer, Repository(engine, committer, base_url=settings.base_url))
 
 
 _WARM_UP_RESOURCE = {

@@ -6,12 +6,13 @@ re-serialise what was stored.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-from sharedcare.errors import FhirError
+from sharedcare.errors import FhirError, Issue, operation_outcome
 from sharedcare.fhir import formats
 from sharedcare.fhir.formats import Format
 from sharedcare.storage.repository import Page, Stored
@@ -46,19 +47,28 @@ def error_response(exc: FhirError, fmt: Format) -> Response:
     return fhir_response(exc.outcome(), fmt, exc.status, headers=exc.headers)
 
 
-def searchset(page: Page, base_url: str, self_link: str, link_for: dict[str, str | None]) -> bytes:
+def searchset(page: Page, base_url: str, self_link: str, link_for: dict[str, str | None], *,
+              shape: Callable[[bytes], bytes] | None = None, warnings: list[str] | None = None) -> bytes:
+    """A searchset Bundle: the matches, then resources added by _include/_revinclude (mode include),
+    then an OperationOutcome (mode outcome) when parameters were ignored. `shape` subsets each
+    resource (_summary, _elements)."""
     links = [{"relation": "self", "url": self_link}]
     links += [{"relation": rel, "url": url} for rel, url in link_for.items() if url]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
+
+    def entry(s: Stored, mode: str) -> dict[str, Any]:
+        data = s.data or b"{}"
+        return {"fullUrl": f"{base_url}/{s.res_type}/{s.res_id}",
+                "resource": orjson.Fragment(shape(data) if shape else data), "search": {"mode": mode}}
     bundle["link"] = links
-    if page.items:
-        bundle["entry"] = [
-            {"fullUrl": f"{base_url}/{s.res_type}/{s.res_id}", "resource": orjson.Fragment(s.data or b"{}"),
-             "search": {"mode": "match"}}
-            for s in page.items
-        ]
+    entries = [entry(s, "match") for s in page.items] + [entry(s, "include") for s in page.included]
+    if warnings:
+        entries.append({"resource": operation_outcome([Issue("warning", "not-supported", w) for w in warnings]),
+                        "search": {"mode": "outcome"}})
+    if entries:
+        bundle["entry"] = entries
     return orjson.dumps(bundle)
 
 

@@ -31,6 +31,7 @@ from sharedcare.fhir.bundles import BundleProcessor, Entry
 from sharedcare.fhir.capability import capability_statement
 from sharedcare.fhir.formats import Format
 from sharedcare.fhir.search import query as search_query
+from sharedcare.fhir.search import shape
 from sharedcare.fhir.validation import validate
 from sharedcare.settings import Settings
 from sharedcare.storage.repository import Repository, Unit
@@ -237,6 +238,14 @@ class FhirApi:
             interactions.check_type(res_type)
             return await self._history(request, res_type, res_id)
 
+        @r("GET", "/{comp_type}/{comp_id}/{res_type}")
+        async def compartment_search(request: Request, comp_type: str, comp_id: str, res_type: str) -> Response:
+            interactions.check_type(comp_type)
+            if res_type == "*":
+                raise BadRequest("a compartment search names one resource type (e.g. /Patient/123/Observation)")
+            return await self._search(request, res_type, list(request.query_params.multi_items()),
+                                      (comp_type, interactions.check_id(comp_id)))
+
         @r("GET", "/{res_type}/{res_id}/_history/{version}")
         async def vread(request: Request, res_type: str, res_id: str, version: str) -> Response:
             fmt = self.fmt(request)
@@ -287,22 +296,25 @@ class FhirApi:
             app.add_api_route(path, self.dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                               include_in_schema=False)
 
-    async def _search(self, request: Request, res_type: str, items: list[tuple[str, str]]) -> Response:
+    async def _search(self, request: Request, res_type: str, items: list[tuple[str, str]],
+                      compartment: tuple[str, str] | None = None) -> Response:
         fmt = self.fmt(request)
         interactions.check_type(res_type)
         strict = resp.prefer(request.headers.get("prefer")).get("handling") == "strict"
         q = search_query.parse(res_type, items, default_count=self.settings.default_page_size,
-                               max_count=self.settings.max_page_size, strict=strict)
+                               max_count=self.settings.max_page_size, strict=strict, compartment=compartment)
         page = await run_in_threadpool(self.repo.search, self.caller(request), q, self.query_string(request))
-        base_params = [(c.name + (f":{c.modifier}" if c.modifier else ""), ",".join(c.values)) for c in q.criteria]
+        path = f"{self.base}/{compartment[0]}/{compartment[1]}/{res_type}" if compartment else f"{self.base}/{res_type}"
+        params = [*q.link_params(), ("_count", str(q.count))]
 
         def link(cursor: str | None) -> str | None:
-            if cursor is None:
-                return None
-            return f"{self.base}/{res_type}?" + urlencode([*base_params, ("_count", str(q.count)), ("_cursor", cursor)])
-        self_link = f"{self.base}/{res_type}?" + urlencode([*base_params, ("_count", str(q.count))])
-        body = resp.searchset(page, self.base, self_link,
-                              {"next": link(page.next_cursor), "previous": link(page.previous_cursor)})
+            return f"{path}?" + urlencode([*params, ("_cursor", cursor)]) if cursor else None
+        subset = (lambda data: shape.subset(data, q.summary, q.elements)) if q.summary or q.elements else None
+        warnings = [f"the search parameter {name!r} is unknown or not supported here and was ignored"
+                    for name in q.ignored]
+        body = resp.searchset(page, self.base, f"{path}?" + urlencode(params),
+                              {"next": link(page.next_cursor), "previous": link(page.previous_cursor)},
+                              shape=subset, warnings=warnings)
         return resp.fhir_response(body, fmt)
 
     async def _history(self, request: Request, res_type: str | None, res_id: str | None) -> Response:

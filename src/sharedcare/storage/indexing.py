@@ -22,6 +22,7 @@ from sharedcare.storage.tables import (
     INDEX_TABLES,
     SHARED_PARTITION,
     compartment,
+    idx_composite,
     idx_date,
     idx_number,
     idx_quantity,
@@ -71,6 +72,7 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
         idx_quantity.name: [key + v for v in values.quantities],
         idx_reference.name: [key + v for v in values.references],
         idx_uri.name: [key + v for v in values.uris],
+        idx_composite.name: [key + v for v in values.composites],
     }
     return IndexRows(by_table, compartments_of(res_type, res_id, values))
 

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ from sharedcare.fhir import jsonio
 from sharedcare.fhir.search.query import SearchQuery
 from sharedcare.storage import audit_store, dialects, indexing, search
 from sharedcare.storage.committer import Committer, Job
-from sharedcare.storage.search import Cursor
+from sharedcare.storage.search import Cursor, Visible
 from sharedcare.storage.tables import (
     INDEX_TABLES,
     SHARED_PARTITION,
@@ -145,12 +145,31 @@ class Page:
     total: int | None
     next_cursor: str | None
     previous_cursor: str | None
+    included: list[Stored] = field(default_factory=list)  # _include / _revinclude
+
+
+def _stored(r: Any) -> Stored:
+    return Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.data, seq=r.created_seq)
+
+
+def _page(result: search.PageRows, next_cursor: str | None = None, previous_cursor: str | None = None) -> Page:
+    return Page([_stored(r) for r in result.rows], result.total, next_cursor, previous_cursor,
+                [_stored(r) for r in result.included])
+
+
+def _patients_of(page: Page, compartment_id: str | None = None) -> tuple[str, ...]:
+    """Patients a search page shows: the compartment searched, and Patient resources it returns (the
+    audit names them; the compartments of other resources are not looked up on the read path)."""
+    found = [compartment_id] if compartment_id else []
+    found += [s.res_id for s in (*page.items, *page.included) if s.res_type == "Patient"]
+    return tuple(dict.fromkeys(found))
 
 
 class Repository:
     def __init__(self, engine: Engine, committer: Committer, policy: Policy | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, base_url: str = "") -> None:
         self.engine = engine
+        self.base_url = base_url  # absolute references to this server are searched as local ones
         self.committer = committer
         self.policy: Policy = policy or SystemPolicy()
         self.clock = clock
@@ -276,12 +295,16 @@ class Repository:
             raise Forbidden("you may not search this resource type")
         cursor = search.open_cursor(self._cursor_key, caller.agent_id, query.cursor) if query.cursor else None
         with self.engine.connect() as conn:
-            result = search.page(conn, query, self.policy.visible_clause(caller, resource), cursor)
-        items = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.data, seq=r.created_seq)
-                 for r in result.rows]
-        self._audit_read(caller, interaction, 200, res_type=query.res_type, query=query_string)
+            result = search.page(conn, query, self.visible(caller), cursor, self.base_url)
         sign = self._sign(caller)
-        return Page(items, result.total, sign(result.next), sign(result.previous))
+        page = _page(result, sign(result.next), sign(result.previous))
+        self._audit_read(caller, interaction, 200, res_type=query.res_type, query=query_string,
+                         patients=_patients_of(page, query.compartment[1] if query.compartment else None))
+        return page
+
+    def visible(self, caller: Caller) -> Visible:
+        """The caller's visibility rule, for any alias of the resource table."""
+        return lambda table: self.policy.visible_clause(caller, table)
 
     def _sign(self, caller: Caller) -> Callable[[Cursor | None], str | None]:
         def sign(cur: Cursor | None) -> str | None:
@@ -414,7 +437,7 @@ class Unit:
     def find(self, query: SearchQuery, limit: int = 2) -> list[str]:
         """Ids matching a conditional-interaction query (within this transaction)."""
         self.flush()  # earlier writes in this transaction must be searchable
-        return search.find_ids(self.conn, query, self.repo.policy.visible_clause(self.caller, resource), limit)
+        return search.find_ids(self.conn, query, self.repo.visible(self.caller), limit, self.repo.base_url)
 
     def search(self, query: SearchQuery) -> Page:
         """A search inside this transaction (a GET entry of a batch or transaction): one page, audited
@@ -422,11 +445,10 @@ class Unit:
         if query.res_type is None or not self.repo.policy.may_search(self.caller, query.res_type):
             raise Forbidden("you may not search this resource type")
         self.flush()
-        result = search.page(self.conn, query, self.repo.policy.visible_clause(self.caller, resource), None)
-        self.audit("search-type", 200, None, query=query.canonical(), res_type=query.res_type)
-        items = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.data, seq=r.created_seq)
-                 for r in result.rows]
-        return Page(items, result.total, None, None)
+        result = search.page(self.conn, query, self.repo.visible(self.caller), None, self.repo.base_url)
+        page = _page(result)
+        self.audit("search-type", 200, None, _patients_of(page), query=query.canonical(), res_type=query.res_type)
+        return page
 
     def lock(self, *parts: str) -> None:
         dialects.lock_key(self.conn, *parts)

@@ -1,9 +1,14 @@
 """Compiling a `SearchQuery` into SQL over the resource and index tables, with keyset paging.
 
+Each criterion becomes an EXISTS over its parameter's index table, correlated with the resource it
+tests (the searched resource, or one reached through a chain or `_has` link); the values of one
+criterion are ORed inside that EXISTS, criteria are ANDed. Every value is a bound parameter.
+
 Results are ordered by `created_seq` (the history sequence number of a resource's first version),
 which never changes, and bounded by a snapshot sequence taken on the first page, so paging while
-others write neither skips nor repeats entries. Cursors are HMAC-signed with the node's key and bound
-to the caller's agent id (AZ11), so a page link cannot be replayed by someone else or edited.
+others write neither skips nor repeats entries. With `_sort` the order is the sort keys, then
+`created_seq`; the cursor carries the last row's keys. Cursors are HMAC-signed with the node's key and
+bound to the caller's agent id (AZ11), so a page link cannot be replayed by someone else or edited.
 """
 
 from __future__ import annotations
@@ -11,29 +16,85 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.engine import Connection
 
 from sharedcare.errors import BadRequest
-from sharedcare.fhir.search.query import Criterion, SearchQuery, date_range, split_token
-from sharedcare.storage.tables import idx_token, resource, resource_history
+from sharedcare.fhir import jsonio
+from sharedcare.fhir.definitions import terminology
+from sharedcare.fhir.search.extract import component_types, normalise, parameters_for
+from sharedcare.fhir.search.query import (
+    FMT,
+    Criterion,
+    Include,
+    Link,
+    SearchQuery,
+    SortKey,
+    date_range,
+    number_value,
+    quantity_value,
+    split_token,
+    split_values,
+    unescape,
+)
+from sharedcare.fhir.validation.bindings import expand
+from sharedcare.storage.tables import (
+    compartment,
+    idx_composite,
+    idx_date,
+    idx_number,
+    idx_quantity,
+    idx_reference,
+    idx_string,
+    idx_token,
+    idx_uri,
+    resource,
+    resource_history,
+)
+
+MAX_INCLUDED = 1000  # included resources per page
+MAX_ITERATE = 4  # rounds of _include:iterate / _revinclude:iterate
+
+Visible = Callable[[Any], ColumnElement[bool]]
 
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    after: int  # created_seq/seq boundary
+    after: int  # created_seq boundary
     snapshot: int
     backwards: bool = False
+    keys: tuple[Any, ...] = ()  # the boundary row's sort keys (with _sort)
 
 
 def sign_cursor(key: bytes, agent: str, cur: Cursor) -> str:
-    payload = orjson.dumps([cur.after, cur.snapshot, int(cur.backwards)])
+    payload = orjson.dumps([cur.after, cur.snapshot, int(cur.backwards), [_plain(k) for k in cur.keys]])
     mac = hmac.new(key, agent.encode() + b"\x1f" + payload, hashlib.sha256).digest()[:16]
     return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
 
 
 def open_cursor(key: bytes, agent: str, token: str) -> Cursor:
@@ -43,66 +104,358 @@ def open_cursor(key: bytes, agent: str, token: str) -> Cursor:
         expect = hmac.new(key, agent.encode() + b"\x1f" + payload, hashlib.sha256).digest()[:16]
         if not hmac.compare_digest(mac, expect):
             raise ValueError
-        after, snapshot, backwards = orjson.loads(payload)
-        return Cursor(int(after), int(snapshot), bool(backwards))
+        after, snapshot, backwards, keys = orjson.loads(payload)
+        return Cursor(int(after), int(snapshot), bool(backwards), tuple(keys))
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise BadRequest("the paging link is not valid for this caller; run the search again") from None
 
 
-def _token_clause(res_type: str, crit: Criterion) -> ColumnElement[bool]:
-    ors = []
-    for value in crit.values:
-        system, code = split_token(value)
-        conds = [idx_token.c.res_type == res_type, idx_token.c.res_id == resource.c.res_id,
-                 idx_token.c.param == crit.name]
-        if code is not None:
-            conds.append(idx_token.c.code == code)
-        if system == "":
-            conds.append(idx_token.c.system.is_(None))
-        elif system is not None:
-            conds.append(idx_token.c.system == system)
-        ors.append(exists().where(*conds))
-    clause = or_(*ors)
+# -- compiling criteria ------------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    """What compiling needs besides the query: the connection (value sets for :in), the caller's
+    visibility rule for resources reached through links, and this server's base URL."""
+
+    conn: Connection
+    visible: Visible
+    base_url: str = ""
+    _valuesets: dict[str, frozenset[tuple[str, str]] | None] = field(default_factory=dict)
+
+    def valueset(self, url: str) -> frozenset[tuple[str, str]]:
+        if url not in self._valuesets:
+            self._valuesets[url] = expand_stored(self.conn, url)
+        found = self._valuesets[url]
+        if found is None:
+            raise BadRequest(f"the value set {url[:200]!r} is not on this server or cannot be expanded here")
+        return found
+
+
+def expand_stored(conn: Connection, url: str) -> frozenset[tuple[str, str]] | None:
+    """A value set's codes: one stored on this server (by canonical URL), else a core R4 one."""
+    def resolve(canonical: str) -> dict[str, Any] | None:
+        for res_type in ("ValueSet", "CodeSystem"):
+            row = conn.execute(
+                select(resource.c.data).join(idx_uri, and_(idx_uri.c.res_type == resource.c.res_type,
+                                                           idx_uri.c.res_id == resource.c.res_id))
+                .where(resource.c.res_type == res_type, resource.c.deleted.is_(False), idx_uri.c.param == "url",
+                       idx_uri.c.value == canonical).limit(1)).first()
+            if row is not None:
+                found: dict[str, Any] = jsonio.loads(row.data)
+                return found
+        return terminology().get(canonical)
+    vs = resolve(url.split("|")[0])
+    return expand(vs, resolve) if vs is not None else None
+
+
+class Owner:
+    """The resource a criterion tests: its type (a literal or a column) and id column."""
+
+    def __init__(self, res_type: str | ColumnElement[Any], res_id: ColumnElement[Any],
+                 types: tuple[str, ...], last_updated: ColumnElement[Any] | None = None) -> None:
+        self.res_type = res_type
+        self.res_id = res_id
+        self.types = types  # the resource types it can be
+        self.last_updated = last_updated
+
+    def rows_of(self, table: Any) -> list[ColumnElement[bool]]:
+        return [table.c.res_type == self.res_type, table.c.res_id == self.res_id]
+
+
+def criterion_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnElement[bool]:
+    if crit.links:
+        return _link_clause(crit.links[0], Criterion(crit.name, crit.modifier, crit.values, crit.type,
+                                                     crit.links[1:], crit.key, crit.target), owner, ctx)
+    if crit.name == "_id":
+        return _id_clause(crit, owner)
+    if crit.name == "_lastUpdated":
+        return _last_updated_clause(crit, owner, ctx)
+    table = _TABLES[crit.type]
+    t = table.alias()
+    mine = [*owner.rows_of(t), t.c.param == crit.name]
+    if crit.modifier == "missing":
+        has = exists().where(*mine)
+        return or_(*[~has if v == "true" else has for v in crit.values])
+    if crit.type == "reference" and crit.modifier == "identifier":
+        t = idx_token.alias()
+        mine = [*owner.rows_of(t), t.c.param == crit.name]
+        return exists().where(*mine, or_(*[_token_value(t, v, None, ctx) for v in crit.values]))
+    if crit.type == "composite":
+        kinds = component_types(_param_info(crit.target or owner.types[0], crit.name))
+        return exists().where(*mine, or_(*[_composite_value(t, v, kinds, ctx) for v in crit.values]))
+    build = _VALUE_CLAUSES[crit.type]
+    if crit.type == "token" and crit.modifier in ("not", "not-in"):
+        modifier = "in" if crit.modifier == "not-in" else None
+        return ~exists().where(*mine, or_(*[build(t, v, modifier, ctx) for v in crit.values]))
+    target_types = owner.types
+    if crit.type == "reference":
+        return exists().where(*mine, or_(*[_reference_value(t, v, crit.modifier, ctx, target_types)
+                                           for v in crit.values]))
+    return exists().where(*mine, or_(*[build(t, v, crit.modifier, ctx) for v in crit.values]))
+
+
+def _param_info(res_type: str, name: str) -> Any:
+    return parameters_for(res_type)[name]
+
+
+def _link_clause(link: Link, rest: Criterion, owner: Owner, ctx: Context) -> ColumnElement[bool]:
+    r = idx_reference.alias()
+    target = resource.alias()
+    if link.kind == "chain":
+        inner_owner = Owner(r.c.target_type, r.c.target_id, link.types, target.c.last_updated)
+        return exists().where(
+            *owner.rows_of(r), r.c.param == link.param, r.c.target_type.in_(link.types),
+            target.c.res_type == r.c.target_type, target.c.res_id == r.c.target_id, target.c.deleted.is_(False),
+            ctx.visible(target), criterion_clause(rest, inner_owner, ctx))
+    source = link.types[0]
+    inner_owner = Owner(source, r.c.res_id, (source,), target.c.last_updated)
+    return exists().where(
+        r.c.res_type == source, r.c.param == link.param, r.c.target_type == owner.res_type,
+        r.c.target_id == owner.res_id, target.c.res_type == source, target.c.res_id == r.c.res_id,
+        target.c.deleted.is_(False), ctx.visible(target), criterion_clause(rest, inner_owner, ctx))
+
+
+def _id_clause(crit: Criterion, owner: Owner) -> ColumnElement[bool]:
+    if crit.modifier == "missing":
+        return or_(*[false() if v == "true" else true() for v in crit.values])
+    ids = [unescape(v) for v in crit.values]
+    clause = owner.res_id.in_(ids)
     return ~clause if crit.modifier == "not" else clause
 
 
-def _date_clause(column: ColumnElement[str], value: str) -> ColumnElement[bool]:
-    """A single-instant column against a prefixed date value (R4 search, date parameters)."""
-    prefix, low, high = date_range(value)
+def _last_updated_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnElement[bool]:
+    if crit.modifier == "missing":
+        return or_(*[false() if v == "true" else true() for v in crit.values])
+    if owner.last_updated is not None:
+        return or_(*[_instant_clause(owner.last_updated, v) for v in crit.values])
+    r = resource.alias()
+    return exists().where(*owner.rows_of(r), or_(*[_instant_clause(r.c.last_updated, v) for v in crit.values]))
+
+
+def _instant_clause(column: ColumnElement[str], value: str) -> ColumnElement[bool]:
+    """A single-instant column against a prefixed date value (meta.lastUpdated)."""
+    return _range_clause(column, column, value)
+
+
+def _range_clause(low: ColumnElement[str], high: ColumnElement[str], value: str) -> ColumnElement[bool]:
+    """A stored range [low, high] against a prefixed search date (R4 search, date parameters)."""
+    prefix, slo, shi = date_range(value)
+    contained = and_(low >= slo, high <= shi)
     match prefix:
-        case "eq" | "ap":
-            return and_(column >= low, column <= high)
+        case "eq":
+            return contained
         case "ne":
-            return or_(column < low, column > high)
-        case "gt" | "sa":
-            return column > high
-        case "lt" | "eb":
-            return column < low
+            return not_(contained)
+        case "gt":
+            return high > shi
+        case "lt":
+            return low < slo
         case "ge":
-            return column >= low
-        case _:  # le
-            return column <= high
+            return or_(high > shi, contained)
+        case "le":
+            return or_(low < slo, contained)
+        case "sa":
+            return low > shi
+        case "eb":
+            return high < slo
+        case _:  # ap: overlaps the value widened by 10% of its distance from now (at least a day)
+            wlo, whi = _approximate(slo, shi)
+            return and_(low <= whi, high >= wlo)
 
 
-def criteria_clause(query: SearchQuery) -> list[ColumnElement[bool]]:
+def _approximate(slo: str, shi: str) -> tuple[str, str]:
+    now = datetime.now(UTC)
+    lo = datetime.strptime(slo, FMT).replace(tzinfo=UTC)
+    hi = datetime.strptime(shi, FMT).replace(tzinfo=UTC)
+    gap = max(abs(now - lo) * 0.1, abs(now - hi) * 0.1, timedelta(days=1))
+    wlo = max(lo - gap, datetime(1, 1, 1, tzinfo=UTC)) if lo.year > 1 else lo
+    whi = min(hi + gap, datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) if hi.year < 9999 else hi
+    return wlo.strftime(FMT), whi.strftime(FMT)
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _string_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
+    text = unescape(value)
+    if modifier == "exact":
+        return t.c.exact == text  # type: ignore[no-any-return]
+    norm = _like_prefix(normalise(text))
+    if modifier == "contains":
+        return t.c.value.like(f"%{norm}%", escape="\\")  # type: ignore[no-any-return]
+    return t.c.value.like(f"{norm}%", escape="\\")  # type: ignore[no-any-return]
+
+
+def _token_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
+    if modifier == "text":
+        return t.c.text.like(f"{_like_prefix(normalise(unescape(value)))}%", escape="\\")  # type: ignore[no-any-return]
+    if modifier == "in":
+        # A code element (no system of its own) takes its system from its binding: its code alone counts.
+        pairs = ctx.valueset(unescape(value))
+        return or_(and_(t.c.system.is_(None), t.c.code.in_(sorted({c for _, c in pairs}))),
+                   *[and_(t.c.system == s, t.c.code == c) for s, c in sorted(pairs) if s])
+    if modifier == "of-type":
+        type_system, type_code, ident = (unescape(p) for p in split_values(value, "|"))
+        return and_(t.c.type_system == type_system, t.c.type_code == type_code, t.c.code == ident)
+    system, code = split_token(value)
+    conds = []
+    if code is not None:
+        conds.append(t.c.code == code)
+    if system == "":
+        conds.append(t.c.system.is_(None))
+    elif system is not None:
+        conds.append(t.c.system == system)
+    return and_(*conds) if conds else false()
+
+
+def _number_clause(column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
+    n = number_value(value)
+    match n.prefix:
+        case "eq":
+            return and_(column >= n.low, column < n.high)
+        case "ne":
+            return or_(column < n.low, column >= n.high)
+        case "gt" | "sa":
+            return column > n.value
+        case "lt" | "eb":
+            return column < n.value
+        case "ge":
+            return column >= n.value
+        case "le":
+            return column <= n.value
+        case _:  # ap: within 10% of the value
+            margin = abs(n.value) / 10
+            return and_(column >= n.value - margin, column <= n.value + margin)
+
+
+def _number_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
+    return _number_clause(t.c.value, value)
+
+
+def _quantity_parts(number: ColumnElement[Any], system: ColumnElement[Any], code: ColumnElement[Any],
+                    unit: ColumnElement[Any], value: str) -> ColumnElement[bool]:
+    q = quantity_value(value)
+    parts = [_number_clause(number, split_values(value, "|")[0])]
+    if q.system and q.code:
+        parts += [system == q.system, code == q.code]
+    elif q.code:
+        parts.append(or_(code == q.code, unit == q.code))
+    elif q.system:
+        parts.append(system == q.system)
+    return and_(*parts)
+
+
+def _quantity_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
+    return _quantity_parts(t.c.value, t.c.system, t.c.code, t.c.unit, value)
+
+
+def _date_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
+    return _range_clause(t.c.low, t.c.high, value)
+
+
+def _uri_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
+    text = unescape(value)
+    if modifier == "below":
+        return t.c.value.like(f"{_like_prefix(text)}%", escape="\\")  # type: ignore[no-any-return]
+    if modifier == "above":
+        return func.substr(literal(text), 1, func.length(t.c.value)) == t.c.value  # type: ignore[no-any-return]
+    return t.c.value == text  # type: ignore[no-any-return]
+
+
+def _reference_value(t: Any, value: str, modifier: str | None, ctx: Context,
+                     types: Sequence[str] = ()) -> ColumnElement[bool]:
+    ref = unescape(value)
+    base = ctx.base_url.rstrip("/") + "/"
+    if ctx.base_url and ref.startswith(base):
+        ref = ref[len(base):]
+    if ref.startswith(("http://", "https://", "urn:")):
+        url, _, version = ref.partition("|")
+        conds = [t.c.url == url]
+        if version:
+            conds.append(t.c.version == version)
+        return and_(*conds)
+    parts = ref.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) == 2:
+        rtype, rid = parts
+        if modifier and modifier != rtype:
+            return false()
+        return and_(t.c.target_type == rtype, t.c.target_id == rid)
+    if modifier:
+        return and_(t.c.target_type == modifier, t.c.target_id == ref)
+    return t.c.target_id == ref  # type: ignore[no-any-return]
+
+
+def _composite_value(t: Any, value: str, kinds: tuple[str, ...], ctx: Context) -> ColumnElement[bool]:
+    parts = split_values(value, "$")
+    conds: list[ColumnElement[bool]] = []
+    system, code = split_token(parts[0])
+    if code is not None:
+        conds.append(t.c.code1 == code)
+    if system == "":
+        conds.append(t.c.system1.is_(None))
+    elif system is not None:
+        conds.append(t.c.system1 == system)
+    if len(parts) > 1:
+        part = parts[1]
+        match kinds[1]:
+            case "token":
+                s2, c2 = split_token(part)
+                if c2 is not None:
+                    conds.append(t.c.code2 == c2)
+                if s2 == "":
+                    conds.append(t.c.system2.is_(None))
+                elif s2 is not None:
+                    conds.append(t.c.system2 == s2)
+            case "quantity":
+                conds.append(_quantity_parts(t.c.number2, t.c.system2, t.c.code2, t.c.text2, part))
+            case "date":
+                conds.append(_range_clause(t.c.low2, t.c.high2, part))
+            case "number":
+                conds.append(_number_clause(t.c.number2, part))
+            case "string":
+                conds.append(t.c.text2.like(f"{_like_prefix(normalise(unescape(part)))}%", escape="\\"))
+            case _:
+                conds.append(t.c.text2 == unescape(part))
+    if len(parts) > 2:
+        conds.append(_number_clause(t.c.number3, parts[2]))
+    return and_(*conds)
+
+
+_TABLES: dict[str, Table] = {"token": idx_token, "string": idx_string, "date": idx_date, "number": idx_number,
+                             "quantity": idx_quantity, "reference": idx_reference, "uri": idx_uri,
+                             "composite": idx_composite}
+_VALUE_CLAUSES: dict[str, Callable[[Any, str, str | None, Context], ColumnElement[bool]]] = {
+    "token": _token_value, "string": _string_value, "date": _date_value, "number": _number_value,
+    "quantity": _quantity_value, "uri": _uri_value,
+}
+
+
+def criteria_clause(query: SearchQuery, ctx: Context) -> list[ColumnElement[bool]]:
     if query.res_type is None:
         raise BadRequest("a search needs a resource type here")
     clauses: list[ColumnElement[bool]] = [resource.c.res_type == query.res_type, resource.c.deleted.is_(False)]
-    for crit in query.criteria:
-        if crit.name == "_id":
-            clauses.append(resource.c.res_id.in_(crit.values))
-        elif crit.name == "_lastUpdated":
-            clauses.append(or_(*(_date_clause(resource.c.last_updated, v) for v in crit.values)))
-        else:
-            clauses.append(_token_clause(query.res_type, crit))
+    owner = Owner(query.res_type, resource.c.res_id, (query.res_type,), resource.c.last_updated)
+    if query.compartment is not None:
+        kind, cid = query.compartment
+        if kind != "Patient":
+            raise BadRequest("compartment searches are supported for the Patient compartment")
+        clauses.append(resource.c.res_id.in_(select(compartment.c.res_id).where(
+            compartment.c.patient_id == cid, compartment.c.res_type == query.res_type)))
+    clauses += [criterion_clause(c, owner, ctx) for c in query.criteria]
     return clauses
 
 
-def find_ids(conn: Connection, query: SearchQuery, visible: ColumnElement[bool], limit: int) -> list[str]:
+def find_ids(conn: Connection, query: SearchQuery, visible: Visible, limit: int, base_url: str = "") -> list[str]:
     """Ids of current resources matching the criteria (for conditional interactions)."""
-    stmt = select(resource.c.res_id).where(visible, *criteria_clause(query)).limit(limit)
+    ctx = Context(conn, visible, base_url)
+    stmt = select(resource.c.res_id).where(visible(resource), *criteria_clause(query, ctx)).limit(limit)
     return [r.res_id for r in conn.execute(stmt)]
 
+
+# -- pages ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class PageRows:
@@ -110,10 +463,61 @@ class PageRows:
     total: int | None
     next: Cursor | None
     previous: Cursor | None
+    included: list[Any] = field(default_factory=list)
 
 
-def page(conn: Connection, query: SearchQuery, visible: ColumnElement[bool], cursor: Cursor | None) -> PageRows:
-    where = [visible, *criteria_clause(query)]
+_COLS = (resource.c.res_type, resource.c.res_id, resource.c.version_id, resource.c.last_updated,
+         resource.c.data, resource.c.created_seq)
+
+
+_SORT_COLUMN = {"token": "code", "string": "value", "number": "value", "quantity": "value",
+                "reference": "target_id", "uri": "value"}
+
+
+def _sort_expr(key: SortKey, res_type: str) -> ColumnElement[Any]:
+    """A resource's value for one sort key: its lowest value ascending, its highest descending."""
+    if key.name == "_id":
+        return resource.c.res_id
+    if key.name == "_lastUpdated":
+        return resource.c.last_updated
+    t = _TABLES[key.type].alias()
+    column = (t.c.high if key.descending else t.c.low) if key.type == "date" else t.c[_SORT_COLUMN[key.type]]
+    agg = func.max(column) if key.descending else func.min(column)
+    return select(agg).where(t.c.res_type == res_type, t.c.res_id == resource.c.res_id,
+                             t.c.param == key.name).scalar_subquery()
+
+
+def _after(col: Any, value: Any, descending: bool, nulls_last: bool) -> ColumnElement[bool]:
+    """Rows strictly after `value` in one key's order."""
+    if value is None:
+        return col.isnot(None) if not nulls_last else false()
+    beyond = col < value if descending else col > value
+    return or_(beyond, col.is_(None)) if nulls_last else beyond
+
+
+def _keyset(cols: list[Any], values: Sequence[Any], directions: list[bool], nulls_last: bool,
+            seq: Any, after_seq: int, seq_desc: bool) -> ColumnElement[bool]:
+    """Lexicographic 'after this row' over the sort keys, then created_seq."""
+    clause: ColumnElement[bool] = seq < after_seq if seq_desc else seq > after_seq
+    for col, value, desc in reversed(list(zip(cols, values, directions, strict=True))):
+        same = col.is_(None) if value is None else col == value
+        clause = or_(_after(col, value, desc, nulls_last), and_(same, clause))
+    return clause
+
+
+def _decode_keys(keys: Sequence[Any], sort: Sequence[SortKey]) -> list[Any]:
+    out = []
+    for value, key in zip(keys, sort, strict=False):
+        out.append(Decimal(value) if value is not None and key.type in ("number", "quantity") else value)
+    if len(out) != len(sort):
+        raise BadRequest("the paging link does not match this search; run the search again")
+    return out
+
+
+def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor | None,
+         base_url: str = "") -> PageRows:
+    ctx = Context(conn, visible, base_url)
+    where = [visible(resource), *criteria_clause(query, ctx)]
     # The newest history sequence number bounds every created_seq, and is a primary-key lookup.
     snapshot = cursor.snapshot if cursor else conn.execute(
         select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
@@ -123,9 +527,18 @@ def page(conn: Connection, query: SearchQuery, visible: ColumnElement[bool], cur
         total = conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one()
     if query.summary_count:
         return PageRows([], total, None, None)
-    cols = (resource.c.res_type, resource.c.res_id, resource.c.version_id, resource.c.last_updated,
-            resource.c.data, resource.c.created_seq)
-    stmt: Select[Any] = select(*cols).where(*where)
+    assert query.res_type is not None
+    if query.sort:
+        rows, nxt, prev = _sorted_page(conn, query, where, cursor, snapshot)
+    else:
+        rows, nxt, prev = _seq_page(conn, query, where, cursor, snapshot)
+    included = _included(conn, query, rows, visible) if query.includes and rows else []
+    return PageRows(rows, total, nxt, prev, included)
+
+
+def _seq_page(conn: Connection, query: SearchQuery, where: list[ColumnElement[bool]], cursor: Cursor | None,
+              snapshot: int) -> tuple[list[Any], Cursor | None, Cursor | None]:
+    stmt: Select[Any] = select(*_COLS).where(*where)
     if cursor and cursor.backwards:
         stmt = stmt.where(resource.c.created_seq < cursor.after).order_by(resource.c.created_seq.desc())
         rows: list[Any] = list(reversed(conn.execute(stmt.limit(query.count + 1)).all()))
@@ -141,4 +554,111 @@ def page(conn: Connection, query: SearchQuery, visible: ColumnElement[bool], cur
         has_prev = cursor is not None
     nxt = Cursor(rows[-1].created_seq, snapshot) if has_next and rows else None
     prev = Cursor(rows[0].created_seq, snapshot, backwards=True) if has_prev and rows else None
-    return PageRows(rows, total, nxt, prev)
+    return rows, nxt, prev
+
+
+def _sorted_page(conn: Connection, query: SearchQuery, where: list[ColumnElement[bool]], cursor: Cursor | None,
+                 snapshot: int) -> tuple[list[Any], Cursor | None, Cursor | None]:
+    assert query.res_type is not None
+    exprs = [_sort_expr(k, query.res_type).label(f"k{i}") for i, k in enumerate(query.sort)]
+    inner = select(*_COLS, *exprs).where(*where).subquery()
+    keys = [inner.c[f"k{i}"] for i in range(len(query.sort))]
+    desc = [k.descending for k in query.sort]
+    backwards = bool(cursor and cursor.backwards)
+    # Going backwards walks the same order reversed: each key flips, and nulls come first.
+    order_desc = [d != backwards for d in desc]
+    stmt = select(inner)
+    if cursor is not None:
+        values = _decode_keys(cursor.keys, query.sort)
+        stmt = stmt.where(_keyset(keys, values, order_desc, not backwards, inner.c.created_seq, cursor.after,
+                                  backwards))
+    order: list[Any] = []
+    for key, d in zip(keys, order_desc, strict=True):
+        ordered = key.desc() if d else key.asc()
+        order.append(ordered.nulls_first() if backwards else ordered.nulls_last())
+    order.append(inner.c.created_seq.desc() if backwards else inner.c.created_seq.asc())
+    rows = list(conn.execute(stmt.order_by(*order).limit(query.count + 1)).all())
+    more = len(rows) > query.count
+    rows = rows[:query.count]
+    if backwards:
+        rows.reverse()
+        has_next, has_prev = True, more
+    else:
+        has_next, has_prev = more, cursor is not None
+
+    def at(row: Any, back: bool) -> Cursor:
+        return Cursor(row.created_seq, snapshot, back, tuple(getattr(row, f"k{i}") for i in range(len(keys))))
+    nxt = at(rows[-1], False) if has_next and rows else None
+    prev = at(rows[0], True) if has_prev and rows else None
+    return rows, nxt, prev
+
+
+# -- _include and _revinclude ------------------------------------------------------------------------
+
+def _included(conn: Connection, query: SearchQuery, rows: list[Any], visible: Visible) -> list[Any]:
+    """Resources named by the query's _include and _revinclude for this page's matches, each once
+    and never one already in the page; :iterate repeats on what was included."""
+    seen = {(r.res_type, r.res_id) for r in rows}
+    frontier = set(seen)
+    out: list[Any] = []
+    for round_ in range(MAX_ITERATE + 1):
+        wanted = [i for i in query.includes if round_ == 0 or i.iterate]
+        if not wanted or not frontier:
+            break
+        found: set[tuple[str, str]] = set()
+        for inc in wanted:
+            found |= _include_targets(conn, inc, frontier, query.res_type or "")
+        new = sorted(found - seen)[:MAX_INCLUDED - len(out)]
+        if not new:
+            break
+        fetched = _fetch(conn, new, visible)
+        out += fetched
+        seen |= set(new)
+        frontier = {(r.res_type, r.res_id) for r in fetched}
+        if len(out) >= MAX_INCLUDED:
+            break
+    return out
+
+
+def _include_targets(conn: Connection, inc: Include, frontier: set[tuple[str, str]],
+                     searched: str) -> set[tuple[str, str]]:
+    r = idx_reference
+    if not inc.reverse:
+        sources = [rid for t, rid in frontier if t == inc.source]
+        if not sources:
+            return set()
+        conds = [r.c.res_type == inc.source, r.c.target_id.isnot(None), r.c.target_type.isnot(None)]
+        if inc.param is not None:
+            conds.append(r.c.param == inc.param)
+        if inc.target is not None:
+            conds.append(r.c.target_type == inc.target)
+        out: set[tuple[str, str]] = set()
+        for chunk in _chunks(sources):
+            out |= {(t, i) for t, i in conn.execute(
+                select(r.c.target_type, r.c.target_id).where(*conds, r.c.res_id.in_(chunk)))}
+        return out
+    targets = sorted(frontier)
+    conds = [] if inc.param is None else [r.c.res_type == inc.source, r.c.param == inc.param]
+    if inc.target is not None:
+        conds.append(r.c.target_type == inc.target)
+    out = set()
+    for chunk in _chunks(targets):
+        out |= {(t, i) for t, i in conn.execute(select(r.c.res_type, r.c.res_id).where(
+            *conds, tuple_(r.c.target_type, r.c.target_id).in_(chunk)))}
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:
+    items = list(items)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _fetch(conn: Connection, keys: list[tuple[str, str]], visible: Visible) -> list[Any]:
+    out: list[Any] = []
+    for chunk in _chunks(keys):
+        out += conn.execute(select(*_COLS).where(
+            visible(resource), resource.c.deleted.is_(False),
+            tuple_(resource.c.res_type, resource.c.res_id).in_(chunk))).all()
+    order = {k: i for i, k in enumerate(keys)}
+    return sorted(out, key=lambda r: order[(r.res_type, r.res_id)])
+

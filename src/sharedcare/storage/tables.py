@@ -134,8 +134,23 @@ idx_reference = _index_table(
     lookup=("target_id",),
 )
 idx_uri = _index_table("idx_uri", Column("value", Text, nullable=False), lookup=("value",))
+# Composite parameters (e.g. Observation code-value-quantity): one row per combination of component
+# values taken from the same element; columns as in fhir.search.extract.CompositeValue.
+idx_composite = _index_table(
+    "idx_composite",
+    Column("system1", Text),
+    Column("code1", Text),
+    Column("system2", Text),
+    Column("code2", Text),
+    Column("text2", Text),
+    Column("number2", Numeric(asdecimal=True)),
+    Column("low2", String(32)),
+    Column("high2", String(32)),
+    Column("number3", Numeric(asdecimal=True)),
+    lookup=("code1",),
+)
 
-INDEX_TABLES = (idx_token, idx_string, idx_date, idx_number, idx_quantity, idx_reference, idx_uri)
+INDEX_TABLES = (idx_token, idx_string, idx_date, idx_number, idx_quantity, idx_reference, idx_uri, idx_composite)
 
 audit = Table(
     "audit",

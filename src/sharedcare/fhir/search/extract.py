@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from itertools import count
+from itertools import count, product
 from typing import Any, NamedTuple
 
 from sharedcare.errors import BadRequest
@@ -85,6 +85,25 @@ class UriValue(NamedTuple):
     value: str
 
 
+class CompositeValue(NamedTuple):
+    """One combination of a composite parameter's components, all taken from the same element. The
+    first component is a token in every R4 composite; the second is whichever type its parameter has
+    (a token or quantity uses system2/code2, and a quantity also number2 and unit2; a date low2/high2;
+    a string or reference text2; a number number2); a third component (MolecularSequence
+    coordinates) is a number."""
+
+    param: str
+    system1: str | None
+    code1: str | None
+    system2: str | None = None
+    code2: str | None = None
+    text2: str | None = None
+    number2: Decimal | None = None
+    low2: str | None = None
+    high2: str | None = None
+    number3: Decimal | None = None
+
+
 @dataclass
 class IndexValues:
     tokens: list[TokenValue] = field(default_factory=list)
@@ -94,6 +113,7 @@ class IndexValues:
     quantities: list[QuantityValue] = field(default_factory=list)
     references: list[ReferenceValue] = field(default_factory=list)
     uris: list[UriValue] = field(default_factory=list)
+    composites: list[CompositeValue] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,8 +260,12 @@ def _refers_to(value: Any, target: str) -> bool:
 
 
 def evaluate(step: Step, resource: dict[str, Any]) -> list[tuple[Any, str]]:
-    nodes: list[tuple[Any, str]] = [(resource, step.root)]
-    for op in step.ops:
+    return _follow([(resource, step.root)], step.ops)
+
+
+def _follow(nodes: list[tuple[Any, str]], ops: tuple[Op, ...]) -> list[tuple[Any, str]]:
+    """The nodes `ops` select from `nodes` (each a JSON value with its type or element path)."""
+    for op in ops:
         if op[0] == "child":
             nodes = [child for value, ctx in nodes for child in _children(value, ctx, op[1])]
         elif op[0] == "type":
@@ -359,6 +383,111 @@ def compiled_for(resource_type: str) -> tuple[Compiled, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class CompiledComposite:
+    """A composite parameter: its base elements, and each component's type and steps. A component's
+    steps run from each base element (`relative`) or from the resource (`%resource...`)."""
+
+    info: SearchParamInfo
+    bases: tuple[Step, ...]
+    components: tuple[tuple[SearchParamInfo, tuple[tuple[Step, bool], ...]], ...]
+
+
+@cache
+def _parameters_by_url() -> dict[str, SearchParamInfo]:
+    return {sp["url"]: SearchParamInfo(sp["code"], sp["type"], sp.get("expression", ""), sp["url"],
+                                       tuple(sp.get("target", ())), tuple(sp.get("component", ())))
+            for sp in search_parameters()}
+
+
+def component_types(info: SearchParamInfo) -> tuple[str, ...]:
+    """The types of a composite parameter's components, in order."""
+    return tuple(_parameters_by_url()[c["definition"]].type for c in info.components)
+
+
+@cache
+def composites_for(resource_type: str) -> tuple[CompiledComposite, ...]:
+    out = []
+    for info in parameters_for(resource_type).values():
+        if info.type != "composite":
+            continue
+        bases = [compile_part(p) for p in _split_union(info.expression) if p == resource_type
+                 or p.startswith(resource_type + ".")]
+        components = []
+        for comp in info.components:
+            part_info = _parameters_by_url()[comp["definition"]]
+            steps: list[tuple[Step, bool]] = []
+            for part in _split_union(comp["expression"]):
+                absolute = part.startswith("%resource")
+                step = compile_part(part.replace("%resource", resource_type, 1) if absolute else "Base." + part)
+                if step is not None:
+                    steps.append((step, not absolute))
+            components.append((part_info, tuple(steps)))
+        if bases and all(b is not None for b in bases):
+            out.append(CompiledComposite(info, tuple(b for b in bases if b is not None), tuple(components)))
+    return tuple(out)
+
+
+def _component_atoms(info: SearchParamInfo, values: IndexValues) -> list[tuple[Any, ...]]:
+    """A component's values as the composite columns it fills: (system, code) for a token; (system,
+    code, unit, value) for a quantity; (low, high) for a date; (text,) for a string or reference;
+    (value,) for a number."""
+    match info.type:
+        case "token":
+            return [(t.system, t.code) for t in values.tokens]
+        case "quantity":
+            return [(q.system, q.code, q.unit, q.value) for q in values.quantities]
+        case "date":
+            return [(d.low, d.high) for d in values.dates]
+        case "string":
+            return [(v.value,) for v in values.strings]
+        case "reference":
+            return [(f"{r.target_type}/{r.target_id}" if r.target_id else r.url,) for r in values.references]
+        case "number":
+            return [(n.value,) for n in values.numbers]
+    return []
+
+
+def _composite_value(param: str, kind2: str, atoms: tuple[tuple[Any, ...], ...]) -> CompositeValue:
+    system1, code1 = atoms[0][:2]
+    fields: dict[str, Any] = {}
+    if len(atoms) > 1:
+        a = atoms[1]
+        match kind2:
+            case "token":
+                fields = {"system2": a[0], "code2": a[1]}
+            case "quantity":
+                fields = {"system2": a[0], "code2": a[1], "text2": a[2], "number2": a[3]}
+            case "date":
+                fields = {"low2": a[0], "high2": a[1]}
+            case "number":
+                fields = {"number2": a[0]}
+            case _:
+                fields = {"text2": a[0]}
+    if len(atoms) > 2:
+        fields["number3"] = atoms[2][0]
+    return CompositeValue(param, system1, code1, **fields)
+
+
+def extract_composites(resource: dict[str, Any], res_type: str, out: IndexValues) -> None:
+    for comp in composites_for(res_type):
+        kinds = component_types(comp.info)
+        for base in comp.bases:
+            for node in evaluate(base, resource):
+                per_component: list[list[tuple[Any, ...]]] = []
+                for part_info, steps in comp.components:
+                    scratch = IndexValues()
+                    for step, relative in steps:
+                        for value, kind in (_follow([node], step.ops) if relative else evaluate(step, resource)):
+                            _add(part_info, value, kind, scratch)
+                    per_component.append(_component_atoms(part_info, scratch))
+                if not all(per_component):
+                    continue
+                for combo in product(*per_component):
+                    out.composites.append(_composite_value(comp.info.code, kinds[1] if len(kinds) > 1 else "",
+                                                           combo))
+
+
 def _deceased(resource: dict[str, Any]) -> list[bool]:
     """Patient.deceased.exists() and Patient.deceased != false: true when a death is recorded."""
     recorded = "deceasedDateTime" in resource or resource.get("deceasedBoolean") is True
@@ -382,6 +511,8 @@ def _fhirpath(expression: str) -> Any:
 
 def normalise(text: str) -> str:
     """Case-, accent- and whitespace-insensitive form used by string search."""
+    if text.isascii():  # no accents to strip; casefold is lower for ASCII
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())
@@ -425,21 +556,26 @@ def _bound(value: Any, index: int) -> str | None:
         return None
 
 
+def _text(value: Any) -> str | None:
+    return normalise(value) if isinstance(value, str) else None
+
+
 def _token(param: str, value: Any, kind: str, out: IndexValues) -> None:
+    """Token rows; their text (for `:text`) is normalised like string search values."""
     if kind == "CodeableConcept" and isinstance(value, dict):
         text = value.get("text")
         for coding in _as_list(value.get("coding", [])):
             if isinstance(coding, dict):
                 out.tokens.append(TokenValue(param, coding.get("system"), coding.get("code"),
-                                             text or coding.get("display")))
+                                             _text(text or coding.get("display"))))
         if text and not value.get("coding"):
-            out.tokens.append(TokenValue(param, None, None, text))
+            out.tokens.append(TokenValue(param, None, None, _text(text)))
     elif kind == "Coding" and isinstance(value, dict):
-        out.tokens.append(TokenValue(param, value.get("system"), value.get("code"), value.get("display")))
+        out.tokens.append(TokenValue(param, value.get("system"), value.get("code"), _text(value.get("display"))))
     elif kind == "Identifier" and isinstance(value, dict):
         itype: dict[str, Any] = value["type"] if isinstance(value.get("type"), dict) else {}
         coding = next((c for c in _as_list(itype.get("coding", [])) if isinstance(c, dict)), {})
-        out.tokens.append(TokenValue(param, value.get("system"), value.get("value"), itype.get("text"),
+        out.tokens.append(TokenValue(param, value.get("system"), value.get("value"), _text(itype.get("text")),
                                      coding.get("system"), coding.get("code")))
     elif kind == "ContactPoint" and isinstance(value, dict):
         out.tokens.append(TokenValue(param, value.get("system"), value.get("value")))
@@ -545,6 +681,7 @@ def extract(resource: dict[str, Any]) -> IndexValues:
                 values = []
             for v in values:
                 _add(comp.info, v, "boolean" if isinstance(v, bool) else "string", out)
-    for name in ("tokens", "strings", "dates", "numbers", "quantities", "references", "uris"):
+    extract_composites(resource, res_type, out)
+    for name in ("tokens", "strings", "dates", "numbers", "quantities", "references", "uris", "composites"):
         setattr(out, name, _dedupe(getattr(out, name)))
     return out

@@ -18,7 +18,10 @@ def test_commas_or_and_repeats_and() -> None:
 
 
 def test_escaped_commas_and_bars() -> None:
-    assert split_values(r"a\,b,c") == (r"a\,b", "c")
+    # An escaped comma is part of the value; other escapes stay for the type's own parsing.
+    assert split_values(r"a\,b,c") == ("a,b", "c")
+    assert split_values(r"a\|b\\,c") == (r"a\|b\\", "c")
+    assert split_values(r"1$2\$3", "$") == ("1", "2$3")
     assert split_token(r"http://x|a\|b") == ("http://x", "a|b")
     assert split_token("|code") == ("", "code")
     assert split_token("code") == (None, "code")
