@@ -183,19 +183,24 @@ def criterion_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnEleme
     if crit.type == "composite":
         kinds = component_types(_param_info(crit.target or owner.types[0], crit.name))
         return exists().where(*mine, or_(*[_composite_value(t, v, kinds, ctx) for v in crit.values]))
+    if crit.type == "reference":
+        return exists().where(*mine, or_(*[_reference_value(t, v, crit.modifier, ctx) for v in crit.values]))
     build = _VALUE_CLAUSES[crit.type]
     if crit.type == "token" and crit.modifier in ("not", "not-in"):
         modifier = "in" if crit.modifier == "not-in" else None
         return ~exists().where(*mine, or_(*[build(t, v, modifier, ctx) for v in crit.values]))
-    target_types = owner.types
-    if crit.type == "reference":
-        return exists().where(*mine, or_(*[_reference_value(t, v, crit.modifier, ctx, target_types)
-                                           for v in crit.values]))
     return exists().where(*mine, or_(*[build(t, v, crit.modifier, ctx) for v in crit.values]))
 
 
 def _param_info(res_type: str, name: str) -> Any:
     return parameters_for(res_type)[name]
+
+
+def local_reference(r: Any, base_url: str) -> ColumnElement[bool]:
+    """Index rows of references to resources on this server: relative, or absolute under its base."""
+    if not base_url:
+        return r.c.url.is_(None)  # type: ignore[no-any-return]
+    return or_(r.c.url.is_(None), r.c.url.like(_like_prefix(base_url.rstrip("/") + "/") + "%", escape="\\"))
 
 
 def _link_clause(link: Link, rest: Criterion, owner: Owner, ctx: Context) -> ColumnElement[bool]:
@@ -205,13 +210,15 @@ def _link_clause(link: Link, rest: Criterion, owner: Owner, ctx: Context) -> Col
         inner_owner = Owner(r.c.target_type, r.c.target_id, link.types, target.c.last_updated)
         return exists().where(
             *owner.rows_of(r), r.c.param == link.param, r.c.target_type.in_(link.types),
+            local_reference(r, ctx.base_url),
             target.c.res_type == r.c.target_type, target.c.res_id == r.c.target_id, target.c.deleted.is_(False),
             ctx.visible(target), criterion_clause(rest, inner_owner, ctx))
     source = link.types[0]
     inner_owner = Owner(source, r.c.res_id, (source,), target.c.last_updated)
     return exists().where(
         r.c.res_type == source, r.c.param == link.param, r.c.target_type == owner.res_type,
-        r.c.target_id == owner.res_id, target.c.res_type == source, target.c.res_id == r.c.res_id,
+        r.c.target_id == owner.res_id, local_reference(r, ctx.base_url), target.c.res_type == source,
+        target.c.res_id == r.c.res_id,
         target.c.deleted.is_(False), ctx.visible(target), criterion_clause(rest, inner_owner, ctx))
 
 
@@ -363,8 +370,7 @@ def _uri_value(t: Any, value: str, modifier: str | None, ctx: Context) -> Column
     return t.c.value == text  # type: ignore[no-any-return]
 
 
-def _reference_value(t: Any, value: str, modifier: str | None, ctx: Context,
-                     types: Sequence[str] = ()) -> ColumnElement[bool]:
+def _reference_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
     ref = unescape(value)
     base = ctx.base_url.rstrip("/") + "/"
     if ctx.base_url and ref.startswith(base):
@@ -378,14 +384,18 @@ def _reference_value(t: Any, value: str, modifier: str | None, ctx: Context,
     parts = ref.split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
         parts = parts[:-2]
+    rtype: str | None = modifier
+    rid = ref
     if len(parts) == 2:
         rtype, rid = parts
         if modifier and modifier != rtype:
             return false()
-        return and_(t.c.target_type == rtype, t.c.target_id == rid)
-    if modifier:
-        return and_(t.c.target_type == modifier, t.c.target_id == ref)
-    return t.c.target_id == ref  # type: ignore[no-any-return]
+    # A relative reference, or an absolute one to this server; not Patient/77 on another server.
+    local = t.c.url.is_(None)
+    if ctx.base_url and rtype:
+        local = or_(local, t.c.url == f"{base}{rtype}/{rid}")
+    return and_(t.c.target_type == rtype, t.c.target_id == rid, local) if rtype else \
+        and_(t.c.target_id == rid, local)
 
 
 def _composite_value(t: Any, value: str, kinds: tuple[str, ...], ctx: Context) -> ColumnElement[bool]:
@@ -532,7 +542,7 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
         rows, nxt, prev = _sorted_page(conn, query, where, cursor, snapshot)
     else:
         rows, nxt, prev = _seq_page(conn, query, where, cursor, snapshot)
-    included = _included(conn, query, rows, visible) if query.includes and rows else []
+    included = _included(conn, query, rows, visible, base_url) if query.includes and rows else []
     return PageRows(rows, total, nxt, prev, included)
 
 
@@ -595,7 +605,7 @@ def _sorted_page(conn: Connection, query: SearchQuery, where: list[ColumnElement
 
 # -- _include and _revinclude ------------------------------------------------------------------------
 
-def _included(conn: Connection, query: SearchQuery, rows: list[Any], visible: Visible) -> list[Any]:
+def _included(conn: Connection, query: SearchQuery, rows: list[Any], visible: Visible, base_url: str) -> list[Any]:
     """Resources named by the query's _include and _revinclude for this page's matches, each once
     and never one already in the page; :iterate repeats on what was included."""
     seen = {(r.res_type, r.res_id) for r in rows}
@@ -607,7 +617,7 @@ def _included(conn: Connection, query: SearchQuery, rows: list[Any], visible: Vi
             break
         found: set[tuple[str, str]] = set()
         for inc in wanted:
-            found |= _include_targets(conn, inc, frontier, query.res_type or "")
+            found |= _include_targets(conn, inc, frontier, base_url)
         new = sorted(found - seen)[:MAX_INCLUDED - len(out)]
         if not new:
             break
@@ -621,13 +631,14 @@ def _included(conn: Connection, query: SearchQuery, rows: list[Any], visible: Vi
 
 
 def _include_targets(conn: Connection, inc: Include, frontier: set[tuple[str, str]],
-                     searched: str) -> set[tuple[str, str]]:
+                     base_url: str) -> set[tuple[str, str]]:
     r = idx_reference
     if not inc.reverse:
         sources = [rid for t, rid in frontier if t == inc.source]
         if not sources:
             return set()
-        conds = [r.c.res_type == inc.source, r.c.target_id.isnot(None), r.c.target_type.isnot(None)]
+        conds = [r.c.res_type == inc.source, r.c.target_id.isnot(None), r.c.target_type.isnot(None),
+                 local_reference(r, base_url)]
         if inc.param is not None:
             conds.append(r.c.param == inc.param)
         if inc.target is not None:
@@ -638,7 +649,9 @@ def _include_targets(conn: Connection, inc: Include, frontier: set[tuple[str, st
                 select(r.c.target_type, r.c.target_id).where(*conds, r.c.res_id.in_(chunk)))}
         return out
     targets = sorted(frontier)
-    conds = [] if inc.param is None else [r.c.res_type == inc.source, r.c.param == inc.param]
+    conds = [local_reference(r, base_url)]
+    if inc.param is not None:
+        conds += [r.c.res_type == inc.source, r.c.param == inc.param]
     if inc.target is not None:
         conds.append(r.c.target_type == inc.target)
     out = set()
