@@ -29,6 +29,7 @@ from sharedcare.fhir import formats, interactions, jsonio
 from sharedcare.fhir import responses as resp
 from sharedcare.fhir.bundles import BundleProcessor, Entry
 from sharedcare.fhir.capability import capability_statement
+from sharedcare.fhir.definitions import resource_types
 from sharedcare.fhir.formats import Format
 from sharedcare.fhir.search import query as search_query
 from sharedcare.fhir.search import shape
@@ -238,6 +239,10 @@ class FhirApi:
             interactions.check_type(res_type)
             return await self._history(request, res_type, res_id)
 
+        @r("GET", "/Patient/{res_id}/$everything")
+        async def everything(request: Request, res_id: str) -> Response:
+            return await self._everything(request, res_id)
+
         @r("GET", "/{comp_type}/{comp_id}/{res_type}")
         async def compartment_search(request: Request, comp_type: str, comp_id: str, res_type: str) -> Response:
             interactions.check_type(comp_type)
@@ -315,6 +320,32 @@ class FhirApi:
         body = resp.searchset(page, self.base, f"{path}?" + urlencode(params),
                               {"next": link(page.next_cursor), "previous": link(page.previous_cursor)},
                               shape=subset, warnings=warnings)
+        return resp.fhir_response(body, fmt)
+
+    async def _everything(self, request: Request, res_id: str) -> Response:
+        """Patient/$everything with _since, _type and _count; paged like a search."""
+        fmt = self.fmt(request)
+        interactions.check_id(res_id)
+        params = request.query_params
+        count = self.settings.default_page_size
+        if "_count" in params:
+            count = min(search_query.parse(None, [("_count", params["_count"])], default_count=count,
+                                           max_count=self.settings.max_page_size).count, self.settings.max_page_size)
+        since = search_query.date_range(params["_since"])[1] if params.get("_since") else None
+        types = tuple(t for t in params.get("_type", "").split(",") if t)
+        unknown = [t for t in types if t not in resource_types()]
+        if unknown:
+            raise BadRequest(f"_type names unknown resource types: {', '.join(unknown)[:200]}")
+        page = await run_in_threadpool(lambda: self.repo.everything(
+            self.caller(request), res_id, types=types, since=since, count=count,
+            cursor_token=params.get("_cursor"), query_string=self.query_string(request)))
+        keep = [(k, v) for k, v in params.multi_items() if k in ("_since", "_type")] + [("_count", str(count))]
+        path = f"{self.base}/Patient/{res_id}/$everything"
+
+        def link(cursor: str | None) -> str | None:
+            return f"{path}?" + urlencode([*keep, ("_cursor", cursor)]) if cursor else None
+        body = resp.searchset(page, self.base, f"{path}?" + urlencode(keep),
+                              {"next": link(page.next_cursor), "previous": link(page.previous_cursor)})
         return resp.fhir_response(body, fmt)
 
     async def _history(self, request: Request, res_type: str | None, res_id: str | None) -> Response:

@@ -16,7 +16,7 @@ import asyncio
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -300,6 +300,27 @@ class Repository:
         page = _page(result, sign(result.next), sign(result.previous))
         self._audit_read(caller, interaction, 200, res_type=query.res_type, query=query_string,
                          patients=_patients_of(page, query.compartment[1] if query.compartment else None))
+        return page
+
+    def everything(self, caller: Caller, patient_id: str, *, types: Sequence[str] = (), since: str | None = None,
+                   count: int, cursor_token: str | None = None, query_string: str = "") -> Page:
+        """Patient/$everything: the patient's record, paged (see search.everything_page). A patient
+        the caller may not see, or that does not exist, is 404 either way."""
+        cursor = search.open_cursor(self._cursor_key, caller.agent_id, cursor_token) if cursor_token else None
+        with self.engine.connect() as conn:
+            visible = self.visible(caller)
+            exists_ = conn.execute(select(resource.c.res_id).where(
+                visible(resource), resource.c.res_type == "Patient", resource.c.res_id == patient_id,
+                resource.c.deleted.is_(False))).first()
+            if exists_ is None:
+                self._audit_read(caller, "operation", 404, res_type="Patient", res_id=patient_id, query=query_string)
+                raise NotFound("Patient resource not found")
+            result = search.everything_page(conn, patient_id, types=types, since=since, count=count, cursor=cursor,
+                                            visible=visible, base_url=self.base_url)
+        sign = self._sign(caller)
+        page = _page(result, sign(result.next), sign(result.previous))
+        self._audit_read(caller, "operation", 200, res_type="Patient", res_id=patient_id, patients=(patient_id,),
+                         query=query_string)
         return page
 
     def visible(self, caller: Caller) -> Visible:

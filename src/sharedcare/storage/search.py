@@ -60,6 +60,7 @@ from sharedcare.fhir.search.query import (
 )
 from sharedcare.fhir.validation.bindings import expand
 from sharedcare.storage.tables import (
+    SHARED_PARTITION,
     compartment,
     idx_composite,
     idx_date,
@@ -601,6 +602,34 @@ def _sorted_page(conn: Connection, query: SearchQuery, where: list[ColumnElement
     nxt = at(rows[-1], False) if has_next and rows else None
     prev = at(rows[0], True) if has_prev and rows else None
     return rows, nxt, prev
+
+
+# -- Patient/$everything ------------------------------------------------------------------------------
+
+def everything_page(conn: Connection, patient_id: str, *, types: Sequence[str], since: str | None, count: int,
+                    cursor: Cursor | None, visible: Visible, base_url: str) -> PageRows:
+    """One page of a patient's record: every current resource in the patient's compartment (the
+    Patient itself included), plus the resources they reference that sit in no patient's compartment
+    (practitioners, organisations, locations, medications ...), so nothing of another patient is ever
+    included. Ordered by created_seq and bounded by a snapshot like any search."""
+    mine = select(compartment.c.res_type, compartment.c.res_id).where(compartment.c.patient_id == patient_id)
+    r = idx_reference
+    referenced = select(r.c.target_type, r.c.target_id).join(compartment, and_(
+        compartment.c.res_type == r.c.res_type, compartment.c.res_id == r.c.res_id)).where(
+        compartment.c.patient_id == patient_id, r.c.target_id.isnot(None), local_reference(r, base_url))
+    key = tuple_(resource.c.res_type, resource.c.res_id)
+    where = [visible(resource), resource.c.deleted.is_(False),
+             or_(key.in_(mine), and_(resource.c.partition_key == SHARED_PARTITION, key.in_(referenced)))]
+    if types:
+        where.append(resource.c.res_type.in_(types))
+    if since:
+        where.append(resource.c.last_updated >= since)
+    snapshot = cursor.snapshot if cursor else conn.execute(
+        select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
+    where.append(resource.c.created_seq <= snapshot)
+    total = conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one()
+    rows, nxt, prev = _seq_page(conn, SearchQuery(None, count=count), where, cursor, snapshot)
+    return PageRows(rows, total, nxt, prev)
 
 
 # -- _include and _revinclude ------------------------------------------------------------------------
