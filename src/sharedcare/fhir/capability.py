@@ -10,32 +10,54 @@ from functools import cache
 from typing import Any
 
 from sharedcare import __version__
-from sharedcare.fhir.definitions import FHIR_VERSION, resource_types, search_parameters
+from sharedcare.fhir.definitions import FHIR_VERSION, resource_types
 
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                      "create", "search-type")
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
-COMMON_PARAMS = (
-    ("_id", "token", "http://hl7.org/fhir/SearchParameter/Resource-id"),
-    ("_lastUpdated", "date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
-)
+
+
+def searchable(res_type: str) -> list[dict[str, str]]:
+    """The search parameters a type really supports: every R4 parameter with an expression (the
+    query parser refuses, or ignores, the others: _content, _query, near)."""
+    from sharedcare.fhir.search.extract import parameters_for
+
+    return [{"name": code, "type": info.type, "definition": info.url}
+            for code, info in sorted(parameters_for(res_type).items())
+            if info.expression and info.type != "special"]
 
 
 @cache
-def _identifier_types() -> frozenset[str]:
-    return frozenset(
-        base for sp in search_parameters() if sp["code"] == "identifier" for base in sp.get("base", ())
-    )
+def _reference_params(res_type: str) -> tuple[str, ...]:
+    from sharedcare.fhir.search.extract import parameters_for
+
+    return tuple(sorted(code for code, info in parameters_for(res_type).items()
+                        if info.type == "reference" and info.expression))
 
 
+@cache
+def _revincludes() -> dict[str, tuple[str, ...]]:
+    """Target type -> `Source:param` of every reference parameter that can point at it."""
+    from sharedcare.fhir.search.extract import parameters_for
+
+    out: dict[str, list[str]] = {}
+    for source in sorted(resource_types()):
+        for code, info in parameters_for(source).items():
+            if info.type == "reference" and info.expression:
+                for target in info.targets or sorted(resource_types()):
+                    out.setdefault(target, []).append(f"{source}:{code}")
+    return {k: tuple(sorted(set(v))) for k, v in out.items()}
+
+
+@cache
 def capability_statement(base_url: str, software_date: str = "2026-11-24") -> dict[str, Any]:
-    identifier_types = _identifier_types()
+    """Built once per base URL (callers must not change it)."""
     resources = []
     for res_type in sorted(resource_types()):
-        params = [{"name": n, "type": t, "definition": d} for n, t, d in COMMON_PARAMS]
-        if res_type in identifier_types:
-            params.append({"name": "identifier", "type": "token",
-                           "definition": f"http://hl7.org/fhir/SearchParameter/{res_type}-identifier"})
+        operations = [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
+        if res_type == "Patient":
+            operations.append({"name": "everything",
+                               "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
         resources.append({
             "type": res_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{res_type}",
@@ -47,9 +69,10 @@ def capability_statement(base_url: str, software_date: str = "2026-11-24") -> di
             "conditionalRead": "not-supported",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
-            "searchParam": params,
-            "operation": [{"name": "validate",
-                           "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+            "searchInclude": ["*", *(f"{res_type}:{p}" for p in _reference_params(res_type))],
+            "searchRevInclude": list(_revincludes().get(res_type, ())),
+            "searchParam": searchable(res_type),
+            "operation": operations,
         })
     return {
         "resourceType": "CapabilityStatement",

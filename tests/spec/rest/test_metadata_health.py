@@ -16,7 +16,12 @@ def test_capability_statement_lists_every_r4_resource_type(client: TestClient) -
     assert len(types) == 146
     assert {"Patient", "Observation", "CarePlan", "AuditEvent"} <= types
     patient = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Patient")
-    assert {p["name"] for p in patient["searchParam"]} == {"_id", "_lastUpdated", "identifier"}
+    names = {p["name"] for p in patient["searchParam"]}
+    assert {"_id", "_lastUpdated", "identifier", "family", "birthdate", "_tag"} <= names
+    assert "_content" not in names  # defined without an expression: not supported, so not claimed
+    assert "Observation:subject" in patient["searchRevInclude"]
+    assert "Patient:organization" in patient["searchInclude"]
+    assert {"validate", "everything"} <= {o["name"] for o in patient["operation"]}
     assert {i["code"] for i in cs["rest"][0]["interaction"]} == {"transaction", "batch", "history-system"}
 
 
