@@ -75,6 +75,7 @@ from sharedcare.storage.tables import (
 )
 
 MAX_INCLUDED = 1000  # included resources per page
+ESTIMATE_CAP = 1000  # _total=estimate (the default) counts up to this many matches
 MAX_ITERATE = 4  # rounds of _include:iterate / _revinclude:iterate
 
 Visible = Callable[[Any], ColumnElement[bool]]
@@ -533,18 +534,30 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
     snapshot = cursor.snapshot if cursor else conn.execute(
         select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
     where.append(resource.c.created_seq <= snapshot)
-    total = None
-    if query.total != "none" or query.summary_count:
-        total = conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one()
     if query.summary_count:
-        return PageRows([], total, None, None)
+        return PageRows([], _count(conn, where, None), None, None)
     assert query.res_type is not None
     if query.sort:
         rows, nxt, prev = _sorted_page(conn, query, where, cursor, snapshot)
     else:
         rows, nxt, prev = _seq_page(conn, query, where, cursor, snapshot)
+    total = None
+    if query.total == "accurate":
+        total = _count(conn, where, None)
+    elif query.total == "estimate":
+        # The whole result on one first page needs no count; otherwise count up to the cap.
+        total = len(rows) if cursor is None and nxt is None else _count(conn, where, ESTIMATE_CAP)
     included = _included(conn, query, rows, visible, base_url) if query.includes and rows else []
     return PageRows(rows, total, nxt, prev, included)
+
+
+def _count(conn: Connection, where: list[ColumnElement[bool]], cap: int | None) -> int | None:
+    """The number of matches; with a cap, None when there are at least that many."""
+    if cap is None:
+        return int(conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one())
+    bounded = select(resource.c.res_id).where(*where).limit(cap).subquery()
+    found = int(conn.execute(select(func.count()).select_from(bounded)).scalar_one())
+    return found if found < cap else None
 
 
 def _seq_page(conn: Connection, query: SearchQuery, where: list[ColumnElement[bool]], cursor: Cursor | None,

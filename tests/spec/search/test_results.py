@@ -3,6 +3,7 @@ _search, compartment search, ignored parameters, and clear refusals."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from sharedcare.settings import Settings
@@ -69,6 +70,19 @@ def test_totals_and_counts(client: TestClient) -> None:
     assert f"_count={Settings().max_page_size}" in self_link
     assert "whole number" in error(client, "Patient?_count=-1")
     assert "whole number" in error(client, "Patient?_count=ten")
+
+
+def test_estimated_totals_are_exact_up_to_a_cap_and_left_out_beyond(client: TestClient,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from sharedcare.storage import search
+
+    for name in ("A", "B", "C"):
+        make(client, patient(name))
+    monkeypatch.setattr(search, "ESTIMATE_CAP", 3)
+    assert "total" not in bundle(client, "Patient?_count=1")  # at least 3: not counted further
+    assert bundle(client, "Patient?_count=1&_total=accurate")["total"] == 3
+    assert bundle(client, "Patient?family=a&_count=1")["total"] == 1  # one page: counted for free
+    assert bundle(client, "Patient?_count=1&_total=estimate&family=a,b")["total"] == 2
 
 
 def test_post_search_takes_form_parameters(client: TestClient) -> None:

@@ -104,7 +104,9 @@ class SearchQuery:
     res_type: str | None
     criteria: tuple[Criterion, ...] = ()
     count: int = 20
-    total: str = "accurate"  # none | estimate | accurate
+    # none | estimate | accurate. estimate (the default) counts exactly up to ESTIMATE_CAP matches and
+    # leaves the total out beyond, so a first page never waits for a count of millions.
+    total: str = "estimate"
     summary_count: bool = False
     cursor: str | None = None
     ignored: tuple[str, ...] = field(default=())
@@ -128,7 +130,7 @@ class SearchQuery:
             out.append(("_summary", self.summary))
         if self.elements:
             out.append(("_elements", ",".join(self.elements)))
-        if self.total != "accurate":
+        if self.total != "estimate":
             out.append(("_total", self.total))
         return out
 
@@ -448,7 +450,7 @@ def parse(res_type: str | None, items: list[tuple[str, str]], *, default_count: 
           strict: bool = False, compartment: tuple[str, str] | None = None) -> SearchQuery:
     criteria: list[Criterion] = []
     ignored: list[str] = []
-    count, total, summary_count, cursor = default_count, "accurate", False, None
+    count, total, summary_count, cursor = default_count, "estimate", False, None
     summary: str | None = None
     elements: tuple[str, ...] = ()
     sort: tuple[SortKey, ...] = ()
