@@ -386,11 +386,38 @@ def compiled_for(resource_type: str) -> tuple[Compiled, ...]:
 @dataclass(frozen=True)
 class CompiledComposite:
     """A composite parameter: its base elements, and each component's type and steps. A component's
-    steps run from each base element (`relative`) or from the resource (`%resource...`)."""
+    steps run from each base element (`relative`) or from the resource (`%resource...`).
+
+    One per base path: `Observation | Observation.component` gives two. `needs` holds, per component,
+    the JSON keys one of which its relative steps start from (None: no shortcut); an element holding
+    none of a component's keys has no value for the composite, which settles most composites of most
+    resources without walking them."""
 
     info: SearchParamInfo
-    bases: tuple[Step, ...]
+    base: Step
     components: tuple[tuple[SearchParamInfo, tuple[tuple[Step, bool], ...]], ...]
+    needs: tuple[frozenset[str] | None, ...]
+    kinds: tuple[str, ...]  # the components' parameter types
+
+
+def _component_keys(base: Step, steps: tuple[tuple[Step, bool], ...]) -> frozenset[str] | None:
+    """The keys of an element of `base` that a component's relative steps start from."""
+    nodes_kind = base.root if not base.ops else None
+    if nodes_kind is None:
+        last = base.ops[-1]
+        if last[0] != "child" or len(base.ops) != 1:
+            return None
+        keys_kinds = _child_keys(base.root, last[1])
+        if len(keys_kinds) != 1:
+            return None
+        nodes_kind = keys_kinds[0][1]
+    keys: set[str] = set()
+    for step, relative in steps:
+        if not relative or not step.ops or step.ops[0][0] != "child":
+            return None
+        wanted = step.ops[1][1] if len(step.ops) > 1 and step.ops[1][0] == "type" else None
+        keys.update(key for key, kind in _child_keys(nodes_kind, step.ops[0][1]) if wanted in (None, kind))
+    return frozenset(keys)
 
 
 @cache
@@ -424,7 +451,10 @@ def composites_for(resource_type: str) -> tuple[CompiledComposite, ...]:
                     steps.append((step, not absolute))
             components.append((part_info, tuple(steps)))
         if bases and all(b is not None for b in bases):
-            out.append(CompiledComposite(info, tuple(b for b in bases if b is not None), tuple(components)))
+            for base in bases:
+                assert base is not None
+                needs = tuple(_component_keys(base, steps) for _, steps in components)
+                out.append(CompiledComposite(info, base, tuple(components), needs, component_types(info)))
     return tuple(out)
 
 
@@ -470,22 +500,32 @@ def _composite_value(param: str, kind2: str, atoms: tuple[tuple[Any, ...], ...])
 
 
 def extract_composites(resource: dict[str, Any], res_type: str, out: IndexValues) -> None:
+    """Composite index values: every combination of component values taken from the same element."""
     for comp in composites_for(res_type):
-        kinds = component_types(comp.info)
-        for base in comp.bases:
-            for node in evaluate(base, resource):
-                per_component: list[list[tuple[Any, ...]]] = []
-                for part_info, steps in comp.components:
-                    scratch = IndexValues()
-                    for step, relative in steps:
-                        for value, kind in (_follow([node], step.ops) if relative else evaluate(step, resource)):
-                            _add(part_info, value, kind, scratch)
-                    per_component.append(_component_atoms(part_info, scratch))
-                if not all(per_component):
-                    continue
-                for combo in product(*per_component):
-                    out.composites.append(_composite_value(comp.info.code, kinds[1] if len(kinds) > 1 else "",
-                                                           combo))
+        base = comp.base
+        if base.ops:
+            if base.ops[0][0] == "child" and base.ops[0][1] not in resource:
+                continue
+            nodes = evaluate(base, resource)
+        else:
+            nodes = [(resource, base.root)]  # the resource itself is the element
+        kind2 = comp.kinds[1] if len(comp.kinds) > 1 else ""
+        for node in nodes:
+            if isinstance(node[0], dict) and any(keys is not None and keys.isdisjoint(node[0]) for keys in comp.needs):
+                continue  # the element lacks a component
+            per_component: list[list[tuple[Any, ...]]] = []
+            for part_info, steps in comp.components:
+                scratch = IndexValues()
+                for step, relative in steps:
+                    for value, kind in (_follow([node], step.ops) if relative else evaluate(step, resource)):
+                        _add(part_info, value, kind, scratch)
+                atoms = _component_atoms(part_info, scratch)
+                if not atoms:
+                    break
+                per_component.append(atoms)
+            else:
+                out.composites.extend(_composite_value(comp.info.code, kind2, combo)
+                                      for combo in product(*per_component))
 
 
 def _deceased(resource: dict[str, Any]) -> list[bool]:
