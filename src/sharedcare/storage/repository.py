@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, func, insert, select, update
@@ -295,7 +295,7 @@ class Repository:
             raise Forbidden("you may not search this resource type")
         cursor = search.open_cursor(self._cursor_key, caller.agent_id, query.cursor) if query.cursor else None
         with self.engine.connect() as conn:
-            result = search.page(conn, query, self.visible(caller), cursor, self.base_url)
+            result = search.page(conn, query, self.visible(caller), cursor, self.base_url, keep=self._keep_sorted)
         sign = self._sign(caller)
         page = _page(result, sign(result.next), sign(result.previous))
         self._audit_read(caller, interaction, 200, res_type=query.res_type, query=query_string,
@@ -322,6 +322,11 @@ class Repository:
         self._audit_read(caller, "operation", 200, res_type="Patient", res_id=patient_id, patients=(patient_id,),
                          query=query_string)
         return page
+
+    def _keep_sorted(self, ids: list[tuple[str, str]]) -> str:
+        """Keep a sorted result for its paging links (a day; older ones are dropped on the way)."""
+        day_ago = (self.clock() - timedelta(days=1)).astimezone(UTC).replace(tzinfo=None)
+        return search.keep_sorted(self.engine, ids, self.now(), day_ago.isoformat(timespec="microseconds"))
 
     def visible(self, caller: Caller) -> Visible:
         """The caller's visibility rule, for any alias of the resource table."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     ColumnElement,
+    Engine,
     Select,
     Table,
     and_,
@@ -59,6 +61,7 @@ from sharedcare.fhir.search.query import (
     unescape,
 )
 from sharedcare.fhir.validation.bindings import expand
+from sharedcare.storage import dialects
 from sharedcare.storage.tables import (
     SHARED_PARTITION,
     compartment,
@@ -72,10 +75,12 @@ from sharedcare.storage.tables import (
     idx_uri,
     resource,
     resource_history,
+    search_result,
 )
 
 MAX_INCLUDED = 1000  # included resources per page
 ESTIMATE_CAP = 1000  # _total=estimate (the default) counts up to this many matches
+SORT_KEEP_CAP = 10_000  # a sorted result up to this size is kept for its paging links
 MAX_ITERATE = 4  # rounds of _include:iterate / _revinclude:iterate
 
 Visible = Callable[[Any], ColumnElement[bool]]
@@ -87,10 +92,12 @@ class Cursor:
     snapshot: int
     backwards: bool = False
     keys: tuple[Any, ...] = ()  # the boundary row's sort keys (with _sort)
+    search_id: str | None = None  # a kept sorted result: `after` is then a position in it
 
 
 def sign_cursor(key: bytes, agent: str, cur: Cursor) -> str:
-    payload = orjson.dumps([cur.after, cur.snapshot, int(cur.backwards), [_plain(k) for k in cur.keys]])
+    payload = orjson.dumps([cur.after, cur.snapshot, int(cur.backwards), [_plain(k) for k in cur.keys],
+                            cur.search_id])
     mac = hmac.new(key, agent.encode() + b"\x1f" + payload, hashlib.sha256).digest()[:16]
     return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
 
@@ -106,8 +113,9 @@ def open_cursor(key: bytes, agent: str, token: str) -> Cursor:
         expect = hmac.new(key, agent.encode() + b"\x1f" + payload, hashlib.sha256).digest()[:16]
         if not hmac.compare_digest(mac, expect):
             raise ValueError
-        after, snapshot, backwards, keys = orjson.loads(payload)
-        return Cursor(int(after), int(snapshot), bool(backwards), tuple(keys))
+        after, snapshot, backwards, keys, search_id = orjson.loads(payload)
+        return Cursor(int(after), int(snapshot), bool(backwards), tuple(keys),
+                      str(search_id) if search_id is not None else None)
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise BadRequest("the paging link is not valid for this caller; run the search again") from None
 
@@ -526,8 +534,15 @@ def _decode_keys(keys: Sequence[Any], sort: Sequence[SortKey]) -> list[Any]:
     return out
 
 
+Keep = Callable[[list[tuple[str, str]]], str]
+
+
 def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor | None,
-         base_url: str = "") -> PageRows:
+         base_url: str = "", keep: Keep | None = None) -> PageRows:
+    """One page of a search. `keep` stores the ordered matches of a sorted search that spans several
+    pages (its id goes into the paging links); without it sorted pages use keyset paging."""
+    if cursor is not None and cursor.search_id is not None:
+        return _kept_page(conn, query, cursor, visible, base_url)
     ctx = Context(conn, visible, base_url)
     where = [visible(resource), *criteria_clause(query, ctx)]
     # The newest history sequence number bounds every created_seq, and is a primary-key lookup.
@@ -539,6 +554,15 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
     assert query.res_type is not None
     if query.sort:
         rows, nxt, prev = _sorted_page(conn, query, where, cursor, snapshot)
+        if cursor is None and nxt is not None and keep is not None:
+            kept = _sorted_ids(conn, query, where, SORT_KEEP_CAP + 1)
+            if len(kept) <= SORT_KEEP_CAP:
+                search_id = keep(kept)
+                rows = _fetch(conn, kept[:query.count], visible)
+                nxt = Cursor(query.count, snapshot, False, (), search_id)
+                total = len(kept) if query.total != "none" else None
+                included = _included(conn, query, rows, visible, base_url) if query.includes and rows else []
+                return PageRows(rows, total, nxt, None, included)
     else:
         rows, nxt, prev = _seq_page(conn, query, where, cursor, snapshot)
     total = None
@@ -581,11 +605,66 @@ def _seq_page(conn: Connection, query: SearchQuery, where: list[ColumnElement[bo
     return rows, nxt, prev
 
 
-def _sorted_page(conn: Connection, query: SearchQuery, where: list[ColumnElement[bool]], cursor: Cursor | None,
-                 snapshot: int) -> tuple[list[Any], Cursor | None, Cursor | None]:
+def _sorted_inner(query: SearchQuery, where: list[ColumnElement[bool]]) -> Any:
     assert query.res_type is not None
     exprs = [_sort_expr(k, query.res_type).label(f"k{i}") for i, k in enumerate(query.sort)]
-    inner = select(*_COLS, *exprs).where(*where).subquery()
+    return select(*_COLS, *exprs).where(*where).subquery()
+
+
+def _sort_order(query: SearchQuery, inner: Any, backwards: bool) -> list[Any]:
+    order: list[Any] = []
+    for i, k in enumerate(query.sort):
+        key = inner.c[f"k{i}"]
+        ordered = key.desc() if k.descending != backwards else key.asc()
+        order.append(ordered.nulls_first() if backwards else ordered.nulls_last())
+    order.append(inner.c.created_seq.desc() if backwards else inner.c.created_seq.asc())
+    return order
+
+
+def _sorted_ids(conn: Connection, query: SearchQuery, where: list[ColumnElement[bool]],
+                limit: int) -> list[tuple[str, str]]:
+    inner = _sorted_inner(query, where)
+    stmt = select(inner.c.res_type, inner.c.res_id).order_by(*_sort_order(query, inner, False)).limit(limit)
+    return [(r.res_type, r.res_id) for r in conn.execute(stmt)]
+
+
+def keep_sorted(engine: Engine, ids: list[tuple[str, str]], now: str, expire_before: str) -> str:
+    """Store a sorted search's ordered matches durably (its own short write transaction); its id.
+    Results made before `expire_before` are deleted on the way."""
+    search_id = str(uuid.uuid4())
+    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
+            conn.begin():
+        conn.execute(search_result.delete().where(search_result.c.created < expire_before))
+        rows = [(search_id, pos, t, i, now) for pos, (t, i) in enumerate(ids)]
+        _KEEP_ROWS.execute_tuples(conn, rows)
+    return search_id
+
+
+_KEEP_ROWS = dialects.insert_rows(search_result, ("search_id", "pos", "res_type", "res_id", "created"))
+
+
+def _kept_page(conn: Connection, query: SearchQuery, cursor: Cursor, visible: Visible, base_url: str) -> PageRows:
+    """A later page of a kept sorted result: the matches at the next (or previous) positions, as they
+    are now (a match deleted since is left out; none is skipped or repeated)."""
+    sr = search_result
+    size = conn.execute(select(func.count()).select_from(sr).where(sr.c.search_id == cursor.search_id)).scalar_one()
+    if not size:
+        raise BadRequest("the paging link has expired; run the search again")
+    start = max(cursor.after - query.count, 0) if cursor.backwards else cursor.after
+    end = cursor.after if cursor.backwards else cursor.after + query.count
+    keys = [(r.res_type, r.res_id) for r in conn.execute(
+        select(sr.c.res_type, sr.c.res_id).where(sr.c.search_id == cursor.search_id, sr.c.pos >= start,
+                                                 sr.c.pos < end).order_by(sr.c.pos))]
+    rows = _fetch(conn, keys, visible)
+    nxt = Cursor(end, cursor.snapshot, False, (), cursor.search_id) if end < size else None
+    prev = Cursor(start, cursor.snapshot, True, (), cursor.search_id) if start > 0 else None
+    included = _included(conn, query, rows, visible, base_url) if query.includes and rows else []
+    return PageRows(rows, size if query.total != "none" else None, nxt, prev, included)
+
+
+def _sorted_page(conn: Connection, query: SearchQuery, where: list[ColumnElement[bool]], cursor: Cursor | None,
+                 snapshot: int) -> tuple[list[Any], Cursor | None, Cursor | None]:
+    inner = _sorted_inner(query, where)
     keys = [inner.c[f"k{i}"] for i in range(len(query.sort))]
     desc = [k.descending for k in query.sort]
     backwards = bool(cursor and cursor.backwards)
@@ -596,12 +675,7 @@ def _sorted_page(conn: Connection, query: SearchQuery, where: list[ColumnElement
         values = _decode_keys(cursor.keys, query.sort)
         stmt = stmt.where(_keyset(keys, values, order_desc, not backwards, inner.c.created_seq, cursor.after,
                                   backwards))
-    order: list[Any] = []
-    for key, d in zip(keys, order_desc, strict=True):
-        ordered = key.desc() if d else key.asc()
-        order.append(ordered.nulls_first() if backwards else ordered.nulls_last())
-    order.append(inner.c.created_seq.desc() if backwards else inner.c.created_seq.asc())
-    rows = list(conn.execute(stmt.order_by(*order).limit(query.count + 1)).all())
+    rows = list(conn.execute(stmt.order_by(*_sort_order(query, inner, backwards)).limit(query.count + 1)).all())
     more = len(rows) > query.count
     rows = rows[:query.count]
     if backwards:

@@ -189,6 +189,21 @@ audit_chain = Table(
     Column("last_hash", String(64), nullable=False),
 )
 
+# The ordered matches of a sorted search that spans several pages, kept for its paging links: sort
+# keys can change under updates, so later pages read positions in this list instead of re-sorting
+# (no match skipped or repeated while others write). Rows expire a day after they were made.
+search_result = Table(
+    "search_result",
+    metadata,
+    Column("search_id", String(36), nullable=False),
+    Column("pos", Integer, nullable=False),
+    Column("res_type", String(TYPE), nullable=False),
+    Column("res_id", String(ID), nullable=False),
+    Column("created", String(32), nullable=False),
+    PrimaryKeyConstraint("search_id", "pos"),
+    Index("ix_search_result_created", "created"),
+)
+
 # Small key/value facts about this node (e.g. the signing key for paging cursors).
 node_setting = Table(
     "node_setting",

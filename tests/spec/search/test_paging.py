@@ -70,3 +70,21 @@ def test_a_page_link_is_bound_to_its_caller_and_cannot_be_edited(client: TestCli
     r = client.get(f"/fhir/{tampered}")
     assert r.status_code == 400
     assert "paging link" in r.json()["issue"][0]["diagnostics"]
+
+
+def test_sorted_pages_neither_skip_nor_repeat_when_sort_values_change(client: TestClient) -> None:
+    made = [make(client, patient("Moving", birthDate=f"19{50 + i}-01-01")) for i in range(6)]
+    body = bundle(client, "Patient?family=moving&_sort=birthdate&_count=2")
+    seen = _page_ids(body)
+    assert seen == made[:2]
+    # Between pages the last patient's birth date moves to the front of the order, and the first
+    # one's to the end: re-sorting would now repeat one and skip another.
+    for res_id, born in ((made[5], "1900-01-01"), (made[0], "2020-01-01")):
+        current = client.get(f"/fhir/Patient/{res_id}").json()
+        current["birthDate"] = born
+        assert client.put(f"/fhir/Patient/{res_id}", json=current).status_code == 200
+    while (nxt := _link(body, "next")) is not None:
+        body = bundle(client, nxt)
+        seen += _page_ids(body)
+    assert seen == made
+    assert body["total"] == 6
