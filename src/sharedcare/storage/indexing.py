@@ -119,24 +119,40 @@ _CLEAR = [_clear_statement(t) for t in (*INDEX_TABLES, compartment)]
 
 
 class PendingRows:
-    """Index and compartment rows of a transaction's writes, inserted together (multi-row INSERTs)."""
+    """Index and compartment rows of a transaction's writes, inserted together (multi-row INSERTs).
+
+    Index rows end with the resource's `created_seq`; a new resource's is known only once its history
+    row is inserted at flush, so its rows wait until then."""
 
     def __init__(self) -> None:
         self.by_table: dict[str, list[Row]] = {}
+        self.waiting: dict[tuple[str, str], IndexRows] = {}
 
-    def add(self, res_type: str, res_id: str, rows: IndexRows) -> None:
+    def add(self, res_type: str, res_id: str, rows: IndexRows, created_seq: int | None) -> None:
+        if created_seq is None:
+            self.waiting[(res_type, res_id)] = rows
+        else:
+            self._append(res_type, res_id, rows, created_seq)
+
+    def _append(self, res_type: str, res_id: str, rows: IndexRows, created_seq: int) -> None:
+        tail = (created_seq,)
         for name, table_rows in rows.by_table.items():
             if table_rows:
-                self.by_table.setdefault(name, []).extend(table_rows)
+                self.by_table.setdefault(name, []).extend([r + tail for r in table_rows])
         if rows.patients:
             self.by_table.setdefault(compartment.name, []).extend((res_type, res_id, p) for p in rows.patients)
 
     def discard(self, res_type: str, res_id: str) -> None:
         """Forget pending rows of a resource that is being rewritten in the same transaction."""
+        self.waiting.pop((res_type, res_id), None)
         for name, table_rows in self.by_table.items():
             self.by_table[name] = [r for r in table_rows if r[0] != res_type or r[1] != res_id]
 
-    def flush(self, conn: Connection) -> None:
+    def flush(self, conn: Connection, created: dict[tuple[str, str], int]) -> None:
+        """Insert everything; `created` gives the created_seq of resources first written in this flush."""
+        for key, rows in self.waiting.items():
+            self._append(key[0], key[1], rows, created[key])
+        self.waiting = {}
         for name, table_rows in self.by_table.items():
             if table_rows:
                 _INSERTS[name](conn, table_rows)

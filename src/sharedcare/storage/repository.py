@@ -50,6 +50,7 @@ T = TypeVar("T")
 # Built once: constructing a statement costs more than running it on the read path.
 _READ = select(resource.c.version_id, resource.c.last_updated, resource.c.data, resource.c.partition_key).where(
     resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"))
+_READ_IN_UNIT = _READ.add_columns(resource.c.created_seq)  # a write needs the search order key too
 _CURRENT_COLUMNS = ("version_id", "last_updated", "partition_key", "source", "security", "deleted", "data")
 _HISTORY_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "method", "partition_key", "source",
                     "security", "deleted", "data", "author")
@@ -433,6 +434,7 @@ class Unit:
         """Write what this unit has gathered: new resources (history, then current rows with the
         history sequence number of their first version), then index rows, each as one executemany.
         Anything that reads inside the unit flushes first, so the unit always sees its own writes."""
+        seqs: dict[tuple[str, str], int] = {}
         if self.new_rows:
             rows, self.new_rows = self.new_rows, []
             try:
@@ -443,7 +445,7 @@ class Unit:
                     for r in rows])
             except IntegrityError:
                 raise PreconditionFailed("a resource with this id already exists") from None
-        self.pending.flush(self.conn)
+        self.pending.flush(self.conn, seqs)
 
     def audit(self, interaction: str, status: int, stored: Stored | None, patients: tuple[str, ...] = (),
               query: str | None = None, res_type: str | None = None) -> None:
@@ -455,10 +457,11 @@ class Unit:
 
     def current(self, res_type: str, res_id: str, *, lock: bool = False) -> Stored | None:
         self.flush()
-        stmt = _READ.where(self.repo.policy.visible_clause(self.caller, resource))
+        stmt = _READ_IN_UNIT.where(self.repo.policy.visible_clause(self.caller, resource))
         row = self.conn.execute(dialects.for_update(stmt, self.conn) if lock else stmt,
                                 {"t": res_type, "i": res_id}).first()
-        return Stored(res_type, res_id, row.version_id, row.last_updated, row.data) if row else None
+        return Stored(res_type, res_id, row.version_id, row.last_updated, row.data, seq=row.created_seq) \
+            if row else None
 
     def find(self, query: SearchQuery, limit: int = 2) -> list[str]:
         """Ids matching a conditional-interaction query (within this transaction)."""
@@ -528,7 +531,8 @@ class Unit:
         except IntegrityError:
             # Only reachable on PostgreSQL when another transaction created the same id first.
             raise PreconditionFailed("the resource was changed by someone else at the same time") from None
-        self.pending.add(res_type, res_id, rows)
+        # The search order key: version 1's history sequence number (known at flush for a new resource).
+        self.pending.add(res_type, res_id, rows, prev.seq if prev is not None else seq)
         stored = Stored(res_type, res_id, version, now, data, method, seq)
         self.audit("create" if prev is None or method == "POST" else "update", 201 if prev is None else 200,
                    stored, rows.patients)

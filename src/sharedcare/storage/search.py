@@ -27,7 +27,6 @@ import orjson
 from sqlalchemy import (
     ColumnElement,
     Engine,
-    Select,
     Table,
     and_,
     exists,
@@ -453,7 +452,8 @@ _VALUE_CLAUSES: dict[str, Callable[[Any, str, str | None, Context], ColumnElemen
 }
 
 
-def criteria_clause(query: SearchQuery, ctx: Context) -> list[ColumnElement[bool]]:
+def criteria_clause(query: SearchQuery, ctx: Context, skip: Criterion | None = None) -> list[ColumnElement[bool]]:
+    """The WHERE clauses on `resource` of a query's criteria (all of them but `skip`)."""
     if query.res_type is None:
         raise BadRequest("a search needs a resource type here")
     clauses: list[ColumnElement[bool]] = [resource.c.res_type == query.res_type, resource.c.deleted.is_(False)]
@@ -464,8 +464,60 @@ def criteria_clause(query: SearchQuery, ctx: Context) -> list[ColumnElement[bool
             raise BadRequest("compartment searches are supported for the Patient compartment")
         clauses.append(resource.c.res_id.in_(select(compartment.c.res_id).where(
             compartment.c.patient_id == cid, compartment.c.res_type == query.res_type)))
-    clauses += [criterion_clause(c, owner, ctx) for c in query.criteria]
+    clauses += [criterion_clause(c, owner, ctx) for c in query.criteria if c is not skip]
     return clauses
+
+
+# A criterion that names one value looked up by equality in its index drives the search: its lookup
+# index (which ends with created_seq) yields the matches already in search order, so the first page
+# reads a handful of index entries whether ten or a million resources match. The other criteria
+# are checked on each candidate. Reference first (usually one patient's), then token, composite, uri.
+_DRIVERS = ("reference", "token", "composite", "uri")
+
+
+def _driver(query: SearchQuery) -> Criterion | None:
+    def drivable(c: Criterion) -> bool:
+        if c.links or len(c.values) != 1 or c.type not in _DRIVERS or c.name in ("_id", "_lastUpdated"):
+            return False
+        value = c.values[0]
+        if c.type == "reference":
+            return c.modifier is None or c.modifier[0].isupper()
+        if c.modifier is not None:
+            return False
+        if c.type in ("token", "composite"):
+            return split_token(split_values(value, "$")[0])[1] is not None  # a code to look up
+        return True
+    found = [c for c in query.criteria if drivable(c)]
+    return min(found, key=lambda c: _DRIVERS.index(c.type)) if found else None
+
+
+@dataclass
+class Source:
+    """Where a page's rows come from: `resource` alone, or an index table's lookup joined to it."""
+
+    from_: Any
+    seq: Any  # the created_seq column the rows are ordered and paged by
+    where: list[ColumnElement[bool]]
+    driven: bool = False  # an index row per matching value: a resource can come more than once
+
+
+def _source(query: SearchQuery, ctx: Context, snapshot: int) -> Source:
+    driver = _driver(query)
+    if driver is None:
+        where = [ctx.visible(resource), *criteria_clause(query, ctx), resource.c.created_seq <= snapshot]
+        return Source(resource, resource.c.created_seq, where)
+    t = _TABLES[driver.type].alias()
+    value = driver.values[0]
+    if driver.type == "reference":
+        match = _reference_value(t, value, driver.modifier, ctx)
+    elif driver.type == "composite":
+        match = _composite_value(t, value, component_types(_param_info(query.res_type or "", driver.name)), ctx)
+    else:
+        match = _VALUE_CLAUSES[driver.type](t, value, None, ctx)
+    joined = t.join(resource, and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id))
+    where = [t.c.res_type == query.res_type, t.c.param == driver.name, match, t.c.created_seq <= snapshot,
+             ctx.visible(resource), *criteria_clause(query, ctx, skip=driver)]
+    return Source(joined, t.c.created_seq, where, driven=True)
 
 
 def find_ids(conn: Connection, query: SearchQuery, visible: Visible, limit: int, base_url: str = "") -> list[str]:
@@ -544,15 +596,15 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
     if cursor is not None and cursor.search_id is not None:
         return _kept_page(conn, query, cursor, visible, base_url)
     ctx = Context(conn, visible, base_url)
-    where = [visible(resource), *criteria_clause(query, ctx)]
     # The newest history sequence number bounds every created_seq, and is a primary-key lookup.
     snapshot = cursor.snapshot if cursor else conn.execute(
         select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
-    where.append(resource.c.created_seq <= snapshot)
     if query.summary_count:
-        return PageRows([], _count(conn, where, None), None, None)
+        return PageRows([], _count(conn, _source(query, ctx, snapshot), None), None, None)
     assert query.res_type is not None
     if query.sort:
+        where = [visible(resource), *criteria_clause(query, ctx), resource.c.created_seq <= snapshot]
+        src = Source(resource, resource.c.created_seq, where)
         rows, nxt, prev = _sorted_page(conn, query, where, cursor, snapshot)
         if cursor is None and nxt is not None and keep is not None:
             kept = _sorted_ids(conn, query, where, SORT_KEEP_CAP + 1)
@@ -564,42 +616,54 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
                 included = _included(conn, query, rows, visible, base_url) if query.includes and rows else []
                 return PageRows(rows, total, nxt, None, included)
     else:
-        rows, nxt, prev = _seq_page(conn, query, where, cursor, snapshot)
+        src = _source(query, ctx, snapshot)
+        rows, nxt, prev = _seq_page(conn, query, src, cursor, snapshot)
     total = None
     if query.total == "accurate":
-        total = _count(conn, where, None)
+        total = _count(conn, src, None)
     elif query.total == "estimate":
         # The whole result on one first page needs no count; otherwise count up to the cap.
-        total = len(rows) if cursor is None and nxt is None else _count(conn, where, ESTIMATE_CAP)
+        total = len(rows) if cursor is None and nxt is None else _count(conn, src, ESTIMATE_CAP)
     included = _included(conn, query, rows, visible, base_url) if query.includes and rows else []
     return PageRows(rows, total, nxt, prev, included)
 
 
-def _count(conn: Connection, where: list[ColumnElement[bool]], cap: int | None) -> int | None:
+def _count(conn: Connection, src: Source, cap: int | None) -> int | None:
     """The number of matches; with a cap, None when there are at least that many."""
-    if cap is None:
-        return int(conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one())
-    bounded = select(resource.c.res_id).where(*where).limit(cap).subquery()
-    found = int(conn.execute(select(func.count()).select_from(bounded)).scalar_one())
-    return found if found < cap else None
+    ids = select(src.seq).select_from(src.from_).where(*src.where)
+    if src.driven:
+        ids = ids.distinct()
+    if cap is not None:
+        ids = ids.limit(cap)
+    found = int(conn.execute(select(func.count()).select_from(ids.subquery())).scalar_one())
+    return found if cap is None or found < cap else None
 
 
-def _seq_page(conn: Connection, query: SearchQuery, where: list[ColumnElement[bool]], cursor: Cursor | None,
+def _seq_page(conn: Connection, query: SearchQuery, src: Source, cursor: Cursor | None,
               snapshot: int) -> tuple[list[Any], Cursor | None, Cursor | None]:
-    stmt: Select[Any] = select(*_COLS).where(*where)
-    if cursor and cursor.backwards:
-        stmt = stmt.where(resource.c.created_seq < cursor.after).order_by(resource.c.created_seq.desc())
-        rows: list[Any] = list(reversed(conn.execute(stmt.limit(query.count + 1)).all()))
-        more_before = len(rows) > query.count
-        rows = rows[-query.count:] if query.count else []
-        has_next, has_prev = True, more_before
+    """A page in created_seq order after (or, going back, before) the cursor."""
+    backwards = bool(cursor and cursor.backwards)
+    want = query.count + 1  # one more than a page tells whether there is a next (or previous) one
+    rows: list[Any] = []
+    bound = cursor.after if cursor else None
+    while True:
+        stmt = select(*_COLS).select_from(src.from_).where(*src.where)
+        if bound is not None:
+            stmt = stmt.where(src.seq < bound if backwards else src.seq > bound)
+        batch = conn.execute(stmt.order_by(src.seq.desc() if backwards else src.seq).limit(want)).all()
+        for row in batch:  # a driven lookup gives a resource once per matching value: keep the first
+            if not rows or rows[-1].created_seq != row.created_seq:
+                rows.append(row)
+        if len(batch) < want or len(rows) >= want or not src.driven:
+            break
+        bound = batch[-1].created_seq
+    more = len(rows) > query.count
+    rows = rows[:query.count]
+    if backwards:
+        rows.reverse()
+        has_next, has_prev = True, more
     else:
-        if cursor:
-            stmt = stmt.where(resource.c.created_seq > cursor.after)
-        rows = list(conn.execute(stmt.order_by(resource.c.created_seq).limit(query.count + 1)).all())
-        has_next = len(rows) > query.count
-        rows = rows[:query.count]
-        has_prev = cursor is not None
+        has_next, has_prev = more, cursor is not None
     nxt = Cursor(rows[-1].created_seq, snapshot) if has_next and rows else None
     prev = Cursor(rows[0].created_seq, snapshot, backwards=True) if has_prev and rows else None
     return rows, nxt, prev
@@ -714,8 +778,9 @@ def everything_page(conn: Connection, patient_id: str, *, types: Sequence[str], 
     snapshot = cursor.snapshot if cursor else conn.execute(
         select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
     where.append(resource.c.created_seq <= snapshot)
-    total = conn.execute(select(func.count()).select_from(resource).where(*where)).scalar_one()
-    rows, nxt, prev = _seq_page(conn, SearchQuery(None, count=count), where, cursor, snapshot)
+    src = Source(resource, resource.c.created_seq, where)
+    total = _count(conn, src, None)
+    rows, nxt, prev = _seq_page(conn, SearchQuery(None, count=count), src, cursor, snapshot)
     return PageRows(rows, total, nxt, prev)
 
 
@@ -753,27 +818,30 @@ def _include_targets(conn: Connection, inc: Include, frontier: set[tuple[str, st
         sources = [rid for t, rid in frontier if t == inc.source]
         if not sources:
             return set()
-        conds = [r.c.res_type == inc.source, r.c.target_id.isnot(None), r.c.target_type.isnot(None),
-                 local_reference(r, base_url)]
-        if inc.param is not None:
-            conds.append(r.c.param == inc.param)
-        if inc.target is not None:
-            conds.append(r.c.target_type == inc.target)
+        # Looked up by the including resources' ids (their index rows); references without a type and
+        # id (logical or external) are dropped here rather than in SQL.
+        # The parameter and target type are checked here too: in SQL they would lead the planner to
+        # scan the lookup index by parameter instead of reading these resources' few rows.
+        conds = [r.c.res_type == inc.source, local_reference(r, base_url)]
         out: set[tuple[str, str]] = set()
         for chunk in _chunks(sources):
-            out |= {(t, i) for t, i in conn.execute(
-                select(r.c.target_type, r.c.target_id).where(*conds, r.c.res_id.in_(chunk)))}
+            for param, t, i in conn.execute(select(r.c.param, r.c.target_type, r.c.target_id).where(
+                    *conds, r.c.res_id.in_(chunk))):
+                if t and i and inc.param in (None, param) and inc.target in (None, t):
+                    out.add((t, i))
         return out
-    targets = sorted(frontier)
     conds = [local_reference(r, base_url)]
     if inc.param is not None:
         conds += [r.c.res_type == inc.source, r.c.param == inc.param]
-    if inc.target is not None:
-        conds.append(r.c.target_type == inc.target)
+    by_type: dict[str, list[str]] = {}
+    for target_type, target_id in sorted(frontier):
+        if inc.target is None or inc.target == target_type:
+            by_type.setdefault(target_type, []).append(target_id)
     out = set()
-    for chunk in _chunks(targets):
-        out |= {(t, i) for t, i in conn.execute(select(r.c.res_type, r.c.res_id).where(
-            *conds, tuple_(r.c.target_type, r.c.target_id).in_(chunk)))}
+    for target_type, ids in by_type.items():
+        for chunk in _chunks(ids):
+            out |= {(t, i) for t, i in conn.execute(select(r.c.res_type, r.c.res_id).where(
+                *conds, r.c.target_type == target_type, r.c.target_id.in_(chunk)))}
     return out
 
 
@@ -783,11 +851,16 @@ def _chunks(items: Sequence[Any], size: int = 500) -> list[Sequence[Any]]:
 
 
 def _fetch(conn: Connection, keys: list[tuple[str, str]], visible: Visible) -> list[Any]:
+    """Current resources by (type, id), in the order given; deleted and invisible ones left out."""
+    by_type: dict[str, list[str]] = {}
+    for res_type, res_id in keys:
+        by_type.setdefault(res_type, []).append(res_id)
     out: list[Any] = []
-    for chunk in _chunks(keys):
-        out += conn.execute(select(*_COLS).where(
-            visible(resource), resource.c.deleted.is_(False),
-            tuple_(resource.c.res_type, resource.c.res_id).in_(chunk))).all()
+    for res_type, ids in by_type.items():
+        for chunk in _chunks(ids):
+            out += conn.execute(select(*_COLS).where(
+                visible(resource), resource.c.deleted.is_(False), resource.c.res_type == res_type,
+                resource.c.res_id.in_(chunk))).all()
     order = {k: i for i, k in enumerate(keys)}
     return sorted(out, key=lambda r: order[(r.res_type, r.res_id)])
 

@@ -89,6 +89,9 @@ compartment = Table(
 
 
 def _index_table(name: str, *columns: Column[object], lookup: tuple[str, ...]) -> Table:
+    """An index table. `created_seq` copies the resource's (its last column), so a lookup by value
+    returns matches already in search order: the first page of `code=X` reads the first entries of
+    the lookup index, however many resources match."""
     table = Table(
         name,
         metadata,
@@ -96,9 +99,10 @@ def _index_table(name: str, *columns: Column[object], lookup: tuple[str, ...]) -
         Column("res_id", String(ID), nullable=False),
         Column("param", String(100), nullable=False),
         *columns,
+        Column("created_seq", BigInteger),
     )
     Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id)
-    Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup))
+    Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup), table.c.created_seq)
     return table
 
 
