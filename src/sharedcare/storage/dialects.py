@@ -296,3 +296,14 @@ def insert_ignore(conn: Connection, table: Any, values: dict[str, Any] | list[di
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         conn.execute(pg_insert(table).on_conflict_do_nothing(), values)
+
+
+def prefix_bounds(column: Any, prefix: str, conn: Connection) -> list[Any]:
+    """Extra conditions that let an index range find values starting with `prefix` (already matched
+    exactly by LIKE). SQLite's LIKE ignores ASCII case, so it never uses an index for it, while its
+    binary collation orders strings by code point: `prefix <= value < prefix-with-last-char-bumped`
+    is exactly the values with that prefix. PostgreSQL's text order follows the database collation,
+    where that range is not exact, so nothing is added there."""
+    if not prefix or not is_sqlite(conn) or ord(prefix[-1]) >= 0x10FFFF:
+        return []
+    return [column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1)]

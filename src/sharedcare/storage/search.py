@@ -40,6 +40,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import True_
 
 from sharedcare.errors import BadRequest
 from sharedcare.fhir import jsonio
@@ -172,6 +173,8 @@ class Owner:
 
 
 def criterion_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnElement[bool]:
+    if crit.links and owner.res_id is resource.c.res_id and (chained := _chain_in(crit, owner, ctx)) is not None:
+        return chained
     if crit.links:
         return _link_clause(crit.links[0], Criterion(crit.name, crit.modifier, crit.values, crit.type,
                                                      crit.links[1:], crit.key, crit.target), owner, ctx)
@@ -199,6 +202,37 @@ def criterion_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnEleme
         modifier = "in" if crit.modifier == "not-in" else None
         return ~exists().where(*mine, or_(*[build(t, v, modifier, ctx) for v in crit.values]))
     return exists().where(*mine, or_(*[build(t, v, crit.modifier, ctx) for v in crit.values]))
+
+
+def _chain_in(crit: Criterion, owner: Owner, ctx: Context) -> ColumnElement[bool] | None:
+    """A one-link chain to one target type as nested IN lists (`subject:Patient.family=x`): the
+    database can start from the few targets that match instead of testing every searched resource.
+    None when the chain does not have that shape (then it is tested per resource with EXISTS)."""
+    link = crit.links[0]
+    if len(crit.links) != 1 or link.kind != "chain" or len(link.types) != 1 or crit.name == "_lastUpdated" \
+            or crit.type == "composite" or crit.modifier in ("not", "not-in", "missing", "identifier"):
+        return None
+    target = link.types[0]
+    if crit.name == "_id":
+        id_col: Any = resource.c.res_id
+        targets: Any = select(id_col).where(resource.c.res_type == target,
+                                            resource.c.res_id.in_([unescape(v) for v in crit.values]))
+    else:
+        t = _TABLES[crit.type].alias()
+        if crit.type == "reference":
+            match = or_(*[_reference_value(t, v, crit.modifier, ctx) for v in crit.values])
+        else:
+            match = or_(*[_VALUE_CLAUSES[crit.type](t, v, crit.modifier, ctx) for v in crit.values])
+        id_col = t.c.res_id
+        targets = select(id_col).where(t.c.res_type == target, t.c.param == crit.name, match)
+    seen = resource.alias()
+    if not isinstance(ctx.visible(seen), True_):  # targets the caller may not see do not match
+        targets = targets.where(id_col.in_(select(seen.c.res_id).where(seen.c.res_type == target,
+                                                                     ctx.visible(seen))))
+    r = idx_reference.alias()
+    return owner.res_id.in_(select(r.c.res_id).where(
+        r.c.res_type == owner.res_type, r.c.param == link.param, r.c.target_type == target,
+        local_reference(r, ctx.base_url), r.c.target_id.in_(targets)))
 
 
 def _param_info(res_type: str, name: str) -> Any:
@@ -297,10 +331,11 @@ def _string_value(t: Any, value: str, modifier: str | None, ctx: Context) -> Col
     text = unescape(value)
     if modifier == "exact":
         return t.c.exact == text  # type: ignore[no-any-return]
-    norm = _like_prefix(normalise(text))
+    norm = normalise(text)
     if modifier == "contains":
-        return t.c.value.like(f"%{norm}%", escape="\\")  # type: ignore[no-any-return]
-    return t.c.value.like(f"{norm}%", escape="\\")  # type: ignore[no-any-return]
+        return t.c.value.like(f"%{_like_prefix(norm)}%", escape="\\")  # type: ignore[no-any-return]
+    return and_(t.c.value.like(f"{_like_prefix(norm)}%", escape="\\"),
+                *dialects.prefix_bounds(t.c.value, norm, ctx.conn))
 
 
 def _token_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
@@ -471,8 +506,9 @@ def criteria_clause(query: SearchQuery, ctx: Context, skip: Criterion | None = N
 # A criterion that names one value looked up by equality in its index drives the search: its lookup
 # index (which ends with created_seq) yields the matches already in search order, so the first page
 # reads a handful of index entries whether ten or a million resources match. The other criteria
-# are checked on each candidate. Reference first (usually one patient's), then token, composite, uri.
-_DRIVERS = ("reference", "token", "composite", "uri")
+# are checked on each candidate. Reference first (usually one patient's), then token, composite, uri;
+# a string prefix last (its matches come from a range of values, so they are sorted, not read in order).
+_DRIVERS = ("reference", "token", "composite", "uri", "string")
 
 
 def _driver(query: SearchQuery) -> Criterion | None:
@@ -484,6 +520,8 @@ def _driver(query: SearchQuery) -> Criterion | None:
             return c.modifier is None or c.modifier[0].isupper()
         if c.modifier is not None:
             return False
+        if c.type == "string":
+            return bool(normalise(unescape(value)))
         if c.type in ("token", "composite"):
             return split_token(split_values(value, "$")[0])[1] is not None  # a code to look up
         return True
