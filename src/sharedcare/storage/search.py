@@ -81,6 +81,7 @@ from sharedcare.storage.tables import (
 MAX_INCLUDED = 1000  # included resources per page
 ESTIMATE_CAP = 1000  # _total=estimate (the default) counts up to this many matches
 SORT_KEEP_CAP = 10_000  # a sorted result up to this size is kept for its paging links
+DATE_DRIVE_CAP = 5000  # a date criterion drives a search when one end of its range has fewer index rows
 MAX_ITERATE = 4  # rounds of _include:iterate / _revinclude:iterate
 
 Visible = Callable[[Any], ColumnElement[bool]]
@@ -539,9 +540,43 @@ class Source:
     driven: bool = False  # an index row per matching value: a resource can come more than once
 
 
+def _date_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | None:
+    """Dates drive a search from one end of their range: `ge`/`gt`/`sa` from the values ending on or
+    after the date, `lt`/`le`/`eb` from those starting on or before it, `eq` from those starting
+    within it. Each is a superset of that criterion's matches; every criterion is still checked
+    exactly on each candidate. The end with the fewest index rows (counted up to a cap) is used; if
+    every end has more, scanning in search order and checking each resource is cheaper."""
+    t = idx_date.alias()
+    options = []
+    for c in query.criteria:
+        if c.type != "date" or c.links or c.modifier is not None or c.name == "_lastUpdated" or len(c.values) != 1:
+            continue
+        prefix, slo, shi = date_range(c.values[0])
+        if prefix in ("ge", "gt", "sa"):
+            cond = t.c.high >= slo
+        elif prefix in ("lt", "le", "eb"):
+            cond = t.c.low <= shi
+        elif prefix == "eq":
+            cond = and_(t.c.low >= slo, t.c.low <= shi)
+        else:
+            continue
+        mine = [t.c.res_type == query.res_type, t.c.param == c.name, cond, t.c.created_seq <= snapshot]
+        found = ctx.conn.execute(select(func.count()).select_from(
+            select(t.c.res_id).where(*mine).limit(DATE_DRIVE_CAP).subquery())).scalar_one()
+        options.append((found, mine))
+    if not options or min(options, key=lambda o: o[0])[0] >= DATE_DRIVE_CAP:
+        return None
+    mine = min(options, key=lambda o: o[0])[1]
+    joined = t.join(resource, and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id))
+    return Source(joined, t.c.created_seq, [*mine, ctx.visible(resource), *criteria_clause(query, ctx)], driven=True)
+
+
 def _source(query: SearchQuery, ctx: Context, snapshot: int) -> Source:
     driver = _driver(query)
     if driver is None:
+        dated = _date_source(query, ctx, snapshot)
+        if dated is not None:
+            return dated
         where = [ctx.visible(resource), *criteria_clause(query, ctx), resource.c.created_seq <= snapshot]
         return Source(resource, resource.c.created_seq, where)
     t = _TABLES[driver.type].alias()

@@ -119,6 +119,8 @@ idx_string = _index_table("idx_string", Column("value", Text, nullable=False), C
                           lookup=("value",))
 idx_date = _index_table("idx_date", Column("low", String(32), nullable=False),
                         Column("high", String(32), nullable=False), lookup=("low", "high"))
+# Dates are found from either end: "on or after" by the end of each value's range, "before" by its start.
+Index("ix_idx_date_high", idx_date.c.res_type, idx_date.c.param, idx_date.c.high)
 idx_number = _index_table("idx_number", Column("value", Numeric(asdecimal=True), nullable=False),
                           lookup=("value",))
 idx_quantity = _index_table(
