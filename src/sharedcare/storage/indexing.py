@@ -85,7 +85,9 @@ def clear(conn: Connection, res_type: str, res_id: str) -> None:
 
 def _inserter(table: Table) -> Callable[[Connection, list[Row]], object]:
     """How rows go into `table`: multi-row INSERTs on the driver. Numeric columns get the conversion
-    the column's Core type would apply for the connection's dialect (its bind processor)."""
+    the column's type applies for the connection's dialect (its dialect implementation's bind
+    processor): none on PostgreSQL, whose NUMERIC keeps every digit of a Decimal; a float on SQLite,
+    which has no decimal type (about 15 significant digits are compared there)."""
     statement = dialects.insert_rows(table)
     numeric = [i for i, c in enumerate(table.columns) if isinstance(c.type, Numeric)]
     if not numeric:
@@ -93,7 +95,7 @@ def _inserter(table: Table) -> Callable[[Connection, list[Row]], object]:
     types = [table.columns[i].type for i in numeric]
 
     def insert(conn: Connection, rows: list[Row]) -> object:
-        processors = [t.bind_processor(conn.dialect) for t in types]
+        processors = [t.dialect_impl(conn.dialect).bind_processor(conn.dialect) for t in types]
         if any(processors):
             converted = []
             for row in rows:

@@ -215,12 +215,22 @@ def _unwrap(text: str) -> str:
     return text
 
 
+# FHIRPath's System type names, which some R4 expressions use where FHIR's own are meant
+# (`value.as(DateTime)` in Observation's composite parameters).
+_SYSTEM_TYPES = {"Boolean": "boolean", "String": "string", "Integer": "integer", "Decimal": "decimal",
+                 "Date": "date", "DateTime": "dateTime", "Time": "time"}
+
+
+def _fhir_type_name(name: str) -> str:
+    return _SYSTEM_TYPES.get(name, name)
+
+
 def compile_part(part: str) -> Step | None:
     """A Step for one union member, or None if it is outside the subset (use the fallback)."""
     text = _unwrap(part.strip())
     suffix: list[Op] = []
     if m := _AS.match(text):
-        text, suffix = _unwrap(m.group(1)), [("type", m.group(2))]
+        text, suffix = _unwrap(m.group(1)), [("type", _fhir_type_name(m.group(2)))]
     segments = _split_top(text, ".")
     if not segments:
         return None
@@ -237,7 +247,7 @@ def compile_part(part: str) -> Step | None:
         if _NAME.match(seg):
             ops.append(("child", seg))
         elif m := _OF_TYPE.match(seg):
-            ops.append(("type", m.group(1)))
+            ops.append(("type", _fhir_type_name(m.group(1))))
         elif m := _WHERE_RESOLVE.match(seg):
             ops.append(("target", m.group(1)))
         elif m := _WHERE_EQ.match(seg):
