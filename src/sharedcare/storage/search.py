@@ -538,6 +538,9 @@ class Source:
     seq: Any  # the created_seq column the rows are ordered and paged by
     where: list[ColumnElement[bool]]
     driven: bool = False  # an index row per matching value: a resource can come more than once
+    # When the driving criterion is the whole search and the caller sees everything: its index rows
+    # alone (they exist only for current, undeleted resources), so a count needs no resource rows.
+    index_only: tuple[Any, list[ColumnElement[bool]]] | None = None
 
 
 def _date_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | None:
@@ -588,9 +591,10 @@ def _source(query: SearchQuery, ctx: Context, snapshot: int) -> Source:
     else:
         match = _VALUE_CLAUSES[driver.type](t, value, None, ctx)
     joined = t.join(resource, and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id))
-    where = [t.c.res_type == query.res_type, t.c.param == driver.name, match, t.c.created_seq <= snapshot,
-             ctx.visible(resource), *criteria_clause(query, ctx, skip=driver)]
-    return Source(joined, t.c.created_seq, where, driven=True)
+    mine = [t.c.res_type == query.res_type, t.c.param == driver.name, match, t.c.created_seq <= snapshot]
+    where = [*mine, ctx.visible(resource), *criteria_clause(query, ctx, skip=driver)]
+    alone = len(query.criteria) == 1 and query.compartment is None and isinstance(ctx.visible(resource), True_)
+    return Source(joined, t.c.created_seq, where, driven=True, index_only=(t, mine) if alone else None)
 
 
 def find_ids(conn: Connection, query: SearchQuery, visible: Visible, limit: int, base_url: str = "") -> list[str]:
@@ -703,7 +707,10 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
 
 def _count(conn: Connection, src: Source, cap: int | None) -> int | None:
     """The number of matches; with a cap, None when there are at least that many."""
-    ids = select(src.seq).select_from(src.from_).where(*src.where)
+    if src.index_only is not None:
+        ids = select(src.seq).select_from(src.index_only[0]).where(*src.index_only[1]).distinct()
+    else:
+        ids = select(src.seq).select_from(src.from_).where(*src.where)
     if src.driven:
         ids = ids.distinct()
     if cap is not None:
