@@ -209,10 +209,9 @@ def _chain_in(crit: Criterion, owner: Owner, ctx: Context) -> ColumnElement[bool
     """A one-link chain to one target type as nested IN lists (`subject:Patient.family=x`): the
     database can start from the few targets that match instead of testing every searched resource.
     None when the chain does not have that shape (then it is tested per resource with EXISTS)."""
-    link = crit.links[0]
-    if len(crit.links) != 1 or link.kind != "chain" or len(link.types) != 1 or crit.name == "_lastUpdated" \
-            or crit.type == "composite" or crit.modifier in ("not", "not-in", "missing", "identifier"):
+    if not _chains_in(crit):
         return None
+    link = crit.links[0]
     target = link.types[0]
     if crit.name == "_id":
         id_col: Any = resource.c.res_id
@@ -527,7 +526,19 @@ def _driver(query: SearchQuery) -> Criterion | None:
             return split_token(split_values(value, "$")[0])[1] is not None  # a code to look up
         return True
     found = [c for c in query.criteria if drivable(c)]
-    return min(found, key=lambda c: _DRIVERS.index(c.type)) if found else None
+    best = min(found, key=lambda c: _DRIVERS.index(c.type)) if found else None
+    if best is not None and best.type != "reference" and any(_chains_in(c) for c in query.criteria):
+        # A chain names a few targets (a patient by name or identifier): the database is better off
+        # starting from its IN list than from every resource with a common code.
+        return None
+    return best
+
+
+def _chains_in(c: Criterion) -> bool:
+    """Whether `_chain_in` compiles this criterion to nested IN lists."""
+    return len(c.links) == 1 and c.links[0].kind == "chain" and len(c.links[0].types) == 1 \
+        and c.name != "_lastUpdated" and c.type != "composite" \
+        and c.modifier not in ("not", "not-in", "missing", "identifier")
 
 
 @dataclass
@@ -577,7 +588,7 @@ def _date_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | No
 def _source(query: SearchQuery, ctx: Context, snapshot: int) -> Source:
     driver = _driver(query)
     if driver is None:
-        dated = _date_source(query, ctx, snapshot)
+        dated = None if any(_chains_in(c) for c in query.criteria) else _date_source(query, ctx, snapshot)
         if dated is not None:
             return dated
         where = [ctx.visible(resource), *criteria_clause(query, ctx), resource.c.created_seq <= snapshot]
