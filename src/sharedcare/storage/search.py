@@ -37,7 +37,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
-    tuple_,
+    union_all,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import True_
@@ -552,6 +552,7 @@ class Source:
     # When the driving criterion is the whole search and the caller sees everything: its index rows
     # alone (they exist only for current, undeleted resources), so a count needs no resource rows.
     index_only: tuple[Any, list[ColumnElement[bool]]] | None = None
+    cols: tuple[Any, ...] | None = None  # the row columns, when `from_` is not `resource` itself
 
 
 def _date_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | None:
@@ -738,7 +739,7 @@ def _seq_page(conn: Connection, query: SearchQuery, src: Source, cursor: Cursor 
     rows: list[Any] = []
     bound = cursor.after if cursor else None
     while True:
-        stmt = select(*_COLS).select_from(src.from_).where(*src.where)
+        stmt = select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where)
         if bound is not None:
             stmt = stmt.where(src.seq < bound if backwards else src.seq > bound)
         batch = conn.execute(stmt.order_by(src.seq.desc() if backwards else src.seq).limit(want)).all()
@@ -854,22 +855,28 @@ def everything_page(conn: Connection, patient_id: str, *, types: Sequence[str], 
     Patient itself included), plus the resources they reference that sit in no patient's compartment
     (practitioners, organisations, locations, medications ...), so nothing of another patient is ever
     included. Ordered by created_seq and bounded by a snapshot like any search."""
-    mine = select(compartment.c.res_type, compartment.c.res_id).where(compartment.c.patient_id == patient_id)
-    r = idx_reference
-    referenced = select(r.c.target_type, r.c.target_id).join(compartment, and_(
-        compartment.c.res_type == r.c.res_type, compartment.c.res_id == r.c.res_id)).where(
-        compartment.c.patient_id == patient_id, r.c.target_id.isnot(None), local_reference(r, base_url))
-    key = tuple_(resource.c.res_type, resource.c.res_id)
-    where = [visible(resource), resource.c.deleted.is_(False),
-             or_(key.in_(mine), and_(resource.c.partition_key == SHARED_PARTITION, key.in_(referenced)))]
-    if types:
-        where.append(resource.c.res_type.in_(types))
-    if since:
-        where.append(resource.c.last_updated >= since)
     snapshot = cursor.snapshot if cursor else conn.execute(
         select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
-    where.append(resource.c.created_seq <= snapshot)
-    src = Source(resource, resource.c.created_seq, where)
+    common = [visible(resource), resource.c.deleted.is_(False), resource.c.created_seq <= snapshot]
+    if types:
+        common.append(resource.c.res_type.in_(types))
+    if since:
+        common.append(resource.c.last_updated >= since)
+    # Two disjoint parts (a shared resource is in no compartment), each driven by its own join: one
+    # list of keys or an OR of two would make one database or the other scan every resource.
+    in_compartment = select(*_COLS).join(compartment, and_(
+        compartment.c.res_type == resource.c.res_type, compartment.c.res_id == resource.c.res_id)).where(
+        compartment.c.patient_id == patient_id, *common)
+    r = idx_reference
+    targets = select(r.c.target_type, r.c.target_id).join(compartment, and_(
+        compartment.c.res_type == r.c.res_type, compartment.c.res_id == r.c.res_id)).where(
+        compartment.c.patient_id == patient_id, r.c.target_id.isnot(None), local_reference(r, base_url)
+    ).distinct().subquery()
+    referenced = select(*_COLS).join(targets, and_(
+        targets.c.target_type == resource.c.res_type, targets.c.target_id == resource.c.res_id)).where(
+        resource.c.partition_key == SHARED_PARTITION, *common)
+    both = union_all(in_compartment, referenced).subquery()
+    src = Source(both, both.c.created_seq, [], cols=tuple(both.c))
     total = _count(conn, src, None)
     rows, nxt, prev = _seq_page(conn, SearchQuery(None, count=count), src, cursor, snapshot)
     return PageRows(rows, total, nxt, prev)
