@@ -647,7 +647,9 @@ class Store:
         if projected is not None and projected > self.max_fill_minutes:
             print(f"[{backend} {size:,}] skipped: filling {size - base:,} more patients is projected to take "
                   f"{projected:.0f} min (limit {self.max_fill_minutes:.0f})", flush=True)
-            return {"skipped": True, "projected_fill_min": round(projected, 1)}
+            return {"skipped": True, "reason": f"the fill would take longer than {self.max_fill_minutes:g} min",
+                    "projected_fill_min": round(projected, 1),
+                    "projected_gib": round(self._bytes_per_patient(backend) * size / 2**30)}
         need = self._bytes_per_patient(backend) * (size - base) * 1.1
         base_bytes = self._bytes_per_patient(backend) * base
         evictable = sum(self.m[b][k].get("bytes", 0) for b in ("sqlite", "postgresql") for k in self.m[b]
@@ -1300,14 +1302,16 @@ def print_table(r: dict[str, Any]) -> None:
 
 def _what(sql: str) -> str:
     """A statement's role, from its text."""
-    head = sql.lstrip()[:200].lower()
-    if "max(resource_history.seq)" in head:
+    low = sql.lower()
+    if "max(resource_history.seq)" in low:
         return "snapshot"
-    if head.startswith("select count("):
-        return "count"
-    if "target_type, idx_reference.target_id" in head or "idx_reference.res_type, idx_reference.res_id" in head:
+    if low.lstrip().startswith("select count("):
+        cap = re.search(r"limit (\d+)", low)
+        return f"count ≤ {cap.group(1)}" if cap else "count"
+    head = low.split("where", 1)[0]
+    if "from idx_reference" in head and "order by" not in low:
         return "include refs"
-    if "in (values" in sql.lower() or "__[post" in head:
+    if "order by" not in low:
         return "include fetch"
     return "page"
 
@@ -1409,11 +1413,15 @@ def markdown(results: dict[str, Any]) -> str:
             for kind in slow:
                 plan = last["plans"][kind].get("slowest") or last["plans"][kind]["median"]
                 stmts = sorted(plan["statements"], key=lambda s: -(s["ms"] or 0))
-                lines += [f"Plan of the slowest `{kind}` search at {last['patients'] // 1000}k ({plan['path']}, "
-                          f"{plan['api_ms']} ms through the API): "
-                          + ", ".join(f"{s['ms'] or 0:.1f} ms" for s in plan["statements"])
-                          + " per statement; the costliest:", "", "```sql", stmts[0]["sql"][:1500], "```", "```",
-                          stmts[0]["plan"][:2500], "```", ""]
+                in_db = sum(s["ms"] or 0 for s in plan["statements"])
+                share = ("most of it in these statements" if in_db >= plan["api_ms"] / 2 else
+                         "most of it outside the database (HTTP, Python, the Bundle, the audit record; a read by id "
+                         f"takes {last['latency']['read']['api_p50']} ms)")
+                lines += [f"Slowest `{kind}` search at {last['patients'] // 1000}k: `{plan['path']}`, "
+                          f"{plan['api_ms']} ms through the API, {share}: "
+                          + " + ".join(f"{s['ms'] or 0:.1f} ms ({_what(s['sql'])})" for s in plan["statements"])
+                          + ". The costliest statement and its plan:", "", "```sql", stmts[0]["sql"][:1500], "```",
+                          "```", stmts[0]["plan"][:2500], "```", ""]
     return "\n".join(lines)
 
 
