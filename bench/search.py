@@ -662,7 +662,7 @@ class Store:
                     f"{(free_bytes() + evictable - FREE_MARGIN) / 2**30:.0f} GiB available",
                     "projected_fill_min": round(projected, 1) if projected is not None else None,
                     "projected_gib": round(self._bytes_per_patient(backend) * size / 2**30)}
-        if free_bytes() < need + base_bytes + FREE_MARGIN:
+        if free_bytes() < need + FREE_MARGIN:  # evict only what growing the base in place needs
             self._make_room(backend, need, {(backend, base)} if base else set())
         copy_base = bool(base) and free_bytes() > need + base_bytes + FREE_MARGIN
         if free_bytes() < need + FREE_MARGIN:
@@ -1524,14 +1524,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="generator processes while filling")
     parser.add_argument("--max-fill-minutes", type=float, default=45.0,
                         help="skip a size whose projected fill time is longer")
+    parser.add_argument("--code", help="measure an earlier snapshot of src/ (its name in search-cache/code/) "
+                        "instead of taking one now, e.g. to finish an interrupted run on the same code")
     parser.add_argument("--check-code", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.check_code:
         check_code()
         return
     if not os.environ.get("SEARCH_BENCH_CODE"):
-        snap = snapshot_code()
-        print(f"measuring the code of src/ as of now (snapshot {snap.name})", flush=True)
+        snap = CACHE / "code" / args.code if args.code else snapshot_code()
+        if not (snap / "STATE.json").exists():
+            raise SystemExit(f"no snapshot {args.code!r} in {CACHE / 'code'}")
+        state = json.loads((snap / "STATE.json").read_text())
+        print(f"measuring snapshot {snap.name} of src/ (commit {state['commit']}"
+              f"{' + uncommitted changes' if state['dirty'] else ''}, taken {state['taken']})", flush=True)
         env = {**os.environ, "PYTHONPATH": f"{snap}{os.pathsep}{ROOT}", "SEARCH_BENCH_CODE": str(snap)}
         os.execve(sys.executable, [sys.executable, "-m", "bench.search", *sys.argv[1:]], env)
     import sharedcare
