@@ -8,6 +8,7 @@ patients). The first compartment is the resource's home partition.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,12 +17,13 @@ from sqlalchemy import Numeric, Table, bindparam, delete
 from sqlalchemy.engine import Connection
 
 from sharedcare.fhir.definitions import patient_compartment
-from sharedcare.fhir.search.extract import IndexValues, extract
+from sharedcare.fhir.search.extract import DateValue, IndexValues, extract
 from sharedcare.storage import dialects
 from sharedcare.storage.tables import (
     INDEX_TABLES,
     SHARED_PARTITION,
     compartment,
+    date_bucket,
     idx_composite,
     idx_date,
     idx_number,
@@ -67,7 +69,7 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
     by_table: dict[str, list[Row]] = {
         idx_token.name: [key + v for v in values.tokens],
         idx_string.name: [key + v for v in values.strings],
-        idx_date.name: [key + v for v in values.dates],
+        idx_date.name: _date_rows(key, values.dates),
         idx_number.name: [key + v for v in values.numbers],
         idx_quantity.name: [key + v for v in values.quantities],
         idx_reference.name: [key + v for v in values.references],
@@ -75,6 +77,11 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
         idx_composite.name: [key + v for v in values.composites],
     }
     return IndexRows(by_table, compartments_of(res_type, res_id, values))
+
+
+def _date_rows(key: tuple[str, str], dates: list[DateValue]) -> list[Row]:
+    several = Counter(d.param for d in dates)
+    return [(*key, d.param, d.low, d.high, date_bucket(d.low, d.high, several[d.param] > 1)) for d in dates]
 
 
 def clear(conn: Connection, res_type: str, res_id: str) -> None:

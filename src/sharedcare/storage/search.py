@@ -63,6 +63,8 @@ from sharedcare.fhir.search.query import (
 from sharedcare.fhir.validation.bindings import expand
 from sharedcare.storage import dialects
 from sharedcare.storage.tables import (
+    LONG_DATES,
+    SEVERAL_DATES,
     SHARED_PARTITION,
     compartment,
     idx_composite,
@@ -487,8 +489,10 @@ _VALUE_CLAUSES: dict[str, Callable[[Any, str, str | None, Context], ColumnElemen
 }
 
 
-def criteria_clause(query: SearchQuery, ctx: Context, skip: Criterion | None = None) -> list[ColumnElement[bool]]:
-    """The WHERE clauses on `resource` of a query's criteria (all of them but `skip`)."""
+def criteria_clause(query: SearchQuery, ctx: Context,
+                    skip: Criterion | Sequence[Criterion] = ()) -> list[ColumnElement[bool]]:
+    """The WHERE clauses on `resource` of a query's criteria (all of them but those in `skip`)."""
+    skipped = [skip] if isinstance(skip, Criterion) else list(skip)
     if query.res_type is None:
         raise BadRequest("a search needs a resource type here")
     clauses: list[ColumnElement[bool]] = [resource.c.res_type == query.res_type, resource.c.deleted.is_(False)]
@@ -499,7 +503,7 @@ def criteria_clause(query: SearchQuery, ctx: Context, skip: Criterion | None = N
             raise BadRequest("compartment searches are supported for the Patient compartment")
         clauses.append(resource.c.res_id.in_(select(compartment.c.res_id).where(
             compartment.c.patient_id == cid, compartment.c.res_type == query.res_type)))
-    clauses += [criterion_clause(c, owner, ctx) for c in query.criteria if c is not skip]
+    clauses += [criterion_clause(c, owner, ctx) for c in query.criteria if not any(c is k for k in skipped)]
     return clauses
 
 
@@ -553,6 +557,92 @@ class Source:
     # alone (they exist only for current, undeleted resources), so a count needs no resource rows.
     index_only: tuple[Any, list[ColumnElement[bool]]] | None = None
     cols: tuple[Any, ...] | None = None  # the row columns, when `from_` is not `resource` itself
+    # A merge of index ranges: one SELECT per arm (its own extra WHERE clauses), each in `seq` order.
+    arms: list[list[ColumnElement[bool]]] | None = None
+
+
+WINDOW_MAX_MONTHS = 36  # a date window spanning more months is found by the other routes
+
+
+def _month(instant: str) -> str:
+    return instant[:7]
+
+
+def _months(first: str, last: str) -> list[str]:
+    """The months from `first` to `last` ("YYYY-MM"), at most WINDOW_MAX_MONTHS + 1 of them."""
+    year, month = int(first[:4]), int(first[5:7])
+    out: list[str] = []
+    while len(out) <= WINDOW_MAX_MONTHS:
+        current = f"{year:04d}-{month:02d}"
+        if current > last:
+            break
+        out.append(current)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def _low_bounds(value: str) -> tuple[str | None, str | None]:
+    """For a range that starts and ends in one month and is its resource's only value: the first and
+    last instants its start can have if it meets this date criterion (None: unbounded)."""
+    prefix, slo, shi = date_range(value)
+    match prefix:
+        case "eq":
+            return slo, shi
+        case "ge":
+            return slo, None  # ends on or after slo, so (same month) starts in slo's month or later
+        case "gt":
+            return shi, None
+        case "sa":
+            return shi, None
+        case "le":
+            return None, shi
+        case "lt" | "eb":
+            before = datetime.strptime(slo, FMT) - timedelta(microseconds=1) if slo[:4] != "0001" else None
+            return None, before.strftime(FMT) if before else slo
+        case "ap":  # widened by a day on each side: `now` moves on before the clause is built
+            wlo, whi = _approximate(slo, shi)
+            lo = datetime.strptime(wlo, FMT) - timedelta(days=1) if wlo[:4] != "0001" else None
+            hi = datetime.strptime(whi, FMT) + timedelta(days=1) if whi[:4] != "9999" else None
+            return (lo.strftime(FMT) if lo else wlo), (hi.strftime(FMT) if hi else whi)
+        case _:  # ne
+            return None, None
+
+
+def _window_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | None:
+    """A date window (`date=ge2020-04&date=lt2020-05`, `date=2020-04`) merges the months it can
+    touch, each read from the window index in search order, with the long and several-valued rows
+    (see `tables.idx_date`). A month's rows are their resources' only values, so all of the
+    parameter's criteria are checked exactly on the index row; the several-valued rows only name
+    candidates, checked like any other criterion. Used when the window spans few months."""
+    by_param: dict[str, list[Criterion]] = {}
+    for c in query.criteria:
+        if c.type == "date" and not c.links and c.modifier is None and c.name != "_lastUpdated" \
+                and len(c.values) == 1:
+            by_param.setdefault(c.name, []).append(c)
+    best: tuple[list[str], list[Criterion]] | None = None
+    for crits in by_param.values():
+        first, last = "0001-01", "9999-12"
+        for c in crits:
+            lo, hi = _low_bounds(c.values[0])
+            first = max(first, _month(lo)) if lo else first
+            last = min(last, _month(hi)) if hi else last
+        months = _months(first, last)
+        if len(months) <= WINDOW_MAX_MONTHS and (best is None or len(months) < len(best[0])):
+            best = (months, crits)
+    if best is None:
+        return None
+    months, crits = best
+    t = idx_date.alias()
+    exact = and_(*[_range_clause(t.c.low, t.c.high, c.values[0]) for c in crits])
+    joined = t.join(resource, and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id))
+    mine = [t.c.res_type == query.res_type, t.c.param == crits[0].name, t.c.created_seq <= snapshot,
+            ctx.visible(resource)]
+    rest = criteria_clause(query, ctx, skip=crits)
+    arms: list[list[ColumnElement[bool]]] = [[t.c.bucket == m, exact, *rest] for m in months]
+    arms.append([t.c.bucket == LONG_DATES, exact, *rest])
+    arms.append([t.c.bucket == SEVERAL_DATES, *criteria_clause(query, ctx)])
+    cols = (*_COLS[:-1], t.c.created_seq.label("created_seq"))
+    return Source(joined, t.c.created_seq, mine, driven=True, cols=cols, arms=arms)
 
 
 def _date_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | None:
@@ -589,9 +679,10 @@ def _date_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | No
 def _source(query: SearchQuery, ctx: Context, snapshot: int) -> Source:
     driver = _driver(query)
     if driver is None:
-        dated = None if any(_chains_in(c) for c in query.criteria) else _date_source(query, ctx, snapshot)
-        if dated is not None:
-            return dated
+        if not any(_chains_in(c) for c in query.criteria):
+            dated = _window_source(query, ctx, snapshot) or _date_source(query, ctx, snapshot)
+            if dated is not None:
+                return dated
         where = [ctx.visible(resource), *criteria_clause(query, ctx), resource.c.created_seq <= snapshot]
         return Source(resource, resource.c.created_seq, where)
     t = _TABLES[driver.type].alias()
@@ -719,12 +810,16 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
 
 def _count(conn: Connection, src: Source, cap: int | None) -> int | None:
     """The number of matches; with a cap, None when there are at least that many."""
-    if src.index_only is not None:
+    ids: Any
+    if src.arms is not None:  # the last arm (several values each) names a resource once per value
+        arms = [select(src.seq).select_from(src.from_).where(*src.where, *arm) for arm in src.arms]
+        ids = union_all(*arms[:-1], arms[-1].distinct())
+    elif src.index_only is not None:
         ids = select(src.seq).select_from(src.index_only[0]).where(*src.index_only[1]).distinct()
     else:
         ids = select(src.seq).select_from(src.from_).where(*src.where)
-    if src.driven:
-        ids = ids.distinct()
+        if src.driven:
+            ids = ids.distinct()
     if cap is not None:
         ids = ids.limit(cap)
     found = int(conn.execute(select(func.count()).select_from(ids.subquery())).scalar_one())
@@ -739,10 +834,17 @@ def _seq_page(conn: Connection, query: SearchQuery, src: Source, cursor: Cursor 
     rows: list[Any] = []
     bound = cursor.after if cursor else None
     while True:
-        stmt = select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where)
-        if bound is not None:
-            stmt = stmt.where(src.seq < bound if backwards else src.seq > bound)
-        batch = conn.execute(stmt.order_by(src.seq.desc() if backwards else src.seq).limit(want)).all()
+        after = [] if bound is None else [src.seq < bound if backwards else src.seq > bound]
+        stmt: Any
+        if src.arms is not None:
+            merged = union_all(*[select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where, *arm, *after)
+                                 for arm in src.arms])
+            seq = merged.selected_columns.created_seq
+            stmt = merged.order_by(seq.desc() if backwards else seq).limit(want)
+        else:
+            stmt = select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where, *after) \
+                .order_by(src.seq.desc() if backwards else src.seq).limit(want)
+        batch = conn.execute(stmt).all()
         for row in batch:  # a driven lookup gives a resource once per matching value: keep the first
             if not rows or rows[-1].created_seq != row.created_seq:
                 rows.append(row)

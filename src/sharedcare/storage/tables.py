@@ -117,10 +117,28 @@ idx_token = _index_table(
 )
 idx_string = _index_table("idx_string", Column("value", Text, nullable=False), Column("exact", Text),
                           lookup=("value",))
+# A date row's `bucket` says where a window search (e.g. `date=ge2020-04&date=lt2020-05`) finds it:
+# the month of its range ("2020-04") when the range starts and ends in that month and is the
+# resource's only value for the parameter; LONG_DATES when it crosses a month boundary (periods,
+# open ends); SEVERAL_DATES when the resource has more than one value for the parameter (then two
+# criteria can be met by different values, so no single row bounds the window).
+LONG_DATES = "L"
+SEVERAL_DATES = "M"
 idx_date = _index_table("idx_date", Column("low", String(32), nullable=False),
-                        Column("high", String(32), nullable=False), lookup=("low", "high"))
+                        Column("high", String(32), nullable=False), Column("bucket", String(8)),
+                        lookup=("low", "high"))
 # Dates are found from either end: "on or after" by the end of each value's range, "before" by its start.
 Index("ix_idx_date_high", idx_date.c.res_type, idx_date.c.param, idx_date.c.high)
+# ... and windows month by month, each month's rows in search order (a merge of a few index ranges).
+Index("ix_idx_date_window", idx_date.c.res_type, idx_date.c.param, idx_date.c.bucket, idx_date.c.created_seq,
+      idx_date.c.low, idx_date.c.high)
+
+
+def date_bucket(low: str, high: str, several: bool) -> str:
+    """The `bucket` of a date row (see idx_date)."""
+    if several:
+        return SEVERAL_DATES
+    return low[:7] if low[:7] == high[:7] else LONG_DATES
 idx_number = _index_table("idx_number", Column("value", Numeric(asdecimal=True), nullable=False),
                           lookup=("value",))
 idx_quantity = _index_table(

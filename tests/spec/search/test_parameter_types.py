@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.spec.search.helpers import LOINC, UCUM, error, ids, make, observation, patient
+from tests.spec.search.helpers import LOINC, UCUM, error, ids, make, observation, ordered, patient
 
 # -- string -------------------------------------------------------------------------------------------
 
@@ -136,6 +136,47 @@ def test_periods_and_approximate_dates(client: TestClient) -> None:
     assert ids(client, "Encounter?date=gt2020-01-11") == {enc, ongoing}
     assert ids(client, "Encounter?date=eb2020-01-11") == set()
     assert ids(client, "Encounter?date=ap2020-01-11") == {enc, ongoing}
+
+
+def _goal(*due: str) -> dict[str, object]:
+    return {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": "walk"},
+            "subject": {"reference": "Patient/x"}, "target": [{"dueDate": d} for d in due]}
+
+
+def test_date_windows_find_every_kind_of_value(client: TestClient) -> None:
+    """A window (two bounds, or a month) is found month by month from the window index; values that
+    cross a month boundary, open periods and resources with several values are found too, and each
+    match is served once, in the same order as without the window index."""
+    inside = make(client, _goal("2020-03-15"))
+    before = make(client, _goal("2020-02-29"))  # the day before
+    after = make(client, _goal("2020-04-01"))  # the day after
+    make(client, _goal("2010-01-01"))
+    either_side = make(client, _goal("2020-01-10", "2020-06-20"))  # each bound met by a different value
+    one_inside = make(client, _goal("2019-01-01", "2020-03-02"))
+    window = "Goal?target-date=ge2020-03-01&target-date=lt2020-04-01"
+    assert ids(client, window) == {inside, either_side, one_inside}
+    assert ids(client, "Goal?target-date=2020-03") == {inside, one_inside}  # within March
+    # ap: within 10% of the distance from now (years here), so all but the 2010 goal
+    assert ids(client, "Goal?target-date=ap2020-03-15") == {inside, before, after, either_side, one_inside}
+
+    def encounter(start: str, end: str | None = None) -> dict[str, object]:
+        return {"resourceType": "Encounter", "status": "finished",
+                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                "period": {"start": start, **({"end": end} if end else {})}}
+    across = make(client, encounter("2020-02-28T22:00:00Z", "2020-03-02T02:00:00Z"))  # February into March
+    open_ended = make(client, encounter("2019-12-01"))
+    same_day = make(client, encounter("2020-03-20T09:00:00Z", "2020-03-20T10:00:00Z"))
+    make(client, encounter("2020-01-02", "2020-01-03"))
+    assert ids(client, "Encounter?date=ge2020-03-01&date=lt2020-04-01") == {across, open_ended, same_day}
+    assert ids(client, "Encounter?date=2020-03") == {same_day}
+    assert ids(client, "Encounter?date=le2020-03-31&date=sa2020-02-28") == {same_day}
+    # One at a time through the pages: each match once, in creation order like any unsorted search.
+    assert ordered(client, window + "&_count=1") == [inside, either_side, one_inside]
+    # An update that gives a resource a second value moves its row out of the month.
+    r = client.put(f"/fhir/Goal/{inside}", json={**_goal("2021-05-05", "2018-01-01"), "id": inside})
+    assert r.status_code == 200, r.text
+    assert ids(client, window) == {inside, either_side, one_inside}
+    assert ids(client, "Goal?target-date=2020-03") == {one_inside}
 
 
 def test_dates_with_offsets_compare_in_utc(client: TestClient) -> None:

@@ -55,3 +55,39 @@ def test_a_lookup_driven_search_keeps_creation_order_after_updates(client: TestC
         found += [e["resource"]["id"] for e in body.get("entry", [])]
         url = next((lk["url"].split("testserver", 1)[1] for lk in body["link"] if lk["relation"] == "next"), "")
     assert found == [p["id"] for p in made]
+
+
+def test_date_rows_are_bucketed_alike_when_written_and_when_migrated(client: TestClient, store: Services) -> None:
+    """Each date row's window bucket (its month, "L" across months, "M" for a resource with several
+    values) is the same whether the write path gave it or migration 0006 filled it in."""
+    import importlib.util
+
+    from sqlalchemy import text
+
+    from sharedcare.storage.database import MIGRATIONS
+    from sharedcare.storage.tables import idx_date
+
+    goal = {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": "walk"},
+            "subject": {"reference": "Patient/x"}}
+    for dues in (["2020-03-15"], ["2020-01-10", "2020-06-20"]):
+        assert client.post("/fhir/Goal", json={**goal, "target": [{"dueDate": d} for d in dues]},
+                           headers=JSON).status_code == 201
+    for period in ({"start": "2020-02-28T22:00:00Z", "end": "2020-03-02T02:00:00Z"}, {"start": "2019-12-01"}):
+        enc = {"resourceType": "Encounter", "status": "finished", "period": period,
+               "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}}
+        assert client.post("/fhir/Encounter", json=enc, headers=JSON).status_code == 201
+    cols = (idx_date.c.res_type, idx_date.c.res_id, idx_date.c.param, idx_date.c.low, idx_date.c.bucket)
+    with store.engine.connect() as conn:
+        written = sorted(conn.execute(select(*cols)).all())
+    assert {r.bucket for r in written if r.res_type == "Goal"} == {"2020-03", "M"}
+    assert {r.bucket for r in written if r.res_type == "Encounter" and r.param == "date"} == {"L"}
+    spec = importlib.util.spec_from_file_location("m0006", MIGRATIONS / "versions" / "0006_date_window.py")
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    with store.engine.begin() as conn:
+        conn.execute(idx_date.update().values(bucket=None))
+        conn.execute(text(migration.FILL))
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(*cols)).all()) == written
