@@ -557,8 +557,59 @@ class Source:
     # alone (they exist only for current, undeleted resources), so a count needs no resource rows.
     index_only: tuple[Any, list[ColumnElement[bool]]] | None = None
     cols: tuple[Any, ...] | None = None  # the row columns, when `from_` is not `resource` itself
-    # A merge of index ranges: one SELECT per arm (its own extra WHERE clauses), each in `seq` order.
-    arms: list[list[ColumnElement[bool]]] | None = None
+    window: Window | None = None  # a date window: candidates from index ranges, then checked
+
+
+class Window:
+    """A date window's candidates: one index range per arm (each month, the long rows, the several-valued
+    rows), each read in search order with its own LIMIT and merged (one ordered index scan per arm,
+    also where a planner would rather gather a whole month and sort it). Candidates from the month and
+    long arms already meet the parameter's criteria (checked on their index row) and are checked for
+    the others; several-valued ones for every criterion. The checks are built only when needed."""
+
+    def __init__(self, table: Any, where: list[ColumnElement[bool]], arms: list[list[ColumnElement[bool]]],
+                 several: list[ColumnElement[bool]], check: Callable[[bool], list[ColumnElement[bool]]],
+                 exact: bool) -> None:
+        self.table = table
+        self.where = where  # on the index rows of every arm
+        self.arms = arms  # each month's and the long rows' own clauses (exact for the parameter)
+        self.several = several  # the several-valued rows' arm
+        self._check = check
+        self._checks: dict[bool, list[ColumnElement[bool]]] = {}
+        self.exact = exact  # the parameter's criteria are the whole search, for a caller who sees all
+
+    def check(self, several: bool) -> list[ColumnElement[bool]]:
+        """Clauses on `resource` for candidates of the several-valued arm (True) or of the others."""
+        if several not in self._checks:
+            self._checks[several] = self._check(several)
+        return self._checks[several]
+
+    def candidates(self, conn: Connection, bound: int | None, backwards: bool, n: int) -> list[Any]:
+        """The next `n` index rows after `bound` in search order: (res_id, created_seq, several)."""
+        t = self.table
+        after = [] if bound is None else [t.c.created_seq < bound if backwards else t.c.created_seq > bound]
+        order = t.c.created_seq.desc() if backwards else t.c.created_seq
+        parts = [select(t.c.res_id, t.c.created_seq, literal(flag).label("several"))
+                 .where(*self.where, *arm, *after).order_by(order).limit(n).subquery()
+                 for arm, flag in [*((arm, 0) for arm in self.arms), (self.several, 1)]]
+        merged = union_all(*[select(p.c.res_id, p.c.created_seq, p.c.several) for p in parts]).subquery()
+        seq = merged.c.created_seq
+        return list(conn.execute(select(merged.c.res_id, seq, merged.c.several)
+                                 .order_by(seq.desc() if backwards else seq).limit(n)).all())
+
+    def matches(self, conn: Connection) -> Any:
+        """The created_seq of every match, each once (for counting)."""
+        t = self.table
+        on = and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id)
+        if self.exact:  # the month and long arms' index rows alone are counted
+            parts = [select(t.c.created_seq).where(*self.where, *arm) for arm in self.arms]
+        else:
+            parts = [select(t.c.created_seq).join(resource, on).where(*self.where, *arm, *self.check(False))
+                     for arm in self.arms]
+        if conn.execute(select(t.c.created_seq).where(*self.where, *self.several).limit(1)).first() is not None:
+            parts.append(select(t.c.created_seq).join(resource, on)
+                         .where(*self.where, *self.several, *self.check(True)).distinct())
+        return union_all(*parts)
 
 
 WINDOW_MAX_MONTHS = 36  # a date window spanning more months is found by the other routes
@@ -634,15 +685,15 @@ def _window_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | 
     months, crits = best
     t = idx_date.alias()
     exact = and_(*[_range_clause(t.c.low, t.c.high, c.values[0]) for c in crits])
-    joined = t.join(resource, and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id))
-    mine = [t.c.res_type == query.res_type, t.c.param == crits[0].name, t.c.created_seq <= snapshot,
-            ctx.visible(resource)]
-    rest = criteria_clause(query, ctx, skip=crits)
-    arms: list[list[ColumnElement[bool]]] = [[t.c.bucket == m, exact, *rest] for m in months]
-    arms.append([t.c.bucket == LONG_DATES, exact, *rest])
-    arms.append([t.c.bucket == SEVERAL_DATES, *criteria_clause(query, ctx)])
-    cols = (*_COLS[:-1], t.c.created_seq.label("created_seq"))
-    return Source(joined, t.c.created_seq, mine, driven=True, cols=cols, arms=arms)
+    arms = [[t.c.bucket == m, exact] for m in [*months, LONG_DATES]]
+
+    def check(several: bool) -> list[ColumnElement[bool]]:
+        return [ctx.visible(resource), *criteria_clause(query, ctx, skip=() if several else crits)]
+    alone = len(crits) == len(query.criteria) and query.compartment is None \
+        and isinstance(ctx.visible(resource), True_)
+    window = Window(t, [t.c.res_type == query.res_type, t.c.param == crits[0].name, t.c.created_seq <= snapshot],
+                    arms, [t.c.bucket == SEVERAL_DATES], check, alone)
+    return Source(resource, resource.c.created_seq, [], driven=True, window=window)
 
 
 def _date_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | None:
@@ -811,9 +862,8 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
 def _count(conn: Connection, src: Source, cap: int | None) -> int | None:
     """The number of matches; with a cap, None when there are at least that many."""
     ids: Any
-    if src.arms is not None:  # the last arm (several values each) names a resource once per value
-        arms = [select(src.seq).select_from(src.from_).where(*src.where, *arm) for arm in src.arms]
-        ids = union_all(*arms[:-1], arms[-1].distinct())
+    if src.window is not None:
+        ids = src.window.matches(conn)
     elif src.index_only is not None:
         ids = select(src.seq).select_from(src.index_only[0]).where(*src.index_only[1]).distinct()
     else:
@@ -833,17 +883,17 @@ def _seq_page(conn: Connection, query: SearchQuery, src: Source, cursor: Cursor 
     want = query.count + 1  # one more than a page tells whether there is a next (or previous) one
     rows: list[Any] = []
     bound = cursor.after if cursor else None
-    while True:
+    batch_size = want
+    while src.window is not None:  # candidates in batches (growing while few of them match)
+        found, next_bound = _window_batch(conn, query.res_type or "", src.window, bound, backwards, batch_size)
+        rows += found
+        if next_bound is None or len(rows) >= want:
+            break
+        bound, batch_size = next_bound, min(batch_size * 2, 2000)
+    while src.window is None:
         after = [] if bound is None else [src.seq < bound if backwards else src.seq > bound]
-        stmt: Any
-        if src.arms is not None:
-            merged = union_all(*[select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where, *arm, *after)
-                                 for arm in src.arms])
-            seq = merged.selected_columns.created_seq
-            stmt = merged.order_by(seq.desc() if backwards else seq).limit(want)
-        else:
-            stmt = select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where, *after) \
-                .order_by(src.seq.desc() if backwards else src.seq).limit(want)
+        stmt = select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where, *after) \
+            .order_by(src.seq.desc() if backwards else src.seq).limit(want)
         batch = conn.execute(stmt).all()
         for row in batch:  # a driven lookup gives a resource once per matching value: keep the first
             if not rows or rows[-1].created_seq != row.created_seq:
@@ -861,6 +911,21 @@ def _seq_page(conn: Connection, query: SearchQuery, src: Source, cursor: Cursor 
     nxt = Cursor(rows[-1].created_seq, snapshot) if has_next and rows else None
     prev = Cursor(rows[0].created_seq, snapshot, backwards=True) if has_prev and rows else None
     return rows, nxt, prev
+
+
+def _window_batch(conn: Connection, res_type: str, w: Window, bound: int | None, backwards: bool,
+                  n: int) -> tuple[list[Any], int | None]:
+    """The next `n` candidates of a date window after `bound`, checked: the matching resource rows in
+    search order, and the bound for the next batch (None when the candidates have run out)."""
+    candidates = w.candidates(conn, bound, backwards, n)
+    rows: list[Any] = []
+    for several in (False, True):
+        ids = list(dict.fromkeys(c.res_id for c in candidates if c.several == several))  # once per resource
+        for chunk in _chunks(ids):
+            rows += conn.execute(select(*_COLS).where(
+                resource.c.res_type == res_type, resource.c.res_id.in_(chunk), *w.check(several))).all()
+    rows.sort(key=lambda r: r.created_seq, reverse=backwards)
+    return rows, (candidates[-1].created_seq if len(candidates) == n else None)
 
 
 def _sorted_inner(query: SearchQuery, where: list[ColumnElement[bool]]) -> Any:

@@ -540,6 +540,22 @@ class Generator:
             prefix = DATE_PREFIXES[n % len(DATE_PREFIXES)]
             text = render_instant(micros, precision, offset)
             self.add("date", res_type, (code, ("" if prefix == "eq" and n % 3 == 0 else prefix) + text))
+        # windows of one to three months around a stored value (found month by month from the window
+        # index), with every pair of lower and upper prefixes
+        for n, (res_type, code) in enumerate(plan * 2):
+            found = self.pick(res_type, code, lambda v: bool(value_ranges(v)))
+            if found is None:
+                continue
+            lo, hi = self.rng.choice(value_ranges(found[1]))
+            anchor = lo if lo != LOWEST else hi - 1
+            if anchor >= HIGHEST - 1:
+                continue
+            start = anchor - self.rng.randint(0, 40) * 86_400_000_000
+            end = start + self.rng.randint(20, 95) * 86_400_000_000
+            low_prefix, high_prefix = ("ge", "gt", "sa")[n % 3], ("lt", "le", "eb")[(n // 3) % 3]
+            precision = ("day", "month", "second")[n % 3]
+            self.add("date:window", res_type, (code, low_prefix + render_instant(start, precision, 0)),
+                     (code, high_prefix + render_instant(end, precision, 0)))
         # ranges by two ANDed bounds, and OR of dates
         self.add("date:range", "Encounter", ("date", "ge2015-01-01"), ("date", "lt2016-01-01"))
         self.add("date:range", "Observation", ("date", "gt2012"), ("date", "le2013-06"))
@@ -1027,6 +1043,9 @@ def check_coverage(cases: list[Case], expected: list[set[str]]) -> None:
             "_tag", "_security", "composite", "chain", "_has", "and", "nomatch", "sort"} <= features
     assert sum(not e for e in expected) >= 15
     assert sum(bool(e) for e in expected) >= 200
+    windows = [bool(e) for c, e in zip(cases, expected, strict=True) if c.feature == "date:window"]
+    assert len(windows) >= 25, len(windows)
+    assert sum(windows) >= 20, sum(windows)  # most windows hold a match
     assert {"Patient", "Observation", "Condition", "Encounter", "Procedure", "MedicationRequest", "Immunization",
             "DiagnosticReport", "Claim", "ExplanationOfBenefit", "CarePlan", "AllergyIntolerance", "Organization",
             "Practitioner"} <= {c.res_type for c in cases}
