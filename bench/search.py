@@ -779,6 +779,11 @@ SQL_TOKEN = CUT.replace("{inner}", "SELECT t.res_type, t.res_id, t.created_seq F
 SQL_DATE = CUT.replace("{inner}", "SELECT d.res_type, d.res_id, d.created_seq FROM idx_date d WHERE "
                        "d.res_type = 'Observation' AND d.param = 'date' AND d.low >= :lo AND d.low < :hi "
                        "ORDER BY d.created_seq LIMIT 20")
+# With the window index (migration 0006): a one-month window of single instants is one month's rows,
+# already in search order (the Synthea observations have no long or several-valued dates).
+SQL_DATE_WINDOW = CUT.replace("{inner}", "SELECT d.res_type, d.res_id, d.created_seq FROM idx_date d WHERE "
+                              "d.res_type = 'Observation' AND d.param = 'date' AND d.bucket = :month AND "
+                              "d.low >= :lo AND d.low < :hi ORDER BY d.created_seq LIMIT 20")
 # Chained, in two steps as an application would: the patients with the name, then their observations.
 SQL_NAMED = ("SELECT DISTINCT s.res_id FROM idx_string s WHERE s.res_type = 'Patient' AND s.param = 'family' "
              "AND s.value >= :lo AND s.value < :hi")
@@ -831,8 +836,9 @@ def workload(conn: Any, entry: dict[str, Any], n: int) -> dict[str, list[Case]]:
     def rows(sql: str, **kw: Any) -> list[Any]:
         return list(conn.execute(text(sql), kw).all())
 
-    from sharedcare.storage.tables import idx_token
+    from sharedcare.storage.tables import idx_date, idx_token
     in_index = "created_seq" in idx_token.c
+    windows = "bucket" in idx_date.c
 
     def sql_of(template: str) -> str:
         return template if in_index else JOINED[template]
@@ -863,8 +869,9 @@ def workload(conn: Any, entry: dict[str, Any], n: int) -> dict[str, list[Case]]:
         first, after = date(y, m, 1).isoformat(), date(y + (m == 12), m % 12 + 1, 1).isoformat()
         query = urlencode([("date", f"ge{first}"), ("date", f"lt{after}")])
         out["date"].append(Case("date", "/fhir/Observation?" + query,
-                                [(sql_of(SQL_DATE), {"lo": f"{first}T00:00:00.000000",
-                                                     "hi": f"{after}T00:00:00.000000"})]))
+                                [(SQL_DATE_WINDOW if windows else sql_of(SQL_DATE),
+                                  {"lo": f"{first}T00:00:00.000000", "hi": f"{after}T00:00:00.000000",
+                                   **({"month": first[:7]} if windows else {})})]))
     patients = [r[0] for r in rows("SELECT res_id FROM resource WHERE res_type = 'Patient' ORDER BY created_seq")]
     big = set(entry["big"])
     normal = [p for p in patients if p not in big]

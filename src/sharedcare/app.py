@@ -49,7 +49,7 @@ class Services:
 def open_services(settings: Settings, *, migrate: bool | None = None) -> Services:
     """Open the store. The embedded SQLite database is created or migrated by itself; PostgreSQL must
     be migrated explicitly (`sharedcare db upgrade`) so production schema changes are deliberate."""
-    engine = database.make_engine(settings.database_url)
+    engine = database.make_engine(settings.database_url, pool_size=settings.db_pool_size)
     if migrate is None:
         migrate = engine.dialect.name == "sqlite"
     if migrate:

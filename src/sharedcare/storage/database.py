@@ -17,15 +17,18 @@ from sharedcare.storage import dialects
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(database_url: str, *, pool_size: int = 8) -> Engine:
+def make_engine(database_url: str, *, pool_size: int | None = None) -> Engine:
+    """An engine for the store; `pool_size` connections kept open (default: see Settings.db_pool_size)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
+        pool_size = pool_size or 8
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, pool_size=pool_size, max_overflow=32, pool_pre_ping=False)
     elif url.get_backend_name() == "postgresql":
         if url.get_driver_name() != "psycopg":
             raise ConfigurationError("PostgreSQL URLs must use psycopg 3: postgresql+psycopg://...")
+        pool_size = pool_size or 48
         engine = create_engine(url, pool_size=pool_size, max_overflow=32, pool_pre_ping=True)
     else:
         raise ConfigurationError(f"unsupported database backend {url.get_backend_name()!r}")
