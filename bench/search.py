@@ -1318,9 +1318,11 @@ def _what(sql: str) -> str:
     head = low.split("where", 1)[0]
     if "from idx_reference" in head and "order by" not in low:
         return "include refs"
+    if "from idx_date" in head and "bucket" in low and "order by" not in low:
+        return "several-valued probe"
     if "order by" not in low:
-        return "include fetch"
-    return "page"
+        return "fetch by id"  # included resources, or a date window's candidates
+    return "candidates" if "several" in low else "page"
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -597,8 +597,10 @@ class Window:
         return list(conn.execute(select(merged.c.res_id, seq, merged.c.several)
                                  .order_by(seq.desc() if backwards else seq).limit(n)).all())
 
-    def matches(self, conn: Connection) -> Any:
-        """The created_seq of every match, each once (for counting)."""
+    def matches(self, conn: Connection, cap: int | None) -> Any:
+        """The created_seq of every match, each once (for counting), at most `cap` from each arm: each
+        arm is then read as an ordered index scan that stops at the cap (PostgreSQL would otherwise
+        gather a whole month into a bitmap first)."""
         t = self.table
         on = and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id)
         if self.exact:  # the month and long arms' index rows alone are counted
@@ -609,7 +611,10 @@ class Window:
         if conn.execute(select(t.c.created_seq).where(*self.where, *self.several).limit(1)).first() is not None:
             parts.append(select(t.c.created_seq).join(resource, on)
                          .where(*self.where, *self.several, *self.check(True)).distinct())
-        return union_all(*parts)
+        if cap is None:
+            return union_all(*parts)
+        capped = [p.order_by(t.c.created_seq).limit(cap).subquery() for p in parts]
+        return union_all(*[select(c.c.created_seq) for c in capped])
 
 
 WINDOW_MAX_MONTHS = 36  # a date window spanning more months is found by the other routes
@@ -863,7 +868,7 @@ def _count(conn: Connection, src: Source, cap: int | None) -> int | None:
     """The number of matches; with a cap, None when there are at least that many."""
     ids: Any
     if src.window is not None:
-        ids = src.window.matches(conn)
+        ids = src.window.matches(conn, cap)
     elif src.index_only is not None:
         ids = select(src.seq).select_from(src.index_only[0]).where(*src.index_only[1]).distinct()
     else:
