@@ -29,10 +29,12 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     exists,
     false,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -295,7 +297,18 @@ def _instant_clause(column: ColumnElement[str], value: str) -> ColumnElement[boo
 
 def _range_clause(low: ColumnElement[str], high: ColumnElement[str], value: str) -> ColumnElement[bool]:
     """A stored range [low, high] against a prefixed search date (R4 search, date parameters)."""
+    return _range_expr(low, high, *_range_values(value))
+
+
+def _range_values(value: str) -> tuple[str, str, str]:
+    """A date criterion's prefix and the bounds `_range_expr` compares with (`ap`: widened)."""
     prefix, slo, shi = date_range(value)
+    return (prefix, *_approximate(slo, shi)) if prefix == "ap" else (prefix, slo, shi)
+
+
+def _range_expr(low: ColumnElement[str], high: ColumnElement[str], prefix: str, slo: str | ColumnElement[str],
+                shi: str | ColumnElement[str]) -> ColumnElement[bool]:
+    """`_range_clause` with the bounds given (values, or bound parameters of a cached statement)."""
     contained = and_(low >= slo, high <= shi)
     match prefix:
         case "eq":
@@ -315,8 +328,7 @@ def _range_clause(low: ColumnElement[str], high: ColumnElement[str], value: str)
         case "eb":
             return high < slo
         case _:  # ap: overlaps the value widened by 10% of its distance from now (at least a day)
-            wlo, whi = _approximate(slo, shi)
-            return and_(low <= whi, high >= wlo)
+            return and_(low <= shi, high >= slo)
 
 
 def _approximate(slo: str, shi: str) -> tuple[str, str]:
@@ -579,15 +591,17 @@ class Window:
     rows), each read in search order with its own LIMIT and merged (one ordered index scan per arm,
     also where a planner would rather gather a whole month and sort it). Candidates from the month and
     long arms already meet the parameter's criteria (checked on their index row) and are checked for
-    the others; several-valued ones for every criterion. The checks are built only when needed."""
+    the others; several-valued ones for every criterion. The statements are cached by their shape
+    (number of months, prefixes) and run on the driver; the checks are built only when needed."""
 
-    def __init__(self, table: Any, where: list[ColumnElement[bool]], arms: list[list[ColumnElement[bool]]],
-                 several: list[ColumnElement[bool]], check: Callable[[bool], list[ColumnElement[bool]]],
-                 exact: bool) -> None:
-        self.table = table
-        self.where = where  # on the index rows of every arm
-        self.arms = arms  # each month's and the long rows' own clauses (exact for the parameter)
-        self.several = several  # the several-valued rows' arm
+    def __init__(self, res_type: str, param: str, months: list[str], ranges: list[tuple[str, str, str]],
+                 snapshot: int, check: Callable[[bool], list[ColumnElement[bool]]], exact: bool) -> None:
+        self.shape = (len(months) + 1, tuple(r[0] for r in ranges))  # the arms (months, long rows), prefixes
+        self.params: dict[str, Any] = {"rt": res_type, "param": param, "snap": snapshot, "several": SEVERAL_DATES}
+        for j, bucket in enumerate([*months, LONG_DATES]):
+            self.params[f"b{j}"] = bucket
+        for i, (_, lo, hi) in enumerate(ranges):
+            self.params[f"v{i}lo"], self.params[f"v{i}hi"] = lo, hi
         self._check = check
         self._checks: dict[bool, list[ColumnElement[bool]]] = {}
         self.exact = exact  # the parameter's criteria are the whole search, for a caller who sees all
@@ -600,35 +614,103 @@ class Window:
 
     def candidates(self, conn: Connection, bound: int | None, backwards: bool, n: int) -> list[Any]:
         """The next `n` index rows after `bound` in search order: (res_id, created_seq, several)."""
-        t = self.table
-        after = [] if bound is None else [t.c.created_seq < bound if backwards else t.c.created_seq > bound]
-        order = t.c.created_seq.desc() if backwards else t.c.created_seq
-        parts = [select(t.c.res_id, t.c.created_seq, literal(flag).label("several"))
-                 .where(*self.where, *arm, *after).order_by(order).limit(n).subquery()
-                 for arm, flag in [*((arm, 0) for arm in self.arms), (self.several, 1)]]
+        stmt = _window_statement("candidates", self.shape, bound is not None, backwards)
+        values = {**self.params, "n": n} if bound is None else {**self.params, "n": n, "bound": bound}
+        return list(stmt.execute(conn, values).all())
+
+    def count(self, conn: Connection, cap: int | None) -> int:
+        """The number of matches, up to `cap` (each arm read as an ordered index scan that stops at the
+        cap: PostgreSQL would otherwise gather a whole month into a bitmap first)."""
+        if self.exact and cap is not None:
+            stmt = _window_statement("count", self.shape, False, False)
+            return int(stmt.execute(conn, {**self.params, "cap": cap}).scalar_one())
+        arms, several = _window_arms(self.shape, False, False)
+        on = and_(resource.c.res_type == several.c.res_type, resource.c.res_id == several.c.res_id)
+        parts = [select(a.c.created_seq).join(resource, and_(resource.c.res_type == a.c.res_type,
+                                                             resource.c.res_id == a.c.res_id))
+                 .where(*where, *self.check(False)) for a, where in arms]
+        parts.append(select(several.c.created_seq).join(resource, on).where(*several_where(several),
+                                                                               *self.check(True)).distinct())
+        ids: Any = union_all(*parts)
+        if cap is not None:
+            ids = ids.limit(cap)
+        counted = select(func.count()).select_from(ids.subquery())
+        return int(conn.execute(counted, self.params).scalar_one())
+
+
+def several_where(t: Any) -> list[ColumnElement[bool]]:
+    """The several-valued arm's rows (an alias of idx_date), with bound parameters."""
+    return [t.c.res_type == bindparam("rt"), t.c.param == bindparam("param"), t.c.created_seq <= bindparam("snap"),
+            t.c.bucket == bindparam("several")]
+
+
+def _window_arms(shape: tuple[int, tuple[str, ...]], bounded: bool,
+                 backwards: bool) -> tuple[list[tuple[Any, list[ColumnElement[bool]]]], Any]:
+    """The month and long arms (each an alias of idx_date with its WHERE clauses: the parameter's
+    criteria on the row, as bound parameters) and the several-valued arm's alias."""
+    arms_n, prefixes = shape
+    out = []
+    for j in range(arms_n):
+        t = idx_date.alias()
+        where = [t.c.res_type == bindparam("rt"), t.c.param == bindparam("param"),
+                 t.c.created_seq <= bindparam("snap"), t.c.bucket == bindparam(f"b{j}"),
+                 *[_range_expr(t.c.low, t.c.high, p, bindparam(f"v{i}lo"), bindparam(f"v{i}hi"))
+                   for i, p in enumerate(prefixes)]]
+        if bounded:
+            where.append(t.c.created_seq < bindparam("bound") if backwards else t.c.created_seq > bindparam("bound"))
+        out.append((t, where))
+    return out, idx_date.alias()
+
+
+_WINDOW_STATEMENTS: dict[tuple[Any, ...], dialects.Compiled] = {}
+
+
+def _window_statement(kind: str, shape: tuple[int, tuple[str, ...]], bounded: bool,
+                      backwards: bool) -> dialects.Compiled:
+    key = (kind, shape, bounded, backwards)
+    found = _WINDOW_STATEMENTS.get(key)
+    if found is None:
+        found = dialects.Compiled(lambda _dialect: _build_window(kind, shape, bounded, backwards))
+        if len(_WINDOW_STATEMENTS) < 2000:  # shapes are few in practice; never grow without bound
+            _WINDOW_STATEMENTS[key] = found
+    return found
+
+
+def _build_window(kind: str, shape: tuple[int, tuple[str, ...]], bounded: bool, backwards: bool) -> Any:
+    arms, several = _window_arms(shape, bounded, backwards)
+    several_clauses = several_where(several)
+    if bounded:
+        seq = several.c.created_seq
+        several_clauses.append(seq < bindparam("bound") if backwards else seq > bindparam("bound"))
+    parts: list[Any]
+    if kind == "candidates":
+        limit: Any = bindparam("n")
+        parts = [select(a.c.res_id, a.c.created_seq, literal_column("0").label("several")).where(*where)
+                 .order_by(a.c.created_seq.desc() if backwards else a.c.created_seq).limit(limit).subquery()
+                 for a, where in arms]
+        parts.append(select(several.c.res_id, several.c.created_seq, literal_column("1").label("several"))
+                     .where(*several_clauses)
+                     .order_by(several.c.created_seq.desc() if backwards else several.c.created_seq)
+                     .limit(limit).subquery())
         merged = union_all(*[select(p.c.res_id, p.c.created_seq, p.c.several) for p in parts]).subquery()
         seq = merged.c.created_seq
-        return list(conn.execute(select(merged.c.res_id, seq, merged.c.several)
-                                 .order_by(seq.desc() if backwards else seq).limit(n)).all())
-
-    def matches(self, conn: Connection, cap: int | None) -> Any:
-        """The created_seq of every match, each once (for counting), at most `cap` from each arm: each
-        arm is then read as an ordered index scan that stops at the cap (PostgreSQL would otherwise
-        gather a whole month into a bitmap first)."""
-        t = self.table
-        on = and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id)
-        if self.exact:  # the month and long arms' index rows alone are counted
-            parts = [select(t.c.created_seq).where(*self.where, *arm) for arm in self.arms]
-        else:
-            parts = [select(t.c.created_seq).join(resource, on).where(*self.where, *arm, *self.check(False))
-                     for arm in self.arms]
-        if conn.execute(select(t.c.created_seq).where(*self.where, *self.several).limit(1)).first() is not None:
-            parts.append(select(t.c.created_seq).join(resource, on)
-                         .where(*self.where, *self.several, *self.check(True)).distinct())
-        if cap is None:
-            return union_all(*parts)
-        capped = [p.order_by(t.c.created_seq).limit(cap).subquery() for p in parts]
-        return union_all(*[select(c.c.created_seq) for c in capped])
+        return select(merged.c.res_id, seq, merged.c.several).order_by(seq.desc() if backwards else seq).limit(limit)
+    # count: the month and long arms from their index rows; several-valued resources each once, with
+    # every criterion of the parameter met by one of their rows
+    cap: Any = bindparam("cap")
+    parts = [select(a.c.created_seq).where(*where).order_by(a.c.created_seq).limit(cap).subquery()
+             for a, where in arms]
+    _, prefixes = shape
+    tests = []
+    for i, p in enumerate(prefixes):
+        d = idx_date.alias()
+        tests.append(exists().where(d.c.res_type == several.c.res_type, d.c.res_id == several.c.res_id,
+                                    d.c.param == bindparam("param"),
+                                    _range_expr(d.c.low, d.c.high, p, bindparam(f"v{i}lo"), bindparam(f"v{i}hi"))))
+    parts.append(select(several.c.created_seq).where(*several_clauses, *tests).distinct()
+                 .order_by(several.c.created_seq).limit(cap).subquery())
+    merged = union_all(*[select(p.c.created_seq) for p in parts]).subquery()
+    return select(func.count()).select_from(select(merged.c.created_seq).limit(cap).subquery())
 
 
 WINDOW_MAX_MONTHS = 36  # a date window spanning more months is found by the other routes
@@ -702,16 +784,13 @@ def _window_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | 
     if best is None:
         return None
     months, crits = best
-    t = idx_date.alias()
-    exact = and_(*[_range_clause(t.c.low, t.c.high, c.values[0]) for c in crits])
-    arms = [[t.c.bucket == m, exact] for m in [*months, LONG_DATES]]
 
     def check(several: bool) -> list[ColumnElement[bool]]:
         return [ctx.visible(resource), *criteria_clause(query, ctx, skip=() if several else crits)]
     alone = len(crits) == len(query.criteria) and query.compartment is None \
         and isinstance(ctx.visible(resource), True_)
-    window = Window(t, [t.c.res_type == query.res_type, t.c.param == crits[0].name, t.c.created_seq <= snapshot],
-                    arms, [t.c.bucket == SEVERAL_DATES], check, alone)
+    window = Window(query.res_type or "", crits[0].name, months, [_range_values(c.values[0]) for c in crits],
+                    snapshot, check, alone)
     return Source(resource, resource.c.created_seq, [], driven=True, window=window)
 
 
@@ -882,8 +961,9 @@ def _count(conn: Connection, src: Source, cap: int | None) -> int | None:
     """The number of matches; with a cap, None when there are at least that many."""
     ids: Any
     if src.window is not None:
-        ids = src.window.matches(conn, cap)
-    elif src.index_only is not None:
+        found = src.window.count(conn, cap)
+        return found if cap is None or found < cap else None
+    if src.index_only is not None:
         ids = select(src.seq).select_from(src.index_only[0]).where(*src.index_only[1]).distinct()
     else:
         ids = select(src.seq).select_from(src.from_).where(*src.where)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.spec.search.helpers import LOINC, UCUM, error, ids, make, observation, ordered, patient
+from tests.spec.search.helpers import LOINC, UCUM, bundle, error, ids, make, observation, ordered, patient
 
 # -- string -------------------------------------------------------------------------------------------
 
@@ -170,8 +170,18 @@ def test_date_windows_find_every_kind_of_value(client: TestClient) -> None:
     assert ids(client, "Encounter?date=ge2020-03-01&date=lt2020-04-01") == {across, open_ended, same_day}
     assert ids(client, "Encounter?date=2020-03") == {same_day}
     assert ids(client, "Encounter?date=le2020-03-31&date=sa2020-02-28") == {same_day}
-    # One at a time through the pages: each match once, in creation order like any unsorted search.
+    # One at a time through the pages: each match once, in creation order like any unsorted search;
+    # and back again by the previous links.
     assert ordered(client, window + "&_count=1") == [inside, either_side, one_inside]
+    last = bundle(client, window + "&_count=2")
+    last = bundle(client, next(lk["url"] for lk in last["link"] if lk["relation"] == "next").split("/fhir/")[1])
+    back = bundle(client, next(lk["url"] for lk in last["link"] if lk["relation"] == "previous").split("/fhir/")[1])
+    assert [e["resource"]["id"] for e in back["entry"]] == [inside, either_side]
+    # Totals, from the index rows alone and with other criteria checked on the resources
+    assert bundle(client, window + "&_total=accurate")["total"] == 3
+    assert bundle(client, window + "&_total=accurate&lifecycle-status=active")["total"] == 3
+    assert bundle(client, window + "&_total=accurate&lifecycle-status=cancelled")["total"] == 0
+    assert bundle(client, window + "&_count=1")["total"] == 3  # the default estimate is exact this low
     # An update that gives a resource a second value moves its row out of the month.
     r = client.put(f"/fhir/Goal/{inside}", json={**_goal("2021-05-05", "2018-01-01"), "id": inside})
     assert r.status_code == 200, r.text
