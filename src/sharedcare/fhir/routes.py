@@ -98,8 +98,11 @@ class FhirApi:
             return resp.fhir_response(oo, fmt, result.status, headers)
         return resp.fhir_response(stored.data, fmt, result.status, headers)
 
-    def query_string(self, request: Request) -> str:
-        return str(request.url.query)
+    @staticmethod
+    def query_string(request: Request) -> str:
+        # From the ASGI scope: building `request.url` (scheme, host, path) cost ~3% of a search's time.
+        raw: bytes = request.scope.get("query_string", b"")
+        return raw.decode("latin-1")
 
     @staticmethod
     def if_match(request: Request) -> int | None:

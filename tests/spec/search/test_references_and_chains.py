@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.spec.search.helpers import error, ids, make, observation, patient
+from tests.spec.search.helpers import bundle, error, ids, make, observation, ordered, patient
 
 
 def test_reference_forms(client: TestClient) -> None:
@@ -69,3 +70,26 @@ def test_chained_targets_that_are_deleted_do_not_match(client: TestClient) -> No
     assert client.delete(f"/fhir/Patient/{ann}").status_code == 204
     assert ids(client, "Observation?subject:Patient.family=ann") == set()
     assert ids(client, "Observation?subject:Patient.family:missing=true") == set()
+
+
+@pytest.mark.parametrize("drive_cap", [1000, 1])
+def test_a_chain_with_other_criteria_pages_in_order(client: TestClient, drive_cap: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain naming few targets drives the search from their references (drive_cap 1000); naming
+    more than the cap, it is tested on each resource instead (drive_cap 1). Same answers either way."""
+    from sharedcare.storage import search
+
+    monkeypatch.setattr(search, "CHAIN_DRIVE_CAP", drive_cap)
+    twins = [make(client, patient("Chainfam", given)) for given in ("A", "B")]
+    other = make(client, patient("Otherfam"))
+    wanted = []
+    for _ in range(3):
+        for p in twins:
+            wanted.append(make(client, observation(p, "2339-0"), "Observation"))
+            make(client, observation(p, "8480-6"), "Observation")
+        make(client, observation(other, "2339-0"), "Observation")
+    query = "Observation?subject:Patient.family=chainfam&code=2339-0"
+    assert ordered(client, query + "&_count=2") == wanted  # creation order across both patients' pages
+    assert bundle(client, query + "&_total=accurate")["total"] == 6
+    assert ids(client, "Observation?subject:Patient.family=chainfam&code=8480-6&_count=1") == set(ids(
+        client, "Observation?subject:Patient.family=chainfam")) - set(wanted)

@@ -33,6 +33,9 @@ def upgrade() -> None:
     with op.batch_alter_table('idx_date', schema=None) as batch_op:
         batch_op.create_index('ix_idx_date_window', ['res_type', 'param', 'bucket', 'created_seq', 'low', 'high'],
                               unique=False)
+    # Statistics for the new index: without them SQLite's planner may scan it whole (seen: a chained
+    # search's join read every Observation token row).
+    op.execute(sa.text('ANALYZE idx_date'))
 
 
 def downgrade() -> None:
