@@ -1320,6 +1320,8 @@ def _what(sql: str) -> str:
         return "include refs"
     if "from idx_date" in head and "bucket" in low and "order by" not in low:
         return "several-valued probe"
+    if "order by" not in low and "from idx_" in head:
+        return "chain targets"
     if "order by" not in low:
         return "fetch by id"  # included resources, or a date window's candidates
     return "candidates" if "several" in low else "page"
