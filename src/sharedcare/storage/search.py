@@ -56,6 +56,7 @@ from sharedcare.fhir.search.query import (
     SearchQuery,
     SortKey,
     date_range,
+    instant_text,
     number_value,
     quantity_value,
     split_token,
@@ -348,7 +349,7 @@ def _approximate(slo: str, shi: str) -> tuple[str, str]:
     gap = max(abs(now - lo) * 0.1, abs(now - hi) * 0.1, timedelta(days=1))
     wlo = max(lo - gap, datetime(1, 1, 1, tzinfo=UTC)) if lo.year > 1 else lo
     whi = min(hi + gap, datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) if hi.year < 9999 else hi
-    return wlo.strftime(FMT), whi.strftime(FMT)
+    return instant_text(wlo), instant_text(whi)
 
 
 def _like_prefix(text: str) -> str:
@@ -760,12 +761,12 @@ def _low_bounds(value: str) -> tuple[str | None, str | None]:
             return None, shi
         case "lt" | "eb":
             before = datetime.strptime(slo, FMT) - timedelta(microseconds=1) if slo[:4] != "0001" else None
-            return None, before.strftime(FMT) if before else slo
+            return None, instant_text(before) if before else slo
         case "ap":  # widened by a day on each side: `now` moves on before the clause is built
             wlo, whi = _approximate(slo, shi)
             lo = datetime.strptime(wlo, FMT) - timedelta(days=1) if wlo[:4] != "0001" else None
             hi = datetime.strptime(whi, FMT) + timedelta(days=1) if whi[:4] != "9999" else None
-            return (lo.strftime(FMT) if lo else wlo), (hi.strftime(FMT) if hi else whi)
+            return (instant_text(lo) if lo else wlo), (instant_text(hi) if hi else whi)
         case _:  # ne
             return None, None
 

@@ -189,6 +189,21 @@ def test_date_windows_find_every_kind_of_value(client: TestClient) -> None:
     assert ids(client, "Goal?target-date=2020-03") == {one_inside}
 
 
+def test_dates_at_the_edges_of_the_calendar(client: TestClient) -> None:
+    """Years before 1000 compare as earlier than later years; values at the first and last instants
+    (even with offsets that would leave the calendar) are answered, never a server error."""
+    old = make(client, _goal("0999-03-15"))
+    oldest = make(client, _goal("0005-01-01"))
+    recent = make(client, _goal("2020-03-15"))
+    assert ids(client, "Goal?target-date=lt1000") == {old, oldest}
+    assert ids(client, "Goal?target-date=ge1000") == {recent}
+    assert ids(client, "Goal?target-date=0999-03") == {old}
+    assert ids(client, "Goal?target-date=ge0998-01-01&target-date=lt0999-06-01") == {old}
+    for value in ("0001-01-01", "9999-12", "9999", "lt0001-01-01", "0001-01-01T00:00:00%2B05:00",
+                  "9999-12-31T23:59:59-05:00", "ap0001-01-01", "ap9999-12-31"):
+        assert isinstance(ids(client, f"Goal?target-date={value}"), set)
+
+
 def test_dates_with_offsets_compare_in_utc(client: TestClient) -> None:
     late = make(client, {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
                          "effectiveDateTime": "2021-03-01T23:30:00-02:00"})  # 1 March 01:30 UTC... of the 2nd

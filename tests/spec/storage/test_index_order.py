@@ -91,3 +91,39 @@ def test_date_rows_are_bucketed_alike_when_written_and_when_migrated(client: Tes
         conn.execute(text(migration.FILL))
     with store.engine.connect() as conn:
         assert sorted(conn.execute(select(*cols)).all()) == written
+
+
+def test_dates_before_the_year_1000_are_stored_with_four_digit_years(client: TestClient, store: Services) -> None:
+    """Text order must be time order: "0999-..." sorts before "2020-...", "999-..." would not.
+    Migration 0008 pads rows written with short years; here rows are shortened as the old code wrote
+    them and the migration's updates must give back what the write path stores."""
+    import importlib.util
+
+    from sqlalchemy import text
+
+    from sharedcare.storage.database import MIGRATIONS
+    from sharedcare.storage.tables import idx_date
+
+    goal = {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": "walk"},
+            "subject": {"reference": "Patient/x"}}
+    for due in ("0999-03-15", "0005-01-01", "2020-03-15"):
+        assert client.post("/fhir/Goal", json={**goal, "target": [{"dueDate": due}]}, headers=JSON).status_code == 201
+    cols = (idx_date.c.res_id, idx_date.c.low, idx_date.c.high, idx_date.c.bucket)
+    with store.engine.connect() as conn:
+        written = sorted(conn.execute(select(*cols).where(idx_date.c.res_type == "Goal")).all())
+    assert {r.low[:7] for r in written} == {"0999-03", "0005-01", "2020-03"}
+    assert {r.bucket for r in written} == {"0999-03", "0005-01", "2020-03"}
+    spec = importlib.util.spec_from_file_location("m0008", MIGRATIONS / "versions" / "0008_four_digit_years.py")
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    with store.engine.begin() as conn:  # as the old code wrote them: leading zeros of the year dropped
+        for zeros in ("000", "00", "0"):
+            n = len(zeros)
+            conn.execute(text(f"UPDATE idx_date SET low = substr(low, {n + 1}), high = substr(high, {n + 1}), "
+                              f"bucket = substr(low, {n + 1}, 7) WHERE substr(low, 1, {n}) = '{zeros}'"))
+        for statement in migration.statements(store.engine.dialect.name):
+            conn.execute(text(statement))
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(*cols).where(idx_date.c.res_type == "Goal")).all()) == written

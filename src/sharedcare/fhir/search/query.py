@@ -248,7 +248,15 @@ _DATE = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d+))?)?"
     r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
-FMT = "%Y-%m-%dT%H:%M:%S.%f"
+FMT = "%Y-%m-%dT%H:%M:%S.%f"  # for parsing; `instant_text` writes them (strftime leaves years < 1000 short)
+_FIRST = datetime(1, 1, 1, tzinfo=UTC)
+_LAST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def instant_text(t: datetime) -> str:
+    """An instant as the index stores it: fixed width (year always four digits), so that text order is
+    time order ("0999-..." before "2020-...")."""
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}"
 
 
 @lru_cache(maxsize=16384)
@@ -267,22 +275,30 @@ def _instants(text: str) -> tuple[str, str]:
         raise BadRequest("a date search value is not a real date") from None
     if m["tz"] and m["tz"] != "Z":
         sign = 1 if m["tz"][0] == "+" else -1
-        start -= sign * timedelta(hours=int(m["tz"][1:3]), minutes=int(m["tz"][4:6]))
+        try:
+            start -= sign * timedelta(hours=int(m["tz"][1:3]), minutes=int(m["tz"][4:6]))
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: before the first instant we can hold
+            start = _FIRST if sign > 0 else _LAST
+    try:
+        end = _end(start, m, y, mo)
+    except (OverflowError, ValueError):  # the range runs past the last instant we can hold
+        end = _LAST
+    return instant_text(start), instant_text(end)
+
+
+def _end(start: datetime, m: re.Match[str], y: int, mo: int) -> datetime:
+    """The last instant of the range a date of this precision covers."""
     if m["f"]:
-        end = start + timedelta(microseconds=10 ** max(0, 6 - len(m["f"])) - 1)
-    elif m["S"]:
-        end = start + timedelta(seconds=1, microseconds=-1)
-    elif m["M"]:
-        end = start + timedelta(minutes=1, microseconds=-1)
-    elif m["d"]:
-        end = start + timedelta(days=1, microseconds=-1)
-    elif m["m"]:
-        nxt = datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=UTC)
-        end = nxt - timedelta(microseconds=1)
-    else:
-        end = datetime(y + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1) if y < 9999 else \
-            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-    return start.strftime(FMT), end.strftime(FMT)
+        return start + timedelta(microseconds=10 ** max(0, 6 - len(m["f"])) - 1)
+    if m["S"]:
+        return start + timedelta(seconds=1, microseconds=-1)
+    if m["M"]:
+        return start + timedelta(minutes=1, microseconds=-1)
+    if m["d"]:
+        return start + timedelta(days=1, microseconds=-1)
+    if m["m"]:
+        return datetime(y + (mo == 12), mo % 12 + 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
+    return datetime(y + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
 
 
 def _check_value(ptype: str, modifier: str | None, value: str, name: str, components: tuple[str, ...] = ()) -> None:
