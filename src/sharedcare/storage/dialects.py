@@ -77,6 +77,15 @@ def write_options() -> dict[str, Any]:
     return {"write": True}
 
 
+def read_options(engine: Engine) -> dict[str, Any]:
+    """Execution options for a connection that only reads (a search, a page of $everything).
+
+    On PostgreSQL it runs in autocommit mode: at READ COMMITTED every statement takes its own
+    snapshot in a transaction too, so nothing changes but the BEGIN and ROLLBACK round trips saved.
+    On SQLite the reads stay in one transaction (one snapshot for the page and its count)."""
+    return {"isolation_level": "AUTOCOMMIT"} if engine.dialect.name == "postgresql" else {}
+
+
 def batches_writes(engine: Engine) -> bool:
     """Whether single write interactions are group-committed (see storage/committer.py).
 

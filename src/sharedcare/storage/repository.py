@@ -295,7 +295,7 @@ class Repository:
             self._audit_read(caller, interaction, 403, res_type=query.res_type, query=query_string)
             raise Forbidden("you may not search this resource type")
         cursor = search.open_cursor(self._cursor_key, caller.agent_id, query.cursor) if query.cursor else None
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
             result = search.page(conn, query, self.visible(caller), cursor, self.base_url, keep=self._keep_sorted)
         sign = self._sign(caller)
         page = _page(result, sign(result.next), sign(result.previous))
@@ -308,7 +308,7 @@ class Repository:
         """Patient/$everything: the patient's record, paged (see search.everything_page). A patient
         the caller may not see, or that does not exist, is 404 either way."""
         cursor = search.open_cursor(self._cursor_key, caller.agent_id, cursor_token) if cursor_token else None
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
             visible = self.visible(caller)
             exists_ = conn.execute(select(resource.c.res_id).where(
                 visible(resource), resource.c.res_type == "Patient", resource.c.res_id == patient_id,
