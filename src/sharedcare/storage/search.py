@@ -640,7 +640,7 @@ class Window:
         parts = [select(a.c.created_seq).join(resource, and_(resource.c.res_type == a.c.res_type,
                                                              resource.c.res_id == a.c.res_id))
                  .where(*where, *self.check(False)) for a, where in arms]
-        parts.append(select(several.c.created_seq).join(resource, on).where(*several_where(several),
+        parts.append(select(several.c.created_seq).join(resource, on).where(*_several_where(several),
                                                                                *self.check(True)).distinct())
         ids: Any = union_all(*parts)
         if cap is not None:
@@ -649,7 +649,7 @@ class Window:
         return int(conn.execute(counted, self.params).scalar_one())
 
 
-def several_where(t: Any) -> list[ColumnElement[bool]]:
+def _several_where(t: Any) -> list[ColumnElement[bool]]:
     """The several-valued arm's rows (an alias of idx_date), with bound parameters."""
     return [t.c.res_type == bindparam("rt"), t.c.param == bindparam("param"), t.c.created_seq <= bindparam("snap"),
             t.c.bucket == bindparam("several")]
@@ -689,7 +689,7 @@ def _window_statement(kind: str, shape: tuple[int, tuple[str, ...]], bounded: bo
 
 def _build_window(kind: str, shape: tuple[int, tuple[str, ...]], bounded: bool, backwards: bool) -> Any:
     arms, several = _window_arms(shape, bounded, backwards)
-    several_clauses = several_where(several)
+    several_clauses = _several_where(several)
     if bounded:
         seq = several.c.created_seq
         several_clauses.append(seq < bindparam("bound") if backwards else seq > bindparam("bound"))
