@@ -965,9 +965,10 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
     if cursor is not None and cursor.search_id is not None:
         return _kept_page(conn, query, cursor, visible, base_url)
     ctx = Context(conn, visible, base_url)
+    if cursor is None and not query.sort and not query.summary_count:
+        return _first_page(conn, query, ctx)
     # The newest history sequence number bounds every created_seq, and is a primary-key lookup.
-    snapshot = cursor.snapshot if cursor else conn.execute(
-        select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
+    snapshot = cursor.snapshot if cursor else conn.execute(select(_SNAPSHOT)).scalar_one()
     if query.summary_count:
         return PageRows([], _count(conn, _source(query, ctx, snapshot), None), None, None)
     assert query.res_type is not None
@@ -997,21 +998,55 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
     return PageRows(rows, total, nxt, prev, included)
 
 
-def _count(conn: Connection, src: Source, cap: int | None) -> int | None:
-    """The number of matches; with a cap, None when there are at least that many."""
-    ids: Any
+_SNAPSHOT = select(func.coalesce(func.max(resource_history.c.seq), 0)).scalar_subquery()
+UNBOUNDED = 2**62  # above every sequence number
+
+
+def _first_page(conn: Connection, query: SearchQuery, ctx: Context) -> PageRows:
+    """The first page of an unsorted search. It reads what is committed when it runs, so it needs no
+    snapshot bound; the snapshot its paging links carry (the newest sequence number, read after the
+    page, so at least every created_seq it saw) comes with the count when one is made, saving a round
+    trip, and is read on its own otherwise."""
+    src = _source(query, ctx, UNBOUNDED)
+    rows, nxt, _ = _seq_page(conn, query, src, None, UNBOUNDED)
+    total, snapshot = None, None
+    if query.total == "accurate" or (query.total == "estimate" and nxt is not None):
+        total, snapshot = _count_and_snapshot(conn, src, None if query.total == "accurate" else ESTIMATE_CAP)
+    elif query.total == "estimate":
+        total = len(rows)
+    if nxt is not None:
+        if snapshot is None:
+            snapshot = conn.execute(select(_SNAPSHOT)).scalar_one()
+        nxt = Cursor(nxt.after, snapshot)
+    included = _included(conn, query, rows, ctx.visible, ctx.base_url) if query.includes and rows else []
+    return PageRows(rows, total, nxt, None, included)
+
+
+def _count_and_snapshot(conn: Connection, src: Source, cap: int | None) -> tuple[int | None, int | None]:
+    """`_count`, with the newest sequence number read in the same statement where it can be."""
     if src.window is not None:
-        found = src.window.count(conn, cap)
-        return found if cap is None or found < cap else None
+        return _count(conn, src, cap), None
+    found, snapshot = conn.execute(select(func.count(), _SNAPSHOT).select_from(_count_ids(src, cap).subquery())).one()
+    return (found if cap is None or found < cap else None), snapshot
+
+
+def _count_ids(src: Source, cap: int | None) -> Any:
+    ids: Any
     if src.index_only is not None:
         ids = select(src.seq).select_from(src.index_only[0]).where(*src.index_only[1]).distinct()
     else:
         ids = select(src.seq).select_from(src.from_).where(*src.where)
         if src.driven:
             ids = ids.distinct()
-    if cap is not None:
-        ids = ids.limit(cap)
-    found = int(conn.execute(select(func.count()).select_from(ids.subquery())).scalar_one())
+    return ids.limit(cap) if cap is not None else ids
+
+
+def _count(conn: Connection, src: Source, cap: int | None) -> int | None:
+    """The number of matches; with a cap, None when there are at least that many."""
+    if src.window is not None:
+        found = src.window.count(conn, cap)
+    else:
+        found = int(conn.execute(select(func.count()).select_from(_count_ids(src, cap).subquery())).scalar_one())
     return found if cap is None or found < cap else None
 
 
