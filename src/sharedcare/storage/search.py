@@ -5,8 +5,9 @@ tests (the searched resource, or one reached through a chain or `_has` link); th
 criterion are ORed inside that EXISTS, criteria are ANDed. Every value is a bound parameter.
 
 Results are ordered by `created_seq` (the history sequence number of a resource's first version),
-which never changes, and bounded by a snapshot sequence taken on the first page, so paging while
-others write neither skips nor repeats entries. With `_sort` the order is the sort keys, then
+which never changes, and bounded by a snapshot sequence taken on the first page (read with or after
+its rows, so at least every created_seq it showed), so paging while others write neither skips nor
+repeats entries. With `_sort` the order is the sort keys, then
 `created_seq`; the cursor carries the last row's keys. Cursors are HMAC-signed with the node's key and
 bound to the caller's agent id (AZ11), so a page link cannot be replayed by someone else or edited.
 """
