@@ -89,6 +89,10 @@ ESTIMATE_CAP = 1000  # _total=estimate (the default) counts up to this many matc
 SORT_KEEP_CAP = 10_000  # a sorted result up to this size is kept for its paging links
 DATE_DRIVE_CAP = 5000  # a date criterion drives a search when one end of its range has fewer index rows
 MAX_ITERATE = 4  # rounds of _include:iterate / _revinclude:iterate
+# The newest history sequence number: it bounds every created_seq (a primary-key lookup). A search's
+# paging links carry it, so later pages show nothing created after the first.
+_SNAPSHOT = select(func.coalesce(func.max(resource_history.c.seq), 0)).scalar_subquery()
+UNBOUNDED = 2**62  # above every sequence number
 
 Visible = Callable[[Any], ColumnElement[bool]]
 
@@ -745,29 +749,22 @@ def _months(first: str, last: str) -> list[str]:
     return out
 
 
-def _low_bounds(value: str) -> tuple[str | None, str | None]:
+def _low_bounds(prefix: str, slo: str, shi: str) -> tuple[str | None, str | None]:
     """For a range that starts and ends in one month and is its resource's only value: the first and
-    last instants its start can have if it meets this date criterion (None: unbounded)."""
-    prefix, slo, shi = date_range(value)
+    last instants its start can have if it meets this date criterion (its `_range_values`; None:
+    unbounded)."""
     match prefix:
-        case "eq":
+        case "eq" | "ap":  # contained in, or (ap, already widened) overlapping [slo, shi]
             return slo, shi
         case "ge":
             return slo, None  # ends on or after slo, so (same month) starts in slo's month or later
-        case "gt":
-            return shi, None
-        case "sa":
+        case "gt" | "sa":
             return shi, None
         case "le":
             return None, shi
         case "lt" | "eb":
             before = datetime.strptime(slo, FMT) - timedelta(microseconds=1) if slo[:4] != "0001" else None
             return None, instant_text(before) if before else slo
-        case "ap":  # widened by a day on each side: `now` moves on before the clause is built
-            wlo, whi = _approximate(slo, shi)
-            lo = datetime.strptime(wlo, FMT) - timedelta(days=1) if wlo[:4] != "0001" else None
-            hi = datetime.strptime(whi, FMT) + timedelta(days=1) if whi[:4] != "9999" else None
-            return (instant_text(lo) if lo else wlo), (instant_text(hi) if hi else whi)
         case _:  # ne
             return None, None
 
@@ -778,31 +775,32 @@ def _window_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | 
     (see `tables.idx_date`). A month's rows are their resources' only values, so all of the
     parameter's criteria are checked exactly on the index row; the several-valued rows only name
     candidates, checked like any other criterion. Used when the window spans few months."""
-    by_param: dict[str, list[Criterion]] = {}
+    by_param: dict[str, list[tuple[Criterion, tuple[str, str, str]]]] = {}
     for c in query.criteria:
         if c.type == "date" and not c.links and c.modifier is None and c.name != "_lastUpdated" \
                 and len(c.values) == 1:
-            by_param.setdefault(c.name, []).append(c)
-    best: tuple[list[str], list[Criterion]] | None = None
-    for crits in by_param.values():
+            by_param.setdefault(c.name, []).append((c, _range_values(c.values[0])))
+    best: tuple[list[str], list[tuple[Criterion, tuple[str, str, str]]]] | None = None
+    for found in by_param.values():
         first, last = "0001-01", "9999-12"
-        for c in crits:
-            lo, hi = _low_bounds(c.values[0])
+        for _, bounds in found:
+            lo, hi = _low_bounds(*bounds)
             first = max(first, _month(lo)) if lo else first
             last = min(last, _month(hi)) if hi else last
         months = _months(first, last)
         if len(months) <= WINDOW_MAX_MONTHS and (best is None or len(months) < len(best[0])):
-            best = (months, crits)
+            best = (months, found)
     if best is None:
         return None
-    months, crits = best
+    months, found = best
+    crits = [c for c, _ in found]
 
     def check(several: bool) -> list[ColumnElement[bool]]:
         return [ctx.visible(resource), *criteria_clause(query, ctx, skip=() if several else crits)]
     alone = len(crits) == len(query.criteria) and query.compartment is None \
         and isinstance(ctx.visible(resource), True_)
-    window = Window(query.res_type or "", crits[0].name, months, [_range_values(c.values[0]) for c in crits],
-                    snapshot, check, alone)
+    window = Window(query.res_type or "", crits[0].name, months, [bounds for _, bounds in found], snapshot, check,
+                    alone)
     return Source(resource, resource.c.created_seq, [], driven=True, window=window)
 
 
@@ -968,7 +966,6 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
     ctx = Context(conn, visible, base_url)
     if cursor is None and not query.sort and not query.summary_count:
         return _first_page(conn, query, ctx)
-    # The newest history sequence number bounds every created_seq, and is a primary-key lookup.
     snapshot = cursor.snapshot if cursor else conn.execute(select(_SNAPSHOT)).scalar_one()
     if query.summary_count:
         return PageRows([], _count(conn, _source(query, ctx, snapshot), None), None, None)
@@ -997,10 +994,6 @@ def page(conn: Connection, query: SearchQuery, visible: Visible, cursor: Cursor 
         total = len(rows) if cursor is None and nxt is None else _count(conn, src, ESTIMATE_CAP)
     included = _included(conn, query, rows, visible, base_url) if query.includes and rows else []
     return PageRows(rows, total, nxt, prev, included)
-
-
-_SNAPSHOT = select(func.coalesce(func.max(resource_history.c.seq), 0)).scalar_subquery()
-UNBOUNDED = 2**62  # above every sequence number
 
 
 def _first_page(conn: Connection, query: SearchQuery, ctx: Context) -> PageRows:
@@ -1197,8 +1190,7 @@ def everything_page(conn: Connection, patient_id: str, *, types: Sequence[str], 
     Patient itself included), plus the resources they reference that sit in no patient's compartment
     (practitioners, organisations, locations, medications ...), so nothing of another patient is ever
     included. Ordered by created_seq and bounded by a snapshot like any search."""
-    snapshot = cursor.snapshot if cursor else conn.execute(
-        select(func.coalesce(func.max(resource_history.c.seq), 0))).scalar_one()
+    snapshot = cursor.snapshot if cursor else conn.execute(select(_SNAPSHOT)).scalar_one()
     common = [visible(resource), resource.c.deleted.is_(False), resource.c.created_seq <= snapshot]
     if types:
         common.append(resource.c.res_type.in_(types))

@@ -143,6 +143,8 @@ def date_bucket(low: str, high: str, several: bool) -> str:
     if several:
         return SEVERAL_DATES
     return low[:7] if low[:7] == high[:7] else LONG_DATES
+
+
 idx_number = _index_table("idx_number", Column("value", Numeric(asdecimal=True), nullable=False),
                           lookup=("value",))
 idx_quantity = _index_table(
