@@ -517,6 +517,15 @@ class Generator:
         self.add("token:not", "Observation", ("status:not", "final,amended"))
         self.add("token:not", "Observation", ("value-concept:not", "260385009"))
 
+    def date_anchor(self, res_type: str, code: str) -> int | None:
+        """A finite instant (microseconds) of a stored value of the date parameter, or None."""
+        found = self.pick(res_type, code, lambda v: bool(value_ranges(v)))
+        if found is None:
+            return None
+        lo, hi = self.rng.choice(value_ranges(found[1]))
+        anchor = lo if lo != LOWEST else hi - 1
+        return anchor if anchor < HIGHEST - 1 else None
+
     def date_cases(self) -> None:
         plan = [("Patient", "birthdate"), ("Patient", "death-date"), ("Observation", "date"),
                 ("Condition", "onset-date"), ("Condition", "abatement-date"), ("Condition", "recorded-date"),
@@ -525,12 +534,8 @@ class Generator:
                 ("Claim", "created"), ("ExplanationOfBenefit", "created"), ("CarePlan", "date"),
                 ("AllergyIntolerance", "date"), ("Observation", "value-date"), ("CarePlan", "activity-date")]
         for n, (res_type, code) in enumerate(plan * 4):
-            found = self.pick(res_type, code, lambda v: bool(value_ranges(v)))
-            if found is None:
-                continue
-            lo, hi = self.rng.choice(value_ranges(found[1]))
-            anchor = lo if lo != LOWEST else hi - 1
-            if anchor >= HIGHEST - 1:
+            anchor = self.date_anchor(res_type, code)
+            if anchor is None:
                 continue
             precision = PRECISIONS[n % 4] if n < len(plan) * 2 else self.rng.choice(PRECISIONS)
             shift = self.rng.choice([0, 0, -1, 1]) * {"year": 366, "month": 31, "day": 1, "second": 0}[precision]
@@ -543,12 +548,8 @@ class Generator:
         # windows of one to three months around a stored value (found month by month from the window
         # index), with every pair of lower and upper prefixes
         for n, (res_type, code) in enumerate(plan * 2):
-            found = self.pick(res_type, code, lambda v: bool(value_ranges(v)))
-            if found is None:
-                continue
-            lo, hi = self.rng.choice(value_ranges(found[1]))
-            anchor = lo if lo != LOWEST else hi - 1
-            if anchor >= HIGHEST - 1:
+            anchor = self.date_anchor(res_type, code)
+            if anchor is None:
                 continue
             start = anchor - self.rng.randint(0, 40) * 86_400_000_000
             end = start + self.rng.randint(20, 95) * 86_400_000_000
