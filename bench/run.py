@@ -47,55 +47,70 @@ def free_port() -> int:
 
 
 class Server:
-    """uvicorn on core 0 serving bench.bare_app (the real app plus the bare route)."""
+    """uvicorn on core 0 serving `app`: by default bench.bare_app (the real app plus the bare routes);
+    bench/search.py serves the real app alone (`sharedcare.app:create_app`, a factory)."""
 
-    def __init__(self, database_url: str, workdir: Path) -> None:
+    def __init__(self, database_url: str, log: Path, *, app: str = "bench.bare_app:app", factory: bool = False,
+                 env: dict[str, str] | None = None, start_s: float = 60) -> None:
         self.port = free_port()
         self.env = {**os.environ, "SHAREDCARE_DATABASE_URL": database_url,
-                    "SHAREDCARE_BASE_URL": f"http://127.0.0.1:{self.port}/fhir"}
-        self.log = (workdir / f"server-{self.port}.log").open("ab")
+                    "SHAREDCARE_BASE_URL": f"http://127.0.0.1:{self.port}/fhir", **(env or {})}
+        self.log_path = log
+        self.log = log.open("ab")
+        self.app, self.factory, self.start_s = app, factory, start_s
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Server:
         self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
+            ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", self.app, *(["--factory"] if self.factory else []),
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
             cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.start_s
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base}/health/ready", timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.2)
-        raise SystemExit("bench server did not start")
+            if self.proc.poll() is not None:
+                break
+        raise SystemExit(f"the bench server did not start (see {self.log_path})")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc:
             self.proc.terminate()
-            self.proc.wait(timeout=20)
+            self.proc.wait(timeout=30)
         self.log.close()
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def base_url(self) -> str:
+        return f"{self.base}/fhir"
 
-def wrk(url: str, script: Path, *, connections: int = 32, duration: int = DURATION) -> dict[str, float]:
+
+def wrk(url: str, script: Path, *, connections: int = 32, duration: int = DURATION,
+        timeout_s: int | None = None) -> dict[str, Any]:
+    """wrk on core 1; `timeout_s` raises wrk's per-request timeout (2 s by default) for slow requests."""
     out = subprocess.run(
-        ["taskset", "-c", "1", ensure_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
-         str(script), url], capture_output=True, text=True, check=True, timeout=duration + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        ["taskset", "-c", "1", ensure_wrk(), "-t1", f"-c{connections}", f"-d{duration}s",
+         *(["--timeout", f"{timeout_s}s"] if timeout_s else []), "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=duration + 60 + (timeout_s or 0)).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    done = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    timeouts = re.search(r"timeout (\d+)", out)
 
     def latency(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s|m)\b", out)
         if not m:
             return float("nan")
-        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-        return round(float(m.group(1)) * scale, 2)
-    return {"rps": round(rps, 1), "p50_ms": latency("50"), "p99_ms": latency("99"),
-            "errors": int(non2xx.group(1)) if non2xx else 0}
+        return round(float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)], 2)
+    return {"rps": round(float(rps.group(1)), 1) if rps else 0.0, "requests": int(done.group(1)) if done else 0,
+            "p50_ms": latency("50"), "p99_ms": latency("99"), "connections": connections, "seconds": duration,
+            "errors": int(non2xx.group(1)) if non2xx else 0, "timeouts": int(timeouts.group(1)) if timeouts else 0}
 
 
 def patient(i: int) -> dict[str, Any]:
@@ -147,7 +162,7 @@ def lua_create(workdir: Path) -> Path:
 
 def bench_read_create(database_url: str, stored: int, workdir: Path) -> dict[str, Any]:
     ids = fill(database_url, stored)
-    with Server(database_url, workdir) as srv:
+    with Server(database_url, workdir / "server.log") as srv:
         wrk(f"{srv.base}/", lua_read(ids, "/fhir/Patient/", workdir), duration=3)  # warm-up
         read = wrk(f"{srv.base}/", lua_read(ids, "/fhir/Patient/", workdir))
         bare = wrk(f"{srv.base}/", lua_read(ids, "/bare/Patient/", workdir))
@@ -170,7 +185,7 @@ def bench_load(database_url: str, raw_url: str, workdir: Path) -> dict[str, Any]
     for clients in (1, 2):
         url = database_url.replace(".db", f"-{clients}.db")
         fill(url, 0)
-        with Server(url, workdir) as srv:
+        with Server(url, workdir / "server.log") as srv:
             rates[clients] = post_bundles(srv.base, bodies, clients)
     raw_rate = len_resources(bodies) / raw_insert(raw_url, bodies)
     return {"resources": len_resources(bodies), "api_per_s": round(rates[2]), "api_per_s_one_client": round(rates[1]),

@@ -50,7 +50,7 @@ from urllib.parse import urlencode
 import httpx2 as httpx
 from tests.support.postgres import pg_binary
 
-from bench.run import RESULTS, ROOT, SYNTHEA, cpu_model, ensure_wrk, free_port
+from bench.run import RESULTS, ROOT, SYNTHEA, Server, cpu_model, ensure_wrk, free_port, wrk
 
 CACHE = RESULTS / "search-cache"
 MANIFEST = CACHE / "manifest.json"
@@ -914,47 +914,6 @@ def workload(conn: Any, entry: dict[str, Any], n: int) -> dict[str, list[Case]]:
 
 # -- running: the server, the client, the hand-written SQL ------------------------------------------
 
-class AppServer:
-    """uvicorn on core 0 serving the real app (sharedcare.app:create_app)."""
-
-    def __init__(self, database_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.env = {**os.environ, "SHAREDCARE_DATABASE_URL": database_url,
-                    "SHAREDCARE_BASE_URL": f"http://127.0.0.1:{self.port}/fhir", "SHAREDCARE_LOG_LEVEL": "WARNING"}
-        self.log = log.open("ab")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> AppServer:
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", "sharedcare.app:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", "--no-access-log"],
-            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if self.proc.poll() is not None:
-                break
-        raise SystemExit("the search bench server did not start (see bench/results/search-server.log)")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-        self.log.close()
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.base}/fhir"
-
-
 def on_core(core: int) -> None:
     os.sched_setaffinity(0, {core})
 
@@ -1023,7 +982,7 @@ class Samples:
                              for k, v in self.labels.items()}}
 
 
-def latency(server: AppServer, engine: Any, cases: dict[str, list[Case]], budget: float,
+def latency(server: Server, engine: Any, cases: dict[str, list[Case]], budget: float,
             min_cases: int = 3) -> dict[str, Samples]:
     """Each case once through the API (client on core 1) and once by hand-written SQL (on core 0, where
     the server runs), interleaved and alternating which goes first; the kinds in turn (case i of every
@@ -1066,29 +1025,7 @@ def latency(server: AppServer, engine: Any, cases: dict[str, list[Case]], budget
     return out
 
 
-def run_wrk(url: str, script: Path, connections: int, duration: int) -> dict[str, Any]:
-    """wrk on core 1 with a timeout long enough for slow searches (wrk's default is 2 s)."""
-    out = subprocess.run(
-        ["taskset", "-c", "1", ensure_wrk(), "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "120s",
-         "--latency", "-s", str(script), url], capture_output=True, text=True, check=True,
-        timeout=duration + 300).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    done = re.search(r"(\d+) requests in", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    timeouts = re.search(r"timeout (\d+)", out)
-
-    def latency_ms(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s|m)\b", out)
-        if not m:
-            return float("nan")
-        return round(float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)], 2)
-    return {"rps": round(float(rps.group(1)), 1) if rps else 0.0, "requests": int(done.group(1)) if done else 0,
-            "p50_ms": latency_ms("50"), "p99_ms": latency_ms("99"), "connections": connections,
-            "seconds": duration, "errors": int(non2xx.group(1)) if non2xx else 0,
-            "timeouts": int(timeouts.group(1)) if timeouts else 0}
-
-
-def throughput(server: AppServer, engine: Any, cases: list[Case], workdir: Path, seconds: int,
+def throughput(server: Server, engine: Any, cases: list[Case], workdir: Path, seconds: int,
                p50_ms: float) -> dict[str, Any]:
     """wrk (core 1) cycling through the cases' URLs: 32 connections as bench/run.py, or 4 for a longer
     run when one search takes longer than 100 ms (32 would only queue); against the hand-written SQL
@@ -1098,7 +1035,8 @@ def throughput(server: AppServer, engine: Any, cases: list[Case], workdir: Path,
     script.write_text(f"paths = {{{paths}}}\ni = 0\nrequest = function()\n  i = i % #paths + 1\n"
                       "  return wrk.format(\"GET\", paths[i])\nend\n")
     fast = p50_ms < 100
-    api = run_wrk(f"{server.base}/", script, 32 if fast else 4, seconds if fast else max(seconds, 30))
+    api = wrk(f"{server.base}/", script, connections=32 if fast else 4,
+              duration=seconds if fast else max(seconds, 30), timeout_s=120)
     on_core(0)
     done, t0 = 0, time.perf_counter()
     with engine.connect() as conn:
@@ -1228,7 +1166,8 @@ def bench_one(backend: str, size: int, entry: dict[str, Any], url: str, args: ar
         "by_type": dict(Counter(counts).most_common(8)), "everything_patient_resources": big_sizes,
         "fill_min": round(entry["fill_s"] / 60, 1), "db_gib": round(entry["bytes"] / 2**30, 1),
         "budget_s": args.budget, "code": code_state(), "latency": {}, "throughput": {}, "plans": {}}
-    with AppServer(url, RESULTS / "search-server.log") as server:
+    with Server(url, RESULTS / "search-server.log", app="sharedcare.app:create_app", factory=True,
+                env={"SHAREDCARE_LOG_LEVEL": "WARNING"}, start_s=120) as server:
         on_core(1)
         with httpx.Client(base_url=server.base, timeout=900) as http:  # warm-up: two of each kind
             for kind in KINDS:
