@@ -231,7 +231,7 @@ class Batch:
         """The Repository's write of a new resource (Unit.write): server meta, the served bytes, the
         index and compartment rows. Returns the home partition."""
         from sharedcare.fhir import jsonio
-        from sharedcare.storage import indexing
+        from sharedcare.storage import codec, indexing
 
         meta = dict(body.get("meta") or {})
         meta["versionId"] = "1"
@@ -241,7 +241,8 @@ class Batch:
         data = jsonio.dumps(doc)
         rows = indexing.rows_for(res_type, res_id, doc)
         security = " ".join(sorted(str(s.get("code")) for s in meta.get("security", []) if s.get("code"))) or None
-        self.resources.append((res_type, res_id, now, rows.partition_key, meta.get("source"), security, data))
+        self.resources.append((res_type, res_id, now, rows.partition_key, meta.get("source"), security,
+                               codec.encode(data)))
         for table, table_rows in rows.by_table.items():
             if table_rows:
                 self.rows.setdefault(table, []).extend(table_rows)
@@ -922,6 +923,8 @@ def run_sql(conn: Any, case: Case) -> tuple[list[str], set[str]]:
     """The hand-written statements of a case: the first page's ids (in order) and included ids."""
     from sqlalchemy import text
 
+    from sharedcare.storage import codec
+
     sql, params = case.sql[0]
     if case.kind == "chained":
         named = [r[0] for r in conn.execute(text(SQL_NAMED), params).all()]
@@ -931,12 +934,16 @@ def run_sql(conn: Any, case: Case) -> tuple[list[str], set[str]]:
         params = {**params, **{f"p{k}": v for k, v in enumerate(named)}}
     page = conn.execute(text(sql), params).all()
     ids = [r[-2] for r in page]
+    for r in page:  # the JSON as the server serves it (stored rows are compressed: storage/codec.py)
+        codec.decode_opt(r[-1])
     included: set[str] = set()
     if case.kind.startswith("include") and ids:
         marks = ",".join(f":i{k}" for k in range(len(ids)))
         inc = conn.execute(text(SQL_INCLUDED.format(ids=marks)),
                            {"rt": case.params["rt"], "param": case.params["param"],
                             **{f"i{k}": v for k, v in enumerate(ids)}}).all()
+        for r in inc:
+            codec.decode_opt(r[-1])
         included = {r[1] for r in inc} - set(ids)
     return ids, included
 

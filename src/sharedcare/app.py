@@ -32,7 +32,7 @@ from sharedcare.fhir import formats
 from sharedcare.fhir import responses as resp
 from sharedcare.fhir.routes import FhirApi
 from sharedcare.settings import Settings, get_settings
-from sharedcare.storage import database
+from sharedcare.storage import codec, database
 from sharedcare.storage.committer import Committer
 from sharedcare.storage.repository import Repository
 
@@ -67,8 +67,9 @@ _WARM_UP_RESOURCE = {
 
 
 def warm_up(settings: Settings | None = None) -> None:
-    """Load the FHIR definitions and build the validator's and extractors' tables now, so the first
-    request after start-up does not pay for them (about a second) and readiness means ready.
+    """Load the FHIR definitions, the compression dictionaries and the validator's and extractors'
+    tables now, so the first request after start-up does not pay for them (about a second) and
+    readiness means ready.
 
     With `gc_freeze`, everything allocated so far is then moved out of the garbage collector's view:
     it lives as long as the process, and every full collection would otherwise walk its millions of
@@ -76,6 +77,7 @@ def warm_up(settings: Settings | None = None) -> None:
     from sharedcare.fhir.search.extract import extract
     from sharedcare.fhir.validation import validate
 
+    codec.warm()  # a missing or altered compression dictionary stops start-up here
     validate(_WARM_UP_RESOURCE)
     extract(_WARM_UP_RESOURCE)
     if settings is not None and settings.gc_freeze:

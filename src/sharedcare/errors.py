@@ -18,7 +18,9 @@
           ├── UnprocessableEntity      422 processing (valid FHIR that breaks a rule)
           ├── PreconditionRequired     428 required (If-Match needed)
           ├── TooManyRequests          429 throttled
-          └── ServiceUnavailable       503 transient (e.g. audit store unavailable: fail closed)
+          ├── ServiceUnavailable       503 transient (e.g. audit store unavailable: fail closed)
+          └── StorageCorrupt           500 exception (stored bytes that cannot be decoded: never served
+                                       as an empty or partial record)
 
 Safety property 1 is enforced here: diagnostics are written by our code and must never quote record
 content (names, identifiers, free text); they may name element paths, parameter names and types.
@@ -138,3 +140,9 @@ class TooManyRequests(FhirError):
 
 class ServiceUnavailable(FhirError):
     status, code = 503, "transient"
+
+
+class StorageCorrupt(FhirError):
+    """Stored bytes that cannot be turned back into the resource they were written from."""
+
+    status, code = 500, "exception"

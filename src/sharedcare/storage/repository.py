@@ -32,7 +32,7 @@ from sharedcare.access.policy import Policy, SystemPolicy
 from sharedcare.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed, ServiceUnavailable
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.search.query import SearchQuery
-from sharedcare.storage import audit_store, dialects, indexing, search
+from sharedcare.storage import audit_store, codec, dialects, indexing, search
 from sharedcare.storage.committer import Committer, Job
 from sharedcare.storage.search import Cursor, Visible
 from sharedcare.storage.tables import (
@@ -150,7 +150,7 @@ class Page:
 
 
 def _stored(r: Any) -> Stored:
-    return Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.data, seq=r.created_seq)
+    return Stored(r.res_type, r.res_id, r.version_id, r.last_updated, codec.decode_opt(r.data), seq=r.created_seq)
 
 
 def _page(result: search.PageRows, next_cursor: str | None = None, previous_cursor: str | None = None) -> Page:
@@ -228,7 +228,7 @@ class Repository:
         if data is None:
             return (None, Gone(f"{res_type} resource was deleted", headers={"ETag": f'W/"{version_id}"'}),
                     self._record(caller, "read", 410, res_type, res_id, version_id, patients))
-        return (Stored(res_type, res_id, version_id, last_updated, bytes(data)), None,
+        return (Stored(res_type, res_id, version_id, last_updated, codec.decode(data)), None,
                 self._record(caller, "read", 200, res_type, res_id, version_id, patients))
 
     def _vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> tuple[
@@ -243,7 +243,7 @@ class Repository:
         if data is None:
             return (None, Gone(f"{res_type} version is a deletion"),
                     self._record(caller, "vread", 410, res_type, res_id, version_id, patients))
-        return (Stored(res_type, res_id, version_id, last_updated, bytes(data), method), None,
+        return (Stored(res_type, res_id, version_id, last_updated, codec.decode(data), method), None,
                 self._record(caller, "vread", 200, res_type, res_id, version_id, patients))
 
     def _record(self, caller: Caller, interaction: str, status: int, res_type: str | None = None,
@@ -366,7 +366,8 @@ class Repository:
             raise NotFound(f"{res_type} resource not found")
         more = len(rows) > count
         rows = rows[:count]
-        items = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, r.data, r.method, r.seq) for r in rows]
+        items = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, codec.decode_opt(r.data), r.method, r.seq)
+                 for r in rows]
         self._audit_read(caller, interaction, 200, res_type=res_type, res_id=res_id, query=query_string)
         nxt = Cursor(rows[-1].seq, snapshot) if more and rows else None
         return Page(items, total, self._sign(caller)(nxt), None)
@@ -460,8 +461,8 @@ class Unit:
         stmt = _READ_IN_UNIT.where(self.repo.policy.visible_clause(self.caller, resource))
         row = self.conn.execute(dialects.for_update(stmt, self.conn) if lock else stmt,
                                 {"t": res_type, "i": res_id}).first()
-        return Stored(res_type, res_id, row.version_id, row.last_updated, row.data, seq=row.created_seq) \
-            if row else None
+        return Stored(res_type, res_id, row.version_id, row.last_updated, codec.decode_opt(row.data),
+                      seq=row.created_seq) if row else None
 
     def find(self, query: SearchQuery, limit: int = 2) -> list[str]:
         """Ids matching a conditional-interaction query (within this transaction)."""
@@ -510,7 +511,7 @@ class Unit:
         hist = {
             "res_type": res_type, "res_id": res_id, "version_id": version, "last_updated": now,
             "method": method, "partition_key": rows.partition_key, "source": source, "security": security,
-            "deleted": False, "data": data, "author": self.caller.agent_id,
+            "deleted": False, "data": codec.encode(data), "author": self.caller.agent_id,
         }
         seq: int | None = None
         try:

@@ -65,7 +65,7 @@ from sharedcare.fhir.search.query import (
     unescape,
 )
 from sharedcare.fhir.validation.bindings import expand
-from sharedcare.storage import dialects
+from sharedcare.storage import codec, dialects
 from sharedcare.storage.tables import (
     LONG_DATES,
     SEVERAL_DATES,
@@ -162,7 +162,7 @@ def expand_stored(conn: Connection, url: str) -> frozenset[tuple[str, str]] | No
                 .where(resource.c.res_type == res_type, resource.c.deleted.is_(False), idx_uri.c.param == "url",
                        idx_uri.c.value == canonical).limit(1)).first()
             if row is not None:
-                found: dict[str, Any] = jsonio.loads(row.data)
+                found: dict[str, Any] = jsonio.loads(codec.decode(row.data))
                 return found
         return terminology().get(canonical)
     vs = resolve(url.split("|")[0])
