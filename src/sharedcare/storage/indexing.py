@@ -17,7 +17,8 @@ from sqlalchemy import Numeric, Table, bindparam, delete
 from sqlalchemy.engine import Connection
 
 from sharedcare.fhir.definitions import patient_compartment
-from sharedcare.fhir.search.extract import DateValue, IndexValues, extract
+from sharedcare.fhir.search import phonetic
+from sharedcare.fhir.search.extract import DateValue, IndexValues, StringValue, extract
 from sharedcare.storage import dialects
 from sharedcare.storage.tables import (
     INDEX_TABLES,
@@ -68,7 +69,7 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
     key = (res_type, res_id)
     by_table: dict[str, list[Row]] = {
         idx_token.name: [key + v for v in values.tokens],
-        idx_string.name: [key + v for v in values.strings],
+        idx_string.name: _string_rows(key, values.strings),
         idx_date.name: _date_rows(key, values.dates),
         idx_number.name: [key + v for v in values.numbers],
         idx_quantity.name: [key + v for v in values.quantities],
@@ -77,6 +78,21 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
         idx_composite.name: [key + v for v in values.composites],
     }
     return IndexRows(by_table, compartments_of(res_type, res_id, values))
+
+
+def _string_rows(key: tuple[str, str], strings: list[StringValue]) -> list[Row]:
+    """String rows; a `phonetic` parameter's names become one row per distinct word code (the code
+    in `value`, no `exact`: see fhir/search/phonetic.py)."""
+    rows: list[Row] = []
+    sounds: dict[str, list[str]] = {}
+    for v in strings:
+        if v.param == phonetic.PARAM:
+            found = sounds.setdefault(v.param, [])
+            found += [c for c in phonetic.codes(v.exact or v.value) if c not in found]
+        else:
+            rows.append(key + v)
+    rows += [(*key, param, code, None) for param, found in sounds.items() for code in found]
+    return rows
 
 
 def _date_rows(key: tuple[str, str], dates: list[DateValue]) -> list[Row]:

@@ -48,6 +48,7 @@ from sqlalchemy.sql.elements import True_
 from sharedcare.errors import BadRequest
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.definitions import terminology
+from sharedcare.fhir.search import phonetic
 from sharedcare.fhir.search.extract import component_types, normalise, parameters_for
 from sharedcare.fhir.search.query import (
     FMT,
@@ -372,6 +373,17 @@ def _string_value(t: Any, value: str, modifier: str | None, ctx: Context) -> Col
                 *dialects.prefix_bounds(t.c.value, norm, ctx.conn))
 
 
+def _phonetic_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
+    """A row with the first word's code, of a resource that has every other word's code too."""
+    first, *rest = phonetic.codes(unescape(value))
+    clause: ColumnElement[bool] = t.c.value == first
+    for code in rest:
+        other = idx_string.alias()
+        clause = and_(clause, exists().where(other.c.res_type == t.c.res_type, other.c.res_id == t.c.res_id,
+                                             other.c.param == t.c.param, other.c.value == code))
+    return clause
+
+
 def _token_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
     if modifier == "text":
         return t.c.text.like(f"{_like_prefix(normalise(unescape(value)))}%", escape="\\")  # type: ignore[no-any-return]
@@ -514,10 +526,10 @@ def _composite_value(t: Any, value: str, kinds: tuple[str, ...], ctx: Context) -
 
 _TABLES: dict[str, Table] = {"token": idx_token, "string": idx_string, "date": idx_date, "number": idx_number,
                              "quantity": idx_quantity, "reference": idx_reference, "uri": idx_uri,
-                             "composite": idx_composite}
+                             "composite": idx_composite, "phonetic": idx_string}
 _VALUE_CLAUSES: dict[str, Callable[[Any, str, str | None, Context], ColumnElement[bool]]] = {
     "token": _token_value, "string": _string_value, "date": _date_value, "number": _number_value,
-    "quantity": _quantity_value, "uri": _uri_value,
+    "quantity": _quantity_value, "uri": _uri_value, "phonetic": _phonetic_value,
 }
 
 
@@ -552,9 +564,10 @@ def criteria_clause(query: SearchQuery, ctx: Context,
 # A criterion that names one value looked up by equality in its index drives the search: its lookup
 # index (which ends with created_seq) yields the matches already in search order, so the first page
 # reads a handful of index entries whether ten or a million resources match. The other criteria
-# are checked on each candidate. Reference first (usually one patient's), then token, composite, uri;
-# a string prefix last (its matches come from a range of values, so they are sorted, not read in order).
-_DRIVERS = ("reference", "token", "composite", "uri", "string")
+# are checked on each candidate. Reference first (usually one patient's), then token, phonetic code,
+# composite, uri; a string prefix last (its matches come from a range of values, so they are sorted,
+# not read in order).
+_DRIVERS = ("reference", "token", "phonetic", "composite", "uri", "string")
 
 
 def _driver(query: SearchQuery) -> Criterion | None:

@@ -3,6 +3,8 @@ composite, and `:missing`, with AND (repeated parameters) and OR (commas)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi.testclient import TestClient
 
 from tests.spec.search.helpers import LOINC, UCUM, bundle, error, ids, make, observation, ordered, patient
@@ -27,6 +29,69 @@ def test_string_exact_and_contains(client: TestClient) -> None:
     assert ids(client, "Patient?family:exact=Zoe") == set()
     longer = make(client, patient("Anderson"))
     assert ids(client, "Patient?family:contains=ders") == {longer}
+
+
+def test_phonetic_finds_names_that_sound_alike(client: TestClient) -> None:
+    """`phonetic` matches by Metaphone code, word by word (fhir/search/phonetic.py); every word of
+    the value must sound like a word of the resource's names."""
+    smith = make(client, patient("Smith", "Catherine"))
+    smyth = make(client, patient("Smyth-Jones", "Kathryn"))
+    obrien = make(client, patient("O'Brien", "Stephen"))
+    make(client, patient("Jones", "Mary"))
+    assert ids(client, "Patient?phonetic=smith") == {smith, smyth}
+    assert ids(client, "Patient?phonetic=SMYTHE") == {smith, smyth}
+    assert ids(client, "Patient?phonetic=Kathryn Smith") == {smith, smyth}  # every word must match
+    assert ids(client, "Patient?phonetic=Catherine Obrien") == set()
+    assert ids(client, "Patient?phonetic=obrien,steven") == {obrien}  # OR
+    assert ids(client, "Patient?phonetic=smith&phonetic=jones") == {smyth}  # AND
+    assert ids(client, "Patient?phonetic=smi") == set()  # a sound, not a prefix
+    assert ids(client, "Patient?phonetic:missing=false") == {smith, smyth, obrien, *ids(client, "Patient?family=jones")}
+    org = make(client, {"resourceType": "Organization", "name": "Whittington Health"})
+    assert ids(client, "Organization?phonetic=Witington") == {org}
+    obs = make(client, observation(smyth), "Observation")
+    assert ids(client, "Observation?subject:Patient.phonetic=smith") == {obs}
+
+
+def test_phonetic_refuses_values_and_modifiers_it_cannot_match(client: TestClient) -> None:
+    assert "phonetic" in error(client, "Patient?phonetic:exact=Smith")
+    assert "phonetic" in error(client, "Patient?phonetic:contains=mit")
+    assert "phonetic" in error(client, "Patient?phonetic=1234")
+
+
+def test_phonetic_rows_written_as_plain_strings_are_recoded_by_migration_0009(client: TestClient, store: Any) -> None:
+    import importlib.util
+
+    from sqlalchemy import select
+
+    from sharedcare.storage.database import MIGRATIONS
+    from sharedcare.storage.tables import idx_string
+
+    smith = make(client, patient("Smith", "Mary Ann"))
+    make(client, {"resourceType": "Practitioner", "name": [{"family": "Smyth", "given": ["Jo"]}]})
+    cols = (idx_string.c.res_type, idx_string.c.res_id, idx_string.c.value, idx_string.c.exact,
+            idx_string.c.created_seq)
+    phonetic = idx_string.c.param == "phonetic"
+    with store.engine.connect() as conn:
+        written = sorted(conn.execute(select(*cols).where(phonetic)).all())
+        names = sorted(conn.execute(select(*cols).where(idx_string.c.param == "name")).all())
+    assert {r.value for r in written} == {"SM0", "MR", "AN", "J"}
+    with store.engine.begin() as conn:  # as the old code wrote them: the names as strings
+        conn.execute(idx_string.delete().where(phonetic))
+        conn.execute(idx_string.insert(), [{"res_type": r.res_type, "res_id": r.res_id, "param": "phonetic",
+                                            "value": r.value, "exact": r.exact, "created_seq": r.created_seq}
+                                           for r in names])
+    assert ids(client, "Patient?phonetic=smyth") == set()
+    spec = importlib.util.spec_from_file_location("m0009", MIGRATIONS / "versions" / "0009_phonetic_codes.py")
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    with store.engine.begin() as conn:
+        assert migration.recode(conn) == 2
+        assert migration.recode(conn) == 0  # rows in the new form are left alone
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(*cols).where(phonetic)).all()) == written
+    assert ids(client, "Patient?phonetic=smyth") == {smith}
 
 
 def test_address_parts_are_each_searched(client: TestClient) -> None:

@@ -32,6 +32,7 @@ MAX_VALUE = 2048  # characters in one search value
 # Modifiers each parameter type takes (`missing` for all); reference also takes a resource type.
 MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"exact", "contains", "missing"}),
+    "phonetic": frozenset({"missing"}),  # the string parameters named `phonetic` (fhir/search/phonetic.py)
     "token": frozenset({"not", "text", "of-type", "in", "not-in", "missing"}),
     "date": frozenset({"missing"}),
     "number": frozenset({"missing"}),
@@ -322,6 +323,11 @@ def _check_value(ptype: str, modifier: str | None, value: str, name: str, compon
             case "token" if modifier == "of-type":
                 if len(split_values(value, "|")) != 3:
                     raise BadRequest(f"{name}:of-type takes type-system|type-code|value")
+            case "phonetic":
+                from sharedcare.fhir.search import phonetic
+
+                if not phonetic.codes(unescape(value)):
+                    raise BadRequest(f"{name} needs a name (letters) to match by sound")
             case "composite":
                 parts = split_values(value, "$")
                 if len(parts) != len(components):
@@ -396,16 +402,18 @@ def _criterion(res_type: str, key: str, raw: str, depth: int = 0) -> Criterion:
                      if c.type == inner.type and [lk.param for lk in c.links] == [lk.param for lk in inner.links])
         return _with_link(inner, Link("chain", name, same), key, res_type)
     mod = modifier or None
-    if mod is not None and mod not in MODIFIERS.get(info.type, frozenset()):
-        if not (info.type == "reference" and mod in resource_types()):
-            raise BadRequest(f"{name}: the modifier :{mod} does not apply to a {info.type} parameter")
+    ptype = "phonetic" if name == "phonetic" and info.type == "string" else info.type  # phonetic.PARAM
+    if mod is not None and mod not in MODIFIERS.get(ptype, frozenset()):
+        if not (ptype == "reference" and mod in resource_types()):
+            what = "the phonetic" if ptype == "phonetic" else f"a {ptype}"
+            raise BadRequest(f"{name}: the modifier :{mod} does not apply to {what} parameter")
         if info.targets and mod not in info.targets:
             raise BadRequest(f"{name}: {res_type}.{name} does not refer to {mod}")
     values = split_values(raw)
-    components = component_types(info) if info.type == "composite" else ()
+    components = component_types(info) if ptype == "composite" else ()
     for v in values:
-        _check_value(info.type, mod, v, name, components)
-    return Criterion(name, mod, values, info.type, (), key, res_type)
+        _check_value(ptype, mod, v, name, components)
+    return Criterion(name, mod, values, ptype, (), key, res_type)
 
 
 def _with_link(inner: Criterion, link: Link, key: str, res_type: str) -> Criterion:
