@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from sharedcare.access.audit import AuditRecord
 from sharedcare.errors import FhirError, ServiceUnavailable
@@ -177,14 +178,17 @@ class Committer:
         self.batches += 1
         self.jobs += len(batch.jobs)
         try:
-            conn = self._connection()
-            with dialects.writer(self._engine), conn.begin():
-                records: list[AuditRecord] = []
-                for job in batch.jobs:
-                    if job.run is not None:
-                        self._run_write(conn, job, records)
-                    records.extend(job.records)
-                audit_store.append(conn, records)
+            try:
+                self._commit_once(batch)
+            except Exception as exc:
+                # The database dropped this thread's connection (a restart, a fail-over) while it sat
+                # between batches: a batch of audit records only is sent again on a new connection.
+                # (Had the connection died during the COMMIT itself, a record could be stored twice;
+                # a read recorded twice is better than reads refused after every database restart.)
+                if not self._lost_connection(exc) or any(job.run is not None for job in batch.jobs):
+                    raise
+                self._drop_connection()
+                self._commit_once(batch)
         except Exception as exc:  # a failed commit fails every job in the batch, closed
             log.error("group commit failed: %s", type(exc).__name__)
             batch.error = exc
@@ -194,6 +198,22 @@ class Committer:
             for (loop, _), fut in batch.waiters.items():
                 with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting
                     loop.call_soon_threadsafe(_resolve, fut)
+
+    def _commit_once(self, batch: _Batch) -> None:
+        conn = self._connection()
+        with dialects.writer(self._engine), conn.begin():
+            records: list[AuditRecord] = []
+            for job in batch.jobs:
+                if job.run is not None:
+                    self._run_write(conn, job, records)
+                records.extend(job.records)
+            audit_store.append(conn, records)
+
+    def _lost_connection(self, exc: BaseException) -> bool:
+        if isinstance(exc, DBAPIError):
+            return bool(exc.connection_invalidated)
+        dialect = self._engine.dialect
+        return isinstance(exc, dialect.loaded_dbapi.Error) and bool(dialect.is_disconnect(exc, None, None))
 
     def _connection(self) -> Connection:
         """The commit thread's own connection, kept between batches (no pool round trip per batch)."""

@@ -131,11 +131,28 @@ class RawStatement:
             # The driver runs in autocommit mode (see `configure`), so a lone SELECT sees the latest
             # commit; each thread keeps one connection for these reads instead of a pool round trip.
             return self._first_row(_sqlite_reader(engine), values)
-        raw = engine.raw_connection()
-        try:
-            return self._first_row(raw, values)
-        finally:
-            raw.close()  # back to the pool, which ends the driver's implicit transaction if any
+        for attempt in (1, 2):
+            raw = engine.raw_connection()
+            driver = raw.driver_connection
+            try:
+                # Autocommit: no BEGIN before the SELECT and no ROLLBACK when the connection goes back
+                # (one round trip instead of three; a lone statement has its own snapshot either way).
+                driver.autocommit = True  # type: ignore[union-attr]
+                try:
+                    return self._first_row(raw, values)
+                finally:
+                    if not driver.closed:  # type: ignore[union-attr]
+                        driver.autocommit = False  # type: ignore[union-attr]
+            except engine.dialect.loaded_dbapi.Error as exc:
+                if attempt == 2 or not engine.dialect.is_disconnect(exc, driver, None):
+                    raise
+                # The database went away under this connection (a restart, a fail-over), so it did
+                # under the pool's others too: drop them all, and read again on a new connection.
+                raw.invalidate(exc)
+                engine.dispose()
+            finally:
+                raw.close()  # back to the pool
+        raise AssertionError("unreachable")
 
     def _first_row(self, dbapi_conn: Any, values: dict[str, Any]) -> Any:
         cur = dbapi_conn.cursor()

@@ -1073,8 +1073,20 @@ def _seq_page(conn: Connection, query: SearchQuery, src: Source, cursor: Cursor 
         bound, batch_size = next_bound, min(batch_size * 2, 2000)
     while src.window is None:
         after = [] if bound is None else [src.seq < bound if backwards else src.seq > bound]
-        stmt = select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where, *after) \
-            .order_by(src.seq.desc() if backwards else src.seq).limit(want)
+        if src.index_only is not None and src.cols is None:
+            # The page is cut on the index rows alone and only its rows are read from `resource`:
+            # matches of several values (a chain's dozens of patients) come out of the index unsorted,
+            # and sorting them after the join read every match's row first (973 ms at 10M resources
+            # when those rows were not cached; 20 of the 1,500 were kept).
+            t, mine = src.index_only
+            cut = select(t.c.res_type, t.c.res_id, t.c.created_seq).where(*mine, *after) \
+                .order_by(src.seq.desc() if backwards else src.seq).limit(want).subquery()
+            stmt = select(*_COLS).join_from(cut, resource, and_(resource.c.res_type == cut.c.res_type,
+                                                                resource.c.res_id == cut.c.res_id)) \
+                .order_by(cut.c.created_seq.desc() if backwards else cut.c.created_seq)
+        else:
+            stmt = select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where, *after) \
+                .order_by(src.seq.desc() if backwards else src.seq).limit(want)
         batch = conn.execute(stmt).all()
         for row in batch:  # a driven lookup gives a resource once per matching value: keep the first
             if not rows or rows[-1].created_seq != row.created_seq:
