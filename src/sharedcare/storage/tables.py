@@ -89,7 +89,7 @@ compartment = Table(
 
 
 def _index_table(name: str, *columns: Column[object], lookup: tuple[str, ...],
-                 per_resource: tuple[str, ...] = ()) -> Table:
+                 per_resource: tuple[str, ...] = (), pg_ops: dict[str, str] | None = None) -> Table:
     """An index table. `created_seq` copies the resource's (its last column), so a lookup by value
     returns matches already in search order: the first page of `code=X` reads the first entries of
     the lookup index, however many resources match."""
@@ -105,7 +105,8 @@ def _index_table(name: str, *columns: Column[object], lookup: tuple[str, ...],
     # A resource's rows (rewriting them, and testing a criterion on one resource); `per_resource` adds
     # columns so that the test reads the index alone.
     Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id, *(table.c[c] for c in per_resource))
-    Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup), table.c.created_seq)
+    Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup), table.c.created_seq,
+          postgresql_ops=pg_ops or {})
     return table
 
 
@@ -119,8 +120,10 @@ idx_token = _index_table(
     lookup=("code",),
     per_resource=("param", "code"),
 )
+# On PostgreSQL the lookup orders `value` by character (text_pattern_ops), so LIKE prefixes use it
+# (migration 0010); SQLite finds prefixes by range (dialects.prefix_bounds).
 idx_string = _index_table("idx_string", Column("value", Text, nullable=False), Column("exact", Text),
-                          lookup=("value",))
+                          lookup=("value",), pg_ops={"value": "text_pattern_ops"})
 # A date row's `bucket` says where a window search (e.g. `date=ge2020-04&date=lt2020-05`) finds it:
 # the month of its range ("2020-04") when the range starts and ends in that month and is the
 # resource's only value for the parameter; LONG_DATES when it crosses a month boundary (periods,

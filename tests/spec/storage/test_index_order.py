@@ -127,3 +127,30 @@ def test_dates_before_the_year_1000_are_stored_with_four_digit_years(client: Tes
             conn.execute(text(statement))
     with store.engine.connect() as conn:
         assert sorted(conn.execute(select(*cols).where(idx_date.c.res_type == "Goal")).all()) == written
+
+
+def test_postgresql_finds_string_prefixes_through_the_lookup_index(postgres_url: str) -> None:
+    """`family=smi` is a LIKE prefix. In the database collation's order the values with a prefix need
+    not sit together, so a plain B-tree cannot serve it and every family name would be read; the
+    lookup index orders by character on PostgreSQL (migration 0010) and takes the prefix as a range."""
+    from sqlalchemy import text
+
+    from sharedcare.storage import database
+    from sharedcare.storage.tables import idx_string
+
+    engine = database.make_engine(postgres_url)
+    try:
+        with engine.connect() as conn, conn.begin() as tx:  # rolled back: the shared database stays empty
+            conn.execute(idx_string.insert(), [
+                {"res_type": "Patient", "res_id": f"p{i}", "param": param, "value": f"{chr(97 + i % 26)}name{i}",
+                 "exact": None, "created_seq": i} for i in range(4000) for param in ("family", "given")])
+            conn.execute(text("ANALYZE idx_string"))
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(r[0] for r in conn.execute(text(
+                "EXPLAIN SELECT res_id FROM idx_string WHERE res_type = 'Patient' AND param = 'family' "
+                "AND value LIKE 'smi%'")))
+            tx.rollback()
+    finally:
+        engine.dispose()
+    assert "ix_idx_string_lookup" in plan
+    assert "~>=~ 'smi'" in plan  # the prefix is a range of the index, not a filter on every entry
