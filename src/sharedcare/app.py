@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine, text
@@ -198,23 +197,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         oo = operation_outcome([Issue("fatal", "exception", "internal error; the request was not completed")])
         return resp.fhir_response(oo, "json", 500)
 
-    async def connection_lost(request: Request) -> Response:
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> Response:
+        if not exc.connection_invalidated:
+            return await unexpected(request, exc)
         # The database went away under a connection in use (a restart or fail-over): the pool drops
         # its connections, so the client may simply retry.
         log.error("database connection lost on %s", request.method)
         err = ServiceUnavailable("the database connection was lost; please retry")
         await audit_refusal(request, err.status)
         return resp.error_response(err, _fmt_or_json(request))
-
-    @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError) -> Response:
-        return await (connection_lost(request) if exc.connection_invalidated else unexpected(request, exc))
-
-    @app.exception_handler(psycopg.OperationalError)
-    async def driver_error(request: Request, exc: psycopg.OperationalError) -> Response:
-        """Statements run on the driver directly (storage/dialects.py) raise its own errors."""
-        return await (connection_lost(request) if exc.sqlstate is None or exc.sqlstate.startswith("08")
-                      or exc.sqlstate.startswith("57P") else unexpected(request, exc))
 
     @app.get("/health/live", include_in_schema=False)
     async def live() -> JSONResponse:

@@ -185,7 +185,8 @@ class Committer:
                 # between batches: a batch of audit records only is sent again on a new connection.
                 # (Had the connection died during the COMMIT itself, a record could be stored twice;
                 # a read recorded twice is better than reads refused after every database restart.)
-                if not self._lost_connection(exc) or any(job.run is not None for job in batch.jobs):
+                lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                if not lost or any(job.run is not None for job in batch.jobs):
                     raise
                 self._drop_connection()
                 self._commit_once(batch)
@@ -208,12 +209,6 @@ class Committer:
                     self._run_write(conn, job, records)
                 records.extend(job.records)
             audit_store.append(conn, records)
-
-    def _lost_connection(self, exc: BaseException) -> bool:
-        if isinstance(exc, DBAPIError):
-            return bool(exc.connection_invalidated)
-        dialect = self._engine.dialect
-        return isinstance(exc, dialect.loaded_dbapi.Error) and bool(dialect.is_disconnect(exc, None, None))
 
     def _connection(self) -> Connection:
         """The commit thread's own connection, kept between batches (no pool round trip per batch)."""

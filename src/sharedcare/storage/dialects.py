@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -97,6 +97,15 @@ def batches_writes(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def driver_error(dialect: Any, statement: str, exc: Exception, dbapi_conn: Any) -> DBAPIError:
+    """A driver error from a statement run on the driver's cursor, as SQLAlchemy raises it from its own
+    (IntegrityError for a constraint, `connection_invalidated` when the database went away), so that
+    callers handle one kind of error. Parameters are left out: they can hold record content."""
+    return DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
+                               connection_invalidated=bool(dialect.is_disconnect(exc, dbapi_conn, None)),
+                               dialect=dialect)  # type: ignore[return-value]
+
+
 class RawStatement:
     """A statement compiled once for one engine and run straight on the DBAPI cursor.
 
@@ -144,8 +153,9 @@ class RawStatement:
                     if not driver.closed:  # type: ignore[union-attr]
                         driver.autocommit = False  # type: ignore[union-attr]
             except engine.dialect.loaded_dbapi.Error as exc:
-                if attempt == 2 or not engine.dialect.is_disconnect(exc, driver, None):
-                    raise
+                error = driver_error(engine.dialect, self.sql, exc, driver)
+                if attempt == 2 or not error.connection_invalidated:
+                    raise error from exc
                 # The database went away under this connection (a restart, a fail-over), so it did
                 # under the pool's others too: drop them all, and read again on a new connection.
                 raw.invalidate(exc)
@@ -228,7 +238,7 @@ class RowsStatement:
     def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Any]:
         """Run over every row inside `conn`'s current transaction; the rows it returns, if any (as
         the driver's tuples). Runs on the driver's cursor: wrapping each result costs more than the
-        statement. A constraint violation is raised as SQLAlchemy's IntegrityError, as Core would."""
+        statement. Driver errors are raised as SQLAlchemy's, as Core would (`driver_error`)."""
         cols = self._columns
         return self._run(conn, rows, lambda chunk: tuple([row[c] for row in chunk for c in cols]),
                          lambda chunk: {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in cols})
@@ -247,7 +257,8 @@ class RowsStatement:
         out: list[Any] = []
         if not rows:
             return out
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi_conn = conn.connection.dbapi_connection
+        cur = dbapi_conn.cursor()  # type: ignore[union-attr]
         try:
             start = 0
             while start < len(rows):
@@ -261,8 +272,8 @@ class RowsStatement:
                 args = flat(chunk) if is_flat else raw.args(named(chunk))
                 try:
                     cur.execute(raw.sql, args)
-                except conn.dialect.loaded_dbapi.IntegrityError as exc:
-                    raise IntegrityError(raw.sql, args, exc) from exc
+                except conn.dialect.loaded_dbapi.Error as exc:
+                    raise driver_error(conn.dialect, raw.sql, exc, dbapi_conn) from exc
                 if cur.description is not None:
                     out.extend(cur.fetchall())
                 start += n

@@ -84,15 +84,13 @@ def _string_rows(key: tuple[str, str], strings: list[StringValue]) -> list[Row]:
     """String rows; a `phonetic` parameter's names become one row per distinct word code (the code
     in `value`, no `exact`: see fhir/search/phonetic.py)."""
     rows: list[Row] = []
-    sounds: dict[str, list[str]] = {}
+    sounds: list[str] = []
     for v in strings:
         if v.param == phonetic.PARAM:
-            found = sounds.setdefault(v.param, [])
-            found += [c for c in phonetic.codes(v.exact or v.value) if c not in found]
+            sounds += [c for c in phonetic.codes(v.exact or v.value) if c not in sounds]
         else:
             rows.append(key + v)
-    rows += [(*key, param, code, None) for param, found in sounds.items() for code in found]
-    return rows
+    return rows + [(*key, phonetic.PARAM, code, None) for code in sounds]
 
 
 def _date_rows(key: tuple[str, str], dates: list[DateValue]) -> list[Row]:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tests.spec.search.helpers import LOINC, UCUM, bundle, error, ids, make, observation, ordered, patient
+from tests.support.migrations import load_migration
 
 # -- string -------------------------------------------------------------------------------------------
 
@@ -59,11 +60,8 @@ def test_phonetic_refuses_values_and_modifiers_it_cannot_match(client: TestClien
 
 
 def test_phonetic_rows_written_as_plain_strings_are_recoded_by_migration_0009(client: TestClient, store: Any) -> None:
-    import importlib.util
-
     from sqlalchemy import select
 
-    from sharedcare.storage.database import MIGRATIONS
     from sharedcare.storage.tables import idx_string
 
     smith = make(client, patient("Smith", "Mary Ann"))
@@ -81,11 +79,7 @@ def test_phonetic_rows_written_as_plain_strings_are_recoded_by_migration_0009(cl
                                             "value": r.value, "exact": r.exact, "created_seq": r.created_seq}
                                            for r in names])
     assert ids(client, "Patient?phonetic=smyth") == set()
-    spec = importlib.util.spec_from_file_location("m0009", MIGRATIONS / "versions" / "0009_phonetic_codes.py")
-    assert spec is not None
-    assert spec.loader is not None
-    migration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migration)
+    migration = load_migration("0009_phonetic_codes")
     with store.engine.begin() as conn:
         assert migration.recode(conn) == 2
         assert migration.recode(conn) == 0  # rows in the new form are left alone

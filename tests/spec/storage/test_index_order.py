@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from sharedcare.app import Services
 from sharedcare.storage.tables import INDEX_TABLES, resource
+from tests.support.migrations import load_migration
 
 JSON = {"Content-Type": "application/fhir+json"}
 
@@ -60,11 +61,8 @@ def test_a_lookup_driven_search_keeps_creation_order_after_updates(client: TestC
 def test_date_rows_are_bucketed_alike_when_written_and_when_migrated(client: TestClient, store: Services) -> None:
     """Each date row's window bucket (its month, "L" across months, "M" for a resource with several
     values) is the same whether the write path gave it or migration 0006 filled it in."""
-    import importlib.util
-
     from sqlalchemy import text
 
-    from sharedcare.storage.database import MIGRATIONS
     from sharedcare.storage.tables import idx_date
 
     goal = {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": "walk"},
@@ -81,11 +79,7 @@ def test_date_rows_are_bucketed_alike_when_written_and_when_migrated(client: Tes
         written = sorted(conn.execute(select(*cols)).all())
     assert {r.bucket for r in written if r.res_type == "Goal"} == {"2020-03", "M"}
     assert {r.bucket for r in written if r.res_type == "Encounter" and r.param == "date"} == {"L"}
-    spec = importlib.util.spec_from_file_location("m0006", MIGRATIONS / "versions" / "0006_date_window.py")
-    assert spec is not None
-    assert spec.loader is not None
-    migration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migration)
+    migration = load_migration("0006_date_window")
     with store.engine.begin() as conn:
         conn.execute(idx_date.update().values(bucket=None))
         conn.execute(text(migration.FILL))
@@ -97,11 +91,8 @@ def test_dates_before_the_year_1000_are_stored_with_four_digit_years(client: Tes
     """Text order must be time order: "0999-..." sorts before "2020-...", "999-..." would not.
     Migration 0008 pads rows written with short years; here rows are shortened as the old code wrote
     them and the migration's updates must give back what the write path stores."""
-    import importlib.util
-
     from sqlalchemy import text
 
-    from sharedcare.storage.database import MIGRATIONS
     from sharedcare.storage.tables import idx_date
 
     goal = {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": "walk"},
@@ -113,11 +104,7 @@ def test_dates_before_the_year_1000_are_stored_with_four_digit_years(client: Tes
         written = sorted(conn.execute(select(*cols).where(idx_date.c.res_type == "Goal")).all())
     assert {r.low[:7] for r in written} == {"0999-03", "0005-01", "2020-03"}
     assert {r.bucket for r in written} == {"0999-03", "0005-01", "2020-03"}
-    spec = importlib.util.spec_from_file_location("m0008", MIGRATIONS / "versions" / "0008_four_digit_years.py")
-    assert spec is not None
-    assert spec.loader is not None
-    migration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migration)
+    migration = load_migration("0008_four_digit_years")
     with store.engine.begin() as conn:  # as the old code wrote them: leading zeros of the year dropped
         for zeros in ("000", "00", "0"):
             n = len(zeros)
