@@ -791,18 +791,19 @@ def _prefix_range(prefix: str) -> tuple[str, str]:
 
 # The hand-written statements. Where the schema keeps the resource's created_seq in the index rows
 # (their lookup index is then in search order), the page is cut on the index alone and only its 20
-# rows are read from `resource`: index rows exist only for current resources (a delete removes them).
+# rows are read from `resource`, found by created_seq (unique per resource: its first version's history
+# sequence number): index rows exist only for current resources (a delete removes them).
 # Otherwise (an older schema) the index is joined to `resource` and ordered by its created_seq.
 CUT = ("SELECT r.res_id, r.data FROM ({inner}) p JOIN resource r ON r.res_type = p.res_type AND "
-       "r.res_id = p.res_id ORDER BY p.created_seq")
-SQL_TOKEN = CUT.replace("{inner}", "SELECT t.res_type, t.res_id, t.created_seq FROM idx_token t WHERE "
+       "r.created_seq = p.created_seq ORDER BY p.created_seq")
+SQL_TOKEN = CUT.replace("{inner}", "SELECT t.res_type, t.created_seq FROM idx_token t WHERE "
                         "t.res_type = :rt AND t.param = 'code' AND t.code = :code ORDER BY t.created_seq LIMIT 20")
-SQL_DATE = CUT.replace("{inner}", "SELECT d.res_type, d.res_id, d.created_seq FROM idx_date d WHERE "
+SQL_DATE = CUT.replace("{inner}", "SELECT d.res_type, d.created_seq FROM idx_date d WHERE "
                        "d.res_type = 'Observation' AND d.param = 'date' AND d.low >= :lo AND d.low < :hi "
                        "ORDER BY d.created_seq LIMIT 20")
 # With the window index (migration 0006): a one-month window of single instants is one month's rows,
 # already in search order (the Synthea observations have no long or several-valued dates).
-SQL_DATE_WINDOW = CUT.replace("{inner}", "SELECT d.res_type, d.res_id, d.created_seq FROM idx_date d WHERE "
+SQL_DATE_WINDOW = CUT.replace("{inner}", "SELECT d.res_type, d.created_seq FROM idx_date d WHERE "
                               "d.res_type = 'Observation' AND d.param = 'date' AND d.bucket = :month AND "
                               "d.low >= :lo AND d.low < :hi ORDER BY d.created_seq LIMIT 20")
 # Chained, in two steps as an application would: the patients with the name, then their observations.
@@ -810,11 +811,12 @@ SQL_DATE_WINDOW = CUT.replace("{inner}", "SELECT d.res_type, d.res_id, d.created
 # its lookup index ordering `value` by character: migration 0010).
 SQL_NAMED = ("SELECT DISTINCT s.res_id FROM idx_string s WHERE s.res_type = 'Patient' AND s.param = 'family' "
              "AND s.value >= :lo AND s.value < :hi AND s.value LIKE :like")
-SQL_CHAINED = CUT.replace("{inner}", "SELECT x.res_type, x.res_id, x.created_seq FROM idx_reference x JOIN idx_token t "
-                          "ON t.res_type = x.res_type AND t.res_id = x.res_id WHERE x.res_type = 'Observation' AND "
+SQL_CHAINED = CUT.replace("{inner}", "SELECT x.res_type, x.created_seq FROM idx_reference x JOIN idx_token t "
+                          "ON t.res_type = x.res_type AND t.created_seq = x.created_seq "
+                          "WHERE x.res_type = 'Observation' AND "
                           "x.param = 'subject' AND x.target_type = 'Patient' AND x.target_id IN ({ids}) AND "
                           "t.param = 'code' AND t.code = :code ORDER BY x.created_seq LIMIT 20")
-SQL_BY_PATIENT = CUT.replace("{inner}", "SELECT x.res_type, x.res_id, x.created_seq FROM idx_reference x WHERE "
+SQL_BY_PATIENT = CUT.replace("{inner}", "SELECT x.res_type, x.created_seq FROM idx_reference x WHERE "
                              "x.res_type = :rt AND x.param = 'patient' AND x.target_id = :pid "
                              "ORDER BY x.created_seq LIMIT 20")
 # Older schema: no created_seq in the index rows.

@@ -18,9 +18,10 @@ from sqlalchemy.engine import Connection
 
 from sharedcare.fhir.definitions import patient_compartment
 from sharedcare.fhir.search import phonetic
-from sharedcare.fhir.search.extract import DateValue, IndexValues, StringValue, extract
-from sharedcare.storage import dialects
+from sharedcare.fhir.search.extract import DateValue, IndexValues, ReferenceValue, StringValue, extract
+from sharedcare.storage import dialects, keys
 from sharedcare.storage.tables import (
+    ID,
     INDEX_TABLES,
     SHARED_PARTITION,
     compartment,
@@ -65,7 +66,7 @@ def compartments_of(res_type: str, res_id: str, values: IndexValues) -> tuple[st
 
 
 def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
-    values = extract(resource)
+    values = _keyed(extract(resource))
     key = (res_type, res_id)
     by_table: dict[str, list[Row]] = {
         idx_token.name: [key + v for v in values.tokens],
@@ -80,6 +81,43 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
     return IndexRows(by_table, compartments_of(res_type, res_id, values))
 
 
+def _keyed(values: IndexValues) -> IndexValues:
+    """The values with those too long for an index key made to fit (storage/keys.py). A reference
+    whose type, id or version is longer than a FHIR id's 64 characters names no resource on any server: it is
+    kept as its text in `url`, which is not part of any index key."""
+    m = keys.KEY_MAX
+    fit = keys.fit_opt
+    if any(len(v.code or "") > m or len(v.system or "") > m for v in values.tokens):
+        values.tokens = [v._replace(system=fit(v.system), code=fit(v.code)) for v in values.tokens]
+    if any(len(v.value) > m for v in values.strings):
+        values.strings = [v._replace(value=keys.fit(v.value)) for v in values.strings]
+    if any(len(v.code or "") > m for v in values.quantities):
+        values.quantities = [v._replace(code=fit(v.code)) for v in values.quantities]
+    if any(len(v.value) > m for v in values.uris):
+        values.uris = [v._replace(value=keys.fit(v.value)) for v in values.uris]
+    if any(len(v.code1 or "") > m for v in values.composites):
+        values.composites = [v._replace(code1=fit(v.code1)) for v in values.composites]
+    if any(len(v.target_type or "") > ID or len(v.target_id or "") > ID or len(v.version or "") > ID
+           or len(v.url or "") > m for v in values.references):
+        values.references = [_fit_reference(v) for v in values.references]
+    return values
+
+
+def _fit_reference(v: ReferenceValue) -> ReferenceValue:
+    if len(v.target_type or "") > ID or len(v.target_id or "") > ID or len(v.version or "") > ID:
+        return ReferenceValue(v.param, None, None, None,
+                              keys.fit(reference_text(v.target_type, v.target_id, v.version, v.url)))
+    return v._replace(url=keys.fit_opt(v.url))
+
+
+def reference_text(target_type: str | None, target_id: str | None, version: str | None, url: str | None) -> str:
+    """A reference as written, from its index row's parts."""
+    text = url or "/".join(p for p in (target_type, target_id) if p)
+    if version and not url:
+        text += f"/_history/{version}"
+    return text
+
+
 def _string_rows(key: tuple[str, str], strings: list[StringValue]) -> list[Row]:
     """String rows; a `phonetic` parameter's names become one row per distinct word code (the code
     in `value`, no `exact`: see fhir/search/phonetic.py)."""
@@ -87,7 +125,7 @@ def _string_rows(key: tuple[str, str], strings: list[StringValue]) -> list[Row]:
     sounds: list[str] = []
     for v in strings:
         if v.param == phonetic.PARAM:
-            sounds += [c for c in phonetic.codes(v.exact or v.value) if c not in sounds]
+            sounds += [c for c in map(keys.fit, phonetic.codes(v.exact or v.value)) if c not in sounds]
         else:
             rows.append(key + v)
     return rows + [(*key, phonetic.PARAM, code, None) for code in sounds]

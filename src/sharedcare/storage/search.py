@@ -44,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import True_
+from sqlalchemy.sql.selectable import Exists
 
 from sharedcare.errors import BadRequest
 from sharedcare.fhir import jsonio
@@ -66,8 +67,9 @@ from sharedcare.fhir.search.query import (
     unescape,
 )
 from sharedcare.fhir.validation.bindings import expand
-from sharedcare.storage import codec, dialects
+from sharedcare.storage import codec, dialects, keys
 from sharedcare.storage.tables import (
+    ID,
     LONG_DATES,
     SEVERAL_DATES,
     SHARED_PARTITION,
@@ -170,18 +172,34 @@ def expand_stored(conn: Connection, url: str) -> frozenset[tuple[str, str]] | No
     return expand(vs, resolve) if vs is not None else None
 
 
+def _exists() -> Exists:
+    """EXISTS (SELECT 1 ...): SQLite answers it from a covering index (with SELECT * it reads the row)."""
+    return exists(literal_column("1"))
+
+
 class Owner:
     """The resource a criterion tests: its type (a literal or a column) and id column."""
 
     def __init__(self, res_type: str | ColumnElement[Any], res_id: ColumnElement[Any],
-                 types: tuple[str, ...], last_updated: ColumnElement[Any] | None = None) -> None:
+                 types: tuple[str, ...], last_updated: ColumnElement[Any] | None = None,
+                 seq: ColumnElement[Any] | None = None) -> None:
         self.res_type = res_type
         self.res_id = res_id
         self.types = types  # the resource types it can be
         self.last_updated = last_updated
+        self.seq = seq  # its created_seq, where known: unique per resource, and in every index row
 
     def rows_of(self, table: Any) -> list[ColumnElement[bool]]:
         return [table.c.res_type == self.res_type, table.c.res_id == self.res_id]
+
+
+def _looked_up(crit: Criterion) -> bool:
+    """A token criterion whose every value names a code: its rows for one resource are found in the
+    lookup index by (type, param, code, created_seq). Testing the code of each of a chain's thousands
+    of observations there probes the one code's part of the index, where the per-resource index
+    would be read at random (the chained searches at 10M resources waited on the disk)."""
+    return crit.type == "token" and crit.modifier is None and not crit.links \
+        and all(split_token(v)[1] is not None for v in crit.values)
 
 
 def criterion_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnElement[bool]:
@@ -197,23 +215,25 @@ def criterion_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnEleme
     table = _TABLES[crit.type]
     t = table.alias()
     mine = [*owner.rows_of(t), t.c.param == crit.name]
+    if owner.seq is not None and _looked_up(crit):
+        mine = [t.c.res_type == owner.res_type, t.c.param == crit.name, t.c.created_seq == owner.seq]
     if crit.modifier == "missing":
-        has = exists().where(*mine)
+        has = _exists().where(*mine)
         return or_(*[~has if v == "true" else has for v in crit.values])
     if crit.type == "reference" and crit.modifier == "identifier":
         t = idx_token.alias()
         mine = [*owner.rows_of(t), t.c.param == crit.name]
-        return exists().where(*mine, or_(*[_token_value(t, v, None, ctx) for v in crit.values]))
+        return _exists().where(*mine, or_(*[_token_value(t, v, None, ctx) for v in crit.values]))
     if crit.type == "composite":
         kinds = component_types(_param_info(crit.target or owner.types[0], crit.name))
-        return exists().where(*mine, or_(*[_composite_value(t, v, kinds, ctx) for v in crit.values]))
+        return _exists().where(*mine, or_(*[_composite_value(t, v, kinds, ctx) for v in crit.values]))
     if crit.type == "reference":
-        return exists().where(*mine, or_(*[_reference_value(t, v, crit.modifier, ctx) for v in crit.values]))
+        return _exists().where(*mine, or_(*[_reference_value(t, v, crit.modifier, ctx) for v in crit.values]))
     build = _VALUE_CLAUSES[crit.type]
     if crit.type == "token" and crit.modifier in ("not", "not-in"):
         modifier = "in" if crit.modifier == "not-in" else None
-        return ~exists().where(*mine, or_(*[build(t, v, modifier, ctx) for v in crit.values]))
-    return exists().where(*mine, or_(*[build(t, v, crit.modifier, ctx) for v in crit.values]))
+        return ~_exists().where(*mine, or_(*[build(t, v, modifier, ctx) for v in crit.values]))
+    return _exists().where(*mine, or_(*[build(t, v, crit.modifier, ctx) for v in crit.values]))
 
 
 def _chain_in(crit: Criterion, owner: Owner, ctx: Context,
@@ -226,7 +246,7 @@ def _chain_in(crit: Criterion, owner: Owner, ctx: Context,
     if not _chains_in(crit):
         return None
     r = idx_reference.alias()
-    extra = also(Owner(owner.res_type, r.c.res_id, owner.types)) if also else []
+    extra = also(Owner(owner.res_type, r.c.res_id, owner.types, seq=r.c.created_seq)) if also else []
     return owner.res_id.in_(select(r.c.res_id).where(
         *_referring(r, owner.res_type, crit, ctx), r.c.target_id.in_(_chain_targets(crit, ctx)), *extra))
 
@@ -276,14 +296,14 @@ def _link_clause(link: Link, rest: Criterion, owner: Owner, ctx: Context) -> Col
     target = resource.alias()
     if link.kind == "chain":
         inner_owner = Owner(r.c.target_type, r.c.target_id, link.types, target.c.last_updated)
-        return exists().where(
+        return _exists().where(
             *owner.rows_of(r), r.c.param == link.param, r.c.target_type.in_(link.types),
             local_reference(r, ctx.base_url),
             target.c.res_type == r.c.target_type, target.c.res_id == r.c.target_id, target.c.deleted.is_(False),
             ctx.visible(target), criterion_clause(rest, inner_owner, ctx))
     source = link.types[0]
     inner_owner = Owner(source, r.c.res_id, (source,), target.c.last_updated)
-    return exists().where(
+    return _exists().where(
         r.c.res_type == source, r.c.param == link.param, r.c.target_type == owner.res_type,
         r.c.target_id == owner.res_id, local_reference(r, ctx.base_url), target.c.res_type == source,
         target.c.res_id == r.c.res_id,
@@ -304,7 +324,7 @@ def _last_updated_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnE
     if owner.last_updated is not None:
         return or_(*[_instant_clause(owner.last_updated, v) for v in crit.values])
     r = resource.alias()
-    return exists().where(*owner.rows_of(r), or_(*[_instant_clause(r.c.last_updated, v) for v in crit.values]))
+    return _exists().where(*owner.rows_of(r), or_(*[_instant_clause(r.c.last_updated, v) for v in crit.values]))
 
 
 def _instant_clause(column: ColumnElement[str], value: str) -> ColumnElement[bool]:
@@ -369,17 +389,24 @@ def _string_value(t: Any, value: str, modifier: str | None, ctx: Context) -> Col
     norm = normalise(text)
     if modifier == "contains":
         return t.c.value.like(f"%{_like_prefix(norm)}%", escape="\\")  # type: ignore[no-any-return]
-    return and_(t.c.value.like(f"{_like_prefix(norm)}%", escape="\\"),
-                *dialects.prefix_bounds(t.c.value, norm, ctx.conn))
+    return _prefix_clause(t.c.value, norm, ctx)
+
+
+def _prefix_clause(column: Any, prefix: str, ctx: Context) -> ColumnElement[bool]:
+    """Keyed values (storage/keys.py) starting with `prefix`: a long prefix also finds the one long
+    value equal to it."""
+    clause = and_(column.like(f"{_like_prefix(prefix)}%", escape="\\"),
+                  *dialects.prefix_bounds(column, prefix, ctx.conn))
+    return or_(clause, column == keys.fit(prefix)) if len(prefix) > keys.KEY_KEEP else clause
 
 
 def _phonetic_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
     """A row with the first word's code, of a resource that has every other word's code too."""
-    first, *rest = phonetic.codes(unescape(value))
+    first, *rest = map(keys.fit, phonetic.codes(unescape(value)))
     clause: ColumnElement[bool] = t.c.value == first
     for code in rest:
         other = idx_string.alias()
-        clause = and_(clause, exists().where(other.c.res_type == t.c.res_type, other.c.res_id == t.c.res_id,
+        clause = and_(clause, _exists().where(other.c.res_type == t.c.res_type, other.c.res_id == t.c.res_id,
                                              other.c.param == t.c.param, other.c.value == code))
     return clause
 
@@ -390,19 +417,19 @@ def _token_value(t: Any, value: str, modifier: str | None, ctx: Context) -> Colu
     if modifier == "in":
         # A code element (no system of its own) takes its system from its binding: its code alone counts.
         pairs = ctx.valueset(unescape(value))
-        return or_(and_(t.c.system.is_(None), t.c.code.in_(sorted({c for _, c in pairs}))),
-                   *[and_(t.c.system == s, t.c.code == c) for s, c in sorted(pairs) if s])
+        return or_(and_(t.c.system.is_(None), t.c.code.in_(sorted({keys.fit(c) for _, c in pairs}))),
+                   *[and_(t.c.system == keys.fit(s), t.c.code == keys.fit(c)) for s, c in sorted(pairs) if s])
     if modifier == "of-type":
         type_system, type_code, ident = (unescape(p) for p in split_values(value, "|"))
-        return and_(t.c.type_system == type_system, t.c.type_code == type_code, t.c.code == ident)
+        return and_(t.c.type_system == type_system, t.c.type_code == type_code, t.c.code == keys.fit(ident))
     system, code = split_token(value)
     conds = []
     if code is not None:
-        conds.append(t.c.code == code)
+        conds.append(t.c.code == keys.fit(code))
     if system == "":
         conds.append(t.c.system.is_(None))
     elif system is not None:
-        conds.append(t.c.system == system)
+        conds.append(t.c.system == keys.fit(system))
     return and_(*conds) if conds else false()
 
 
@@ -431,20 +458,22 @@ def _number_value(t: Any, value: str, modifier: str | None, ctx: Context) -> Col
 
 
 def _quantity_parts(number: ColumnElement[Any], system: ColumnElement[Any], code: ColumnElement[Any],
-                    unit: ColumnElement[Any], value: str) -> ColumnElement[bool]:
+                    unit: ColumnElement[Any], value: str, *, keyed: bool = False) -> ColumnElement[bool]:
+    """`keyed`: `code` is an index key column (storage/keys.py)."""
     q = quantity_value(value)
     parts = [_number_clause(number, split_values(value, "|")[0])]
+    stored_code = keys.fit(q.code) if keyed and q.code else q.code
     if q.system and q.code:
-        parts += [system == q.system, code == q.code]
+        parts += [system == q.system, code == stored_code]
     elif q.code:
-        parts.append(or_(code == q.code, unit == q.code))
+        parts.append(or_(code == stored_code, unit == q.code))
     elif q.system:
         parts.append(system == q.system)
     return and_(*parts)
 
 
 def _quantity_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
-    return _quantity_parts(t.c.value, t.c.system, t.c.code, t.c.unit, value)
+    return _quantity_parts(t.c.value, t.c.system, t.c.code, t.c.unit, value, keyed=True)
 
 
 def _date_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
@@ -454,10 +483,10 @@ def _date_value(t: Any, value: str, modifier: str | None, ctx: Context) -> Colum
 def _uri_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
     text = unescape(value)
     if modifier == "below":
-        return t.c.value.like(f"{_like_prefix(text)}%", escape="\\")  # type: ignore[no-any-return]
+        return _prefix_clause(t.c.value, text, ctx)
     if modifier == "above":
         return func.substr(literal(text), 1, func.length(t.c.value)) == t.c.value  # type: ignore[no-any-return]
-    return t.c.value == text  # type: ignore[no-any-return]
+    return t.c.value == keys.fit(text)  # type: ignore[no-any-return]
 
 
 def _reference_value(t: Any, value: str, modifier: str | None, ctx: Context) -> ColumnElement[bool]:
@@ -467,7 +496,7 @@ def _reference_value(t: Any, value: str, modifier: str | None, ctx: Context) -> 
         ref = ref[len(base):]
     if ref.startswith(("http://", "https://", "urn:")):
         url, _, version = ref.partition("|")
-        conds = [t.c.url == url]
+        conds = [t.c.url == keys.fit(url)]
         if version:
             conds.append(t.c.version == version)
         return and_(*conds)
@@ -480,10 +509,12 @@ def _reference_value(t: Any, value: str, modifier: str | None, ctx: Context) -> 
         rtype, rid = parts
         if modifier and modifier != rtype:
             return false()
+    if len(rid) > ID or len(rtype or "") > ID:  # names no resource: kept as its text (indexing._unnamed)
+        return t.c.url == keys.fit(ref)  # type: ignore[no-any-return]
     # A relative reference, or an absolute one to this server; not Patient/77 on another server.
     local = t.c.url.is_(None)
     if ctx.base_url and rtype:
-        local = or_(local, t.c.url == f"{base}{rtype}/{rid}")
+        local = or_(local, t.c.url == keys.fit(f"{base}{rtype}/{rid}"))
     return and_(t.c.target_type == rtype, t.c.target_id == rid, local) if rtype else \
         and_(t.c.target_id == rid, local)
 
@@ -493,7 +524,7 @@ def _composite_value(t: Any, value: str, kinds: tuple[str, ...], ctx: Context) -
     conds: list[ColumnElement[bool]] = []
     system, code = split_token(parts[0])
     if code is not None:
-        conds.append(t.c.code1 == code)
+        conds.append(t.c.code1 == keys.fit(code))
     if system == "":
         conds.append(t.c.system1.is_(None))
     elif system is not None:
@@ -540,7 +571,8 @@ def criteria_clause(query: SearchQuery, ctx: Context,
     if query.res_type is None:
         raise BadRequest("a search needs a resource type here")
     clauses: list[ColumnElement[bool]] = [resource.c.res_type == query.res_type, resource.c.deleted.is_(False)]
-    owner = Owner(query.res_type, resource.c.res_id, (query.res_type,), resource.c.last_updated)
+    owner = Owner(query.res_type, resource.c.res_id, (query.res_type,), resource.c.last_updated,
+                  resource.c.created_seq)
     if query.compartment is not None:
         kind, cid = query.compartment
         if kind != "Patient":
@@ -733,7 +765,7 @@ def _build_window(kind: str, shape: tuple[int, tuple[str, ...]], bounded: bool, 
     tests = []
     for i, p in enumerate(prefixes):
         d = idx_date.alias()
-        tests.append(exists().where(d.c.res_type == several.c.res_type, d.c.res_id == several.c.res_id,
+        tests.append(_exists().where(d.c.res_type == several.c.res_type, d.c.res_id == several.c.res_id,
                                     d.c.param == bindparam("param"),
                                     _range_expr(d.c.low, d.c.high, p, bindparam(f"v{i}lo"), bindparam(f"v{i}hi"))))
     parts.append(select(several.c.created_seq).where(*several_clauses, *tests).distinct()
@@ -839,13 +871,19 @@ def _date_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | No
             continue
         mine = [t.c.res_type == query.res_type, t.c.param == c.name, cond, t.c.created_seq <= snapshot]
         found = ctx.conn.execute(select(func.count()).select_from(
-            select(t.c.res_id).where(*mine).limit(DATE_DRIVE_CAP).subquery())).scalar_one()
+            select(t.c.created_seq).where(*mine).limit(DATE_DRIVE_CAP).subquery())).scalar_one()
         options.append((found, mine))
     if not options or min(options, key=lambda o: o[0])[0] >= DATE_DRIVE_CAP:
         return None
     mine = min(options, key=lambda o: o[0])[1]
-    joined = t.join(resource, and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id))
+    joined = _joined(t)
     return Source(joined, t.c.created_seq, [*mine, ctx.visible(resource), *criteria_clause(query, ctx)], driven=True)
+
+
+def _joined(t: Any) -> Any:
+    """Index rows joined to their resources: by created_seq, unique per resource and in the lookup
+    indexes, so a candidate is tested without reading its index row."""
+    return t.join(resource, and_(resource.c.res_type == t.c.res_type, resource.c.created_seq == t.c.created_seq))
 
 
 CHAIN_DRIVE_CAP = 1000  # a chain naming up to this many targets drives the search from their references
@@ -863,9 +901,9 @@ def _chain_source(query: SearchQuery, ctx: Context, snapshot: int) -> Source | N
         if len(ids) > CHAIN_DRIVE_CAP:
             continue
         r = idx_reference.alias()
-        joined = r.join(resource, and_(resource.c.res_type == r.c.res_type, resource.c.res_id == r.c.res_id))
+        joined = _joined(r)
         # The other criteria are tested on the reference rows' resource ids (from index rows alone).
-        owner = Owner(query.res_type or "", r.c.res_id, (query.res_type or "",))
+        owner = Owner(query.res_type or "", r.c.res_id, (query.res_type or "",), seq=r.c.created_seq)
         mine = [*_referring(r, query.res_type, crit, ctx), r.c.target_id.in_(ids), r.c.created_seq <= snapshot,
                 *[criterion_clause(c, owner, ctx) for c in query.criteria if c is not crit]]
         where = [*mine, ctx.visible(resource), *criteria_clause(query, ctx, skip=query.criteria)]
@@ -894,7 +932,7 @@ def _source(query: SearchQuery, ctx: Context, snapshot: int) -> Source:
         match = _composite_value(t, value, component_types(_param_info(query.res_type or "", driver.name)), ctx)
     else:
         match = _VALUE_CLAUSES[driver.type](t, value, None, ctx)
-    joined = t.join(resource, and_(resource.c.res_type == t.c.res_type, resource.c.res_id == t.c.res_id))
+    joined = _joined(t)
     mine = [t.c.res_type == query.res_type, t.c.param == driver.name, match, t.c.created_seq <= snapshot]
     where = [*mine, ctx.visible(resource), *criteria_clause(query, ctx, skip=driver)]
     alone = len(query.criteria) == 1 and query.compartment is None and isinstance(ctx.visible(resource), True_)
@@ -1078,11 +1116,13 @@ def _seq_page(conn: Connection, query: SearchQuery, src: Source, cursor: Cursor 
             # matches of several values (a chain's dozens of patients) come out of the index unsorted,
             # and sorting them after the join read every match's row first (973 ms at 10M resources
             # when those rows were not cached; 20 of the 1,500 were kept).
+            # The cut reads only lookup-index columns (a resource's created_seq is unique: its first
+            # version's history seq), so it never visits the index table's rows.
             t, mine = src.index_only
-            cut = select(t.c.res_type, t.c.res_id, t.c.created_seq).where(*mine, *after) \
+            cut = select(t.c.res_type, t.c.created_seq).where(*mine, *after) \
                 .order_by(src.seq.desc() if backwards else src.seq).limit(want).subquery()
             stmt = select(*_COLS).join_from(cut, resource, and_(resource.c.res_type == cut.c.res_type,
-                                                                resource.c.res_id == cut.c.res_id)) \
+                                                                resource.c.created_seq == cut.c.created_seq)) \
                 .order_by(cut.c.created_seq.desc() if backwards else cut.c.created_seq)
         else:
             stmt = select(*(src.cols or _COLS)).select_from(src.from_).where(*src.where, *after) \

@@ -89,10 +89,12 @@ compartment = Table(
 
 
 def _index_table(name: str, *columns: Column[object], lookup: tuple[str, ...],
-                 per_resource: tuple[str, ...] = (), pg_ops: dict[str, str] | None = None) -> Table:
+                 per_resource: tuple[str, ...] = (), carried: tuple[str, ...] = (),
+                 pg_ops: dict[str, str] | None = None) -> Table:
     """An index table. `created_seq` copies the resource's (its last column), so a lookup by value
     returns matches already in search order: the first page of `code=X` reads the first entries of
-    the lookup index, however many resources match."""
+    the lookup index, however many resources match. `carried` columns follow `created_seq` in the
+    lookup index: a criterion on them (a token's system) is tested in the index, not on each row."""
     table = Table(
         name,
         metadata,
@@ -106,7 +108,7 @@ def _index_table(name: str, *columns: Column[object], lookup: tuple[str, ...],
     # columns so that the test reads the index alone.
     Index(f"ix_{name}_resource", table.c.res_type, table.c.res_id, *(table.c[c] for c in per_resource))
     Index(f"ix_{name}_lookup", table.c.res_type, table.c.param, *(table.c[c] for c in lookup), table.c.created_seq,
-          postgresql_ops=pg_ops or {})
+          *(table.c[c] for c in carried), postgresql_ops=pg_ops or {})
     return table
 
 
@@ -118,7 +120,8 @@ idx_token = _index_table(
     Column("type_system", Text),
     Column("type_code", Text),
     lookup=("code",),
-    per_resource=("param", "code"),
+    per_resource=("param", "code", "system"),
+    carried=("system",),  # `system|code`, the usual form, reads the index alone (migration 0012)
 )
 # On PostgreSQL the lookup orders `value` by character (text_pattern_ops), so LIKE prefixes use it
 # (migration 0010); SQLite finds prefixes by range (dialects.prefix_bounds).
@@ -163,8 +166,9 @@ idx_reference = _index_table(
     Column("target_type", String(TYPE)),
     Column("target_id", String(ID)),
     Column("version", String(ID)),
-    Column("url", Text),
+    Column("url", Text),  # absolute references (keyed: storage/keys.py)
     lookup=("target_id",),
+    carried=("target_type", "url"),  # a chain tests each reference's type and locality in the index
 )
 idx_uri = _index_table("idx_uri", Column("value", Text, nullable=False), lookup=("value",))
 # Composite parameters (e.g. Observation code-value-quantity): one row per combination of component

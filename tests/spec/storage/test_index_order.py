@@ -4,6 +4,7 @@ driven by an index lookup depend on it for their order and paging."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -141,3 +142,58 @@ def test_postgresql_finds_string_prefixes_through_the_lookup_index(postgres_url:
         engine.dispose()
     assert "ix_idx_string_lookup" in plan
     assert "~>=~ 'smi'" in plan  # the prefix is a range of the index, not a filter on every entry
+
+
+@pytest.mark.parametrize("query", [
+    "Observation?code=http://loinc.org|29463-7&_total=accurate&_count=5",
+    "Observation?subject:Patient.family=Okafor&code=http://loinc.org|29463-7&_total=accurate&_count=5",
+])
+def test_token_and_chained_searches_read_their_matches_from_the_index_alone(
+        client: TestClient, store: Services, query: str) -> None:
+    """`code=http://loinc.org|29463-7` is the usual form of a token search. Its page and its count
+    find the code in the lookup index and test the system there too (migration 0012): before, the
+    count of a common code read each match's table row only to compare its system (4.9 ms for 1,000
+    matches on a warm database, one random disk read each on a cold one). A chain through the
+    patient's name tests each of the named patients' references (type, locality) and each
+    observation's code in the lookup indexes too; only the page's own resources are read."""
+    from sqlalchemy import event
+
+    named = client.post("/fhir/Patient", json={"resourceType": "Patient", "name": [{"family": "Okafor"}]},
+                        headers=JSON).json()["id"]
+    for i in range(40):
+        obs = {"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{named}"},
+               "code": {"coding": [{"system": "http://loinc.org" if i % 4 else "http://other.example",
+                                    "code": "29463-7" if i % 2 else "8302-2"}]}}
+        assert client.post("/fhir/Observation", json=obs, headers=JSON).status_code == 201
+    seen: list[tuple[str, object]] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, parameters: object, *_: object) -> None:
+        if "idx_token" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", remember)
+    try:
+        body = client.get(f"/fhir/{query}").json()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", remember)
+    assert body["total"] == 20
+    assert len(seen) >= 2  # the page and the count
+    pg = store.engine.dialect.name == "postgresql"
+    if pg:
+        with store.engine.connect() as conn:
+            vacuum = conn.execution_options(isolation_level="AUTOCOMMIT")
+            vacuum.exec_driver_sql("VACUUM ANALYZE idx_token, idx_reference")
+    with store.engine.connect() as conn:
+        if pg:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            conn.exec_driver_sql("SET enable_bitmapscan = off")
+        for statement, parameters in seen:
+            plan = "\n".join(str(r[-1]) for r in conn.exec_driver_sql(
+                ("EXPLAIN " if pg else "EXPLAIN QUERY PLAN ") + statement, parameters))  # type: ignore[arg-type]
+            lines = [line for line in plan.splitlines() for t in ("idx_token", "idx_reference")
+                     if f" on {t}" in line or f"SEARCH {t}" in line or f"SCAN {t}" in line]
+            assert lines, plan
+            for line in lines:
+                assert ("Index Only Scan" if pg else "COVERING INDEX") in line, plan
+        if pg:
+            conn.exec_driver_sql("RESET ALL")
