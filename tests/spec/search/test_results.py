@@ -85,6 +85,20 @@ def test_estimated_totals_are_exact_up_to_a_cap_and_left_out_beyond(client: Test
     assert bundle(client, "Patient?_count=1&_total=estimate&family=a,b")["total"] == 2
 
 
+def test_a_chained_search_estimates_no_total_beyond_one_page(client: TestClient) -> None:
+    """Counting a chain with other criteria means testing every reference of the named patients
+    (thousands for a common name), so the default `_total=estimate` leaves the total out when there
+    is more than one page; one page is counted for free and `_total=accurate` always counts."""
+    named = make(client, patient("Okafor"))
+    for code in ("2339-0", "2339-0", "2339-0", "8302-2"):
+        make(client, observation(named, code), "Observation")
+    chain = "Observation?subject:Patient.family=okafor&code=2339-0"
+    assert "total" not in bundle(client, chain + "&_count=2")
+    assert bundle(client, chain + "&_count=2&_total=accurate")["total"] == 3
+    assert bundle(client, chain)["total"] == 3
+    assert bundle(client, "Observation?subject:Patient.family=okafor&_count=2")["total"] == 4  # no checks
+
+
 def test_post_search_takes_form_parameters(client: TestClient) -> None:
     ann = make(client, patient("Ann"))
     make(client, patient("Bob"))
