@@ -1281,11 +1281,12 @@ def print_table(r: dict[str, Any]) -> None:
 def _what(sql: str) -> str:
     """A statement's role, from its text."""
     low = sql.lower()
-    if "max(resource_history.seq)" in low:
-        return "snapshot"
     if low.lstrip().startswith("select count("):
         cap = re.search(r"limit (\d+)", low)
-        return f"count ≤ {cap.group(1)}" if cap else "count"
+        count = f"count ≤ {cap.group(1)}" if cap else "count"
+        return f"{count} + snapshot" if "max(resource_history.seq)" in low else count
+    if "max(resource_history.seq)" in low:
+        return "snapshot"
     head = low.split("where", 1)[0]
     if "from idx_reference" in head and "order by" not in low:
         return "include refs"
