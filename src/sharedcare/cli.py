@@ -113,6 +113,27 @@ def load(
 
 
 @app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Directory to write to (created if need be).")],
+    people: Annotated[int, typer.Option(help="People in the synthetic population.", min=1)] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed and as-of date give the same bytes.")] = 1,
+    as_of: Annotated[str, typer.Option("--as-of", help="The date the data describes (YYYY-MM-DD).")] = "2026-04-01",
+) -> None:
+    """Generate synthetic London (so far: the directory of organisations and staff)."""
+    from datetime import date
+
+    from sharedcare import synth as generator
+
+    try:
+        when = date.fromisoformat(as_of)
+    except ValueError:
+        console.print(f"[red]--as-of must be a date as YYYY-MM-DD, not {as_of!r}[/red]")
+        raise typer.Exit(2) from None
+    counts = generator.generate(people, seed, when, out)
+    console.print(", ".join(f"{n:,} {what}" for what, n in counts.items()) + f" written to {out}")
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from sharedcare import __version__
