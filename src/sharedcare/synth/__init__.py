@@ -1,7 +1,8 @@
 """Synthetic London: organisations, people and per-source feeds with ground truth (issue 4).
 
-So far: the directory of organisations and staff (`directory.py`), written by `sharedcare synth`.
-People, clinical content, feeds and truth files come next (docs/synth.md says what exists).
+So far: the directory of organisations and staff (`directory.py`) and the people (`people.py`) with
+their GP practices' Patient records, written by `sharedcare synth`. Clinical content, the other feeds
+and the rest of the truth files come next (docs/synth.md says what exists).
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from datetime import date
 from pathlib import Path
 
 from sharedcare.synth import directory
+from sharedcare.synth.patients import gp_patient
+from sharedcare.synth.people import Person
+from sharedcare.synth.people import people as generate_people
 
 DEFAULT_AS_OF = date(2026, 4, 1)  # fixed, never "today": the same arguments give the same bytes
 DEFAULT_SEED = 1
@@ -41,6 +45,36 @@ def generate(people: int, seed: int, as_of: date, out: Path) -> dict[str, int]:
         for account in found.staff:
             writer.writerow(asdict(account))
     counts["staff"] = len(found.staff)
+    counts["people"] = _write_people(out, people, seed, as_of, found)
     manifest = {"people": people, "seed": seed, "as_of": as_of.isoformat(), "counts": counts}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return counts
+
+
+PEOPLE_FIELDS = ("person_id", "nhs_number", "given", "family", "sex", "birth_date", "ethnicity", "borough", "ics",
+                 "postcode", "imd_decile", "practice", "died_on")
+
+
+def _write_people(out: Path, n: int, seed: int, as_of: date, found: directory.Directory) -> int:
+    """truth/people.csv and the GP practices' Patient records (feeds/gp/Patient.ndjson), streamed."""
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    (out / "feeds" / "gp").mkdir(parents=True, exist_ok=True)
+    org_ids = {r["identifier"][0]["value"]: r["id"] for r in found.of_type("Organization")}
+    seqs: dict[str, int] = {}
+    written = 0
+    with (out / "truth" / "people.csv").open("w", encoding="utf-8", newline="") as truth, \
+            (out / "feeds" / "gp" / "Patient.ndjson").open("w", encoding="utf-8", newline="\n") as gp:
+        writer = csv.writer(truth, lineterminator="\n")
+        writer.writerow(PEOPLE_FIELDS)
+        for person in generate_people(n, seed, as_of, found):
+            writer.writerow(_row(person))
+            seqs[person.practice] = seqs.get(person.practice, 0) + 1
+            patient = gp_patient(person, org_ids[person.practice], seqs[person.practice])
+            gp.write(json.dumps(patient, ensure_ascii=False, separators=(",", ":")) + "\n")
+            written += 1
+    return written
+
+
+def _row(p: Person) -> list[str]:
+    values = asdict(p)
+    return ["" if values[f] is None else str(values[f]) for f in PEOPLE_FIELDS]

@@ -1,0 +1,43 @@
+"""A person as one source records them: the FHIR Patient a GP practice's system sends.
+
+Each source has its own local identifier for the person; the GP record carries the NHS number
+(verified), the practice's local number, the registered practice and the address.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sharedcare.synth.directory import ODS, SYNTHETIC
+from sharedcare.synth.people import Person
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+ETHNIC_EXTENSION = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory"
+ETHNIC_SYSTEM = "https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryEngland"
+PRACTICE_LOCAL = "https://sharedcare.example/Id/gp-practice-patient-number/"  # + the practice's ODS code
+
+
+def gp_patient(person: Person, practice_id: str, seq: int) -> dict[str, Any]:
+    """The practice's Patient for `person` (`seq`: the practice system's own number for them)."""
+    res: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"gp:{person.practice}:{person.person_id}")),
+        "meta": {"security": [dict(label) for label in SYNTHETIC["security"]]},
+        "extension": [{"url": ETHNIC_EXTENSION,
+                       "valueCodeableConcept": {"coding": [{"system": ETHNIC_SYSTEM, "code": person.ethnicity}]}}],
+        "identifier": [
+            {"system": NHS, "value": person.nhs_number},
+            {"system": PRACTICE_LOCAL + person.practice, "value": str(seq)},
+        ],
+        "name": [{"use": "official", "family": person.family, "given": [person.given]}],
+        "gender": person.sex,
+        "birthDate": person.birth_date.isoformat(),
+        "address": [{"use": "home", "city": "London", "postalCode": person.postcode, "country": "GB"}],
+        "generalPractitioner": [{"reference": f"Organization/{practice_id}",
+                                 "identifier": {"system": ODS, "value": person.practice}}],
+        "managingOrganization": {"reference": f"Organization/{practice_id}"},
+    }
+    if person.died_on is not None:
+        res["deceasedDateTime"] = person.died_on.isoformat()
+    return res

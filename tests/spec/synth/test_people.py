@@ -1,0 +1,98 @@
+"""The synthetic population (issue 4): who lives where, with age, sex, ethnicity, deprivation and a
+GP practice, calibrated against London's Census 2021 figures within stated tolerances, with NHS
+numbers from the range never issued to real people, and the GP practices' Patient records agreeing
+with the truth file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nhs_number import is_valid
+
+from sharedcare.fhir.validation import validate
+from sharedcare.synth import directory, generate
+from sharedcare.synth.geography import BOROUGHS, LONDON_POPULATION_K
+from sharedcare.synth.people import AGE_BANDS, ETHNICITY, FEMALE_SHARE, people
+
+AS_OF = date(2026, 4, 1)
+N = 20_000
+
+
+@pytest.fixture(scope="module")
+def population() -> list[Any]:
+    return list(people(N, 1, AS_OF, directory.build(N, 1)))
+
+
+def _share(count: int) -> float:
+    return 100 * count / N
+
+
+def test_age_sex_and_ethnicity_follow_the_census_within_tolerance(population: list[Any]) -> None:
+    """Census 2021, London: each five-year age band within 1 percentage point, women 51% ± 1.5,
+    each ethnic category within 1 point (White British, 36.8%, within 1.5)."""
+    ages = Counter(next(i for i, (lo, hi, _) in enumerate(AGE_BANDS) if lo <= (AS_OF - p.birth_date).days // 365 <= hi)
+                   for p in population)
+    total = sum(b[2] for b in AGE_BANDS)
+    for i, (_, _, pct) in enumerate(AGE_BANDS):
+        assert abs(_share(ages[i]) - 100 * pct / total) < 1.0, AGE_BANDS[i]
+    assert abs(_share(sum(p.sex == "female" for p in population)) - 100 * FEMALE_SHARE) < 1.5
+    found = Counter(p.ethnicity for p in population)
+    total = sum(e[2] for e in ETHNICITY)
+    for code, _, pct in ETHNICITY:
+        assert abs(_share(found[code]) - 100 * pct / total) < (1.5 if code == "A" else 1.0), code
+
+
+def test_people_live_in_boroughs_in_proportion_and_deprivation_follows_the_borough(population: list[Any]) -> None:
+    where = Counter(p.borough for p in population)
+    for b in BOROUGHS:
+        assert abs(_share(where[b.code]) - 100 * b.population_k / LONDON_POPULATION_K) < 0.6, b.name
+
+    def mean_imd(code: str) -> float:
+        deciles = [p.imd_decile for p in population if p.borough == code]
+        return sum(deciles) / len(deciles)
+    assert mean_imd("TWH") + 2 < mean_imd("RIC")
+    assert all(1 <= p.imd_decile <= 10 for p in population)
+    assert all(p.postcode.split()[0] in next(b.districts for b in BOROUGHS if b.code == p.borough)
+               for p in population)
+
+
+def test_nhs_numbers_are_valid_distinct_and_never_issued(population: list[Any]) -> None:
+    numbers = [p.nhs_number for p in population]
+    assert len(set(numbers)) == len(numbers)
+    assert all(n.startswith("9") and len(n) == 10 and is_valid(n) for n in numbers)
+
+
+def test_deaths_and_registrations(population: list[Any]) -> None:
+    died = [p for p in population if p.died_on is not None]
+    assert 0.3 < _share(len(died)) < 1.5  # about 0.7% of Londoners die in a year
+    assert all(p.birth_date < p.died_on <= AS_OF for p in died)
+
+    def death_rate(low: int, high: int) -> float:
+        group = [p for p in population if low * 365 <= (AS_OF - p.birth_date).days < high * 365]
+        return sum(p.died_on is not None for p in group) / len(group)
+    assert death_rate(85, 200) > 20 * death_rate(0, 40)  # mortality rises steeply with age
+    practices = {code: b for b, codes in directory.build(N, 1).practices.items() for code in codes}
+    assert all(p.practice in practices for p in population)
+    at_home = sum(practices[p.practice] == p.borough for p in population)
+    assert 0.85 < at_home / N < 0.95
+
+
+def test_the_gp_records_validate_and_agree_with_the_truth_file(tmp_path: Path) -> None:
+    generate(500, 2, AS_OF, tmp_path)
+    with (tmp_path / "truth" / "people.csv").open(encoding="utf-8") as f:
+        truth = {row["nhs_number"]: row for row in csv.DictReader(f)}
+    patients = [json.loads(line) for line in (tmp_path / "feeds" / "gp" / "Patient.ndjson").read_text().splitlines()]
+    assert len(patients) == len(truth) == 500
+    for patient in patients:
+        assert [i for i in validate(patient) if i.severity in ("error", "fatal")] == []
+        row = truth[patient["identifier"][0]["value"]]
+        assert patient["generalPractitioner"][0]["identifier"]["value"] == row["practice"]
+        assert patient["birthDate"] == row["birth_date"]
+        assert patient.get("deceasedDateTime", "") == row["died_on"]
+        assert patient["name"][0]["family"] == row["family"]
