@@ -11,7 +11,7 @@ DEFS := src/sharedcare/fhir/definitions/data/VERSION
 .PHONY: help setup demo serve test test-fast lint bench clean
 
 help:
-	@echo "make demo   - install what is needed, then serve the app on the embedded SQLite store"
+	@echo "make demo   - install what is needed, generate a synthetic London into var/demo and serve the app on it"
 	@echo "make test   - install what is needed, then run the whole test suite (SQLite and PostgreSQL)"
 	@echo "make lint   - ruff and mypy (strict) on src/"
 	@echo "make bench  - run the benchmarks in bench/ and print side-by-side ratios"
@@ -40,9 +40,10 @@ $(DEFS): node_modules/.package-lock.json .make/python src/sharedcare/fhir/defini
 setup: .make/python $(DEFS)
 
 demo: setup
-	$(UV) run sharedcare serve --host $(HOST) --port $(PORT)
+	$(UV) run sharedcare demo --host $(HOST) --port $(PORT)
 
-serve: demo
+serve: setup
+	$(UV) run sharedcare serve --host $(HOST) --port $(PORT)
 
 test: setup .make/postgres
 	$(UV) run pytest -n auto $(PYTEST_ARGS)

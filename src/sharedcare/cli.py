@@ -134,6 +134,33 @@ def synth(
 
 
 @app.command()
+def demo(
+    people: Annotated[int, typer.Option(help="People in the synthetic population.", min=1)] = 2000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its data.")] = Path("var/demo"),
+    serve_app: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the app when loaded.")] = True,
+) -> None:
+    """Generate a synthetic London, load it into a fresh embedded store, write the demo logins and serve."""
+    from sharedcare import demo as demo_setup
+
+    base = f"http://{host}:{port}"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        url, logins = demo_setup.prepare(directory, people, progress)
+    console.print(f"demo data: {people:,} people in {url}")
+    console.print(f"logins ({len(logins)}) written to {directory / 'logins.json'}; they sign in once the "
+                  "access issue lands. Some of them:")
+    for login in logins[:6]:
+        console.print(f"  {login['kind']:8} {login['role']:22} {login['username']}  {login['password']}")
+    if not serve_app:
+        return
+    os.environ["SHAREDCARE_DATABASE_URL"] = url
+    console.print(f"open {base}/ (FHIR API at {base}/fhir)")
+    serve(host=host, port=port, workers=1)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from sharedcare import __version__

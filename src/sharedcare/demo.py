@@ -1,0 +1,99 @@
+"""`sharedcare demo`: a synthetic London loaded into a fresh embedded store, with demo logins.
+
+Until ingestion exists (later issues) the data goes straight into the store through the Repository,
+as the system caller; then it will go through the real feeds. The logins are written now so that the
+demo's instructions stay the same when sign-in lands (the access issue): until then they do not
+authenticate anyone.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from sharedcare.synth import DEFAULT_AS_OF, DEFAULT_SEED, TYPES, generate
+
+BATCH = 500  # resources per transaction
+STAFF_KINDS = ("gp", "ed-doctor", "consultant", "paramedic", "111-clinician", "psychiatrist", "district-nurse",
+               "social-worker", "care-home-manager", "practice-nurse")
+PATIENT_LOGINS = 5
+
+
+def password(seed: int, username: str) -> str:
+    """A demo password, the same for every run of the same seed (these accounts guard synthetic data only)."""
+    return hashlib.sha256(f"sharedcare-demo:{seed}:{username}".encode()).hexdigest()[:16]
+
+
+def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEED) -> tuple[str, list[dict[str, Any]]]:
+    """Generate, load into `root`/sharedcare.db (made afresh) and write `root`/logins.json; returns the
+    database URL and the logins."""
+    from sharedcare.access.context import system_caller
+    from sharedcare.app import open_services, warm_up
+    from sharedcare.fhir import interactions
+    from sharedcare.settings import Settings
+
+    out = root / "synth"
+    if out.exists():
+        shutil.rmtree(out)
+    task = progress.add_task("generating", total=None)
+    generate(people, seed, DEFAULT_AS_OF, out)
+    progress.update(task, total=1, completed=1)
+    db = root / "sharedcare.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{db.resolve()}"
+    settings = Settings(database_url=url)
+    svc = open_services(settings, migrate=True)
+    warm_up(settings)
+    files = [out / "directory" / f"{t}.ndjson" for t in TYPES] + [out / "feeds" / "gp" / "Patient.ndjson"]
+    total = sum(_lines(f) for f in files)
+    task = progress.add_task("loading", total=total)
+    caller = system_caller(settings.node_id)
+    try:
+        for path in files:
+            with path.open(encoding="utf-8") as f:
+                while batch := [json.loads(line) for line in islice(f, BATCH)]:
+                    with svc.repo.unit(caller, "transaction") as unit:
+                        for res in batch:
+                            interactions.update(unit, res["resourceType"], res["id"], res, if_match=None)
+                    progress.advance(task, len(batch))
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
+    logins = _logins(out, seed)
+    (root / "logins.json").write_text(json.dumps(logins, indent=2) + "\n", encoding="utf-8")
+    return url, logins
+
+
+def _logins(out: Path, seed: int) -> list[dict[str, Any]]:
+    orgs = {}
+    with (out / "directory" / "Organization.ndjson").open(encoding="utf-8") as f:
+        for line in f:
+            org = json.loads(line)
+            orgs[org["identifier"][0]["value"]] = org["name"]
+    logins: list[dict[str, Any]] = []
+    with (out / "directory" / "staff.csv").open(encoding="utf-8") as f:
+        staff = list(csv.DictReader(f))
+    for role in STAFF_KINDS:  # one member of staff of each kind
+        row = next((r for r in staff if r["job_role"] == role), None)
+        if row is not None:
+            logins.append({"username": row["username"], "password": password(seed, row["username"]), "kind": "staff",
+                           "role": role, "organisation": orgs[row["organisation_code"]]})
+    with (out / "truth" / "people.csv").open(encoding="utf-8") as f:
+        for row in islice((r for r in csv.DictReader(f) if not r["died_on"]), PATIENT_LOGINS):
+            username = f"patient-{row['nhs_number']}"
+            logins.append({"username": username, "password": password(seed, username), "kind": "patient",
+                           "role": "patient", "organisation": orgs[row["practice"]]})
+    return logins
+
+
+def _lines(path: Path) -> int:
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for _ in f)

@@ -1,0 +1,34 @@
+"""`sharedcare demo` (issue 4): a synthetic London generated, loaded into a fresh embedded store and
+served, with the demo logins written to `logins.json` (username, password, kind, role, organisation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from sharedcare.app import create_app
+from sharedcare.cli import app
+from sharedcare.settings import Settings
+
+
+def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["demo", "--no-serve", "--people", "60", "--dir", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    logins = json.loads((tmp_path / "logins.json").read_text())
+    assert {tuple(sorted(login)) for login in logins} == {("kind", "organisation", "password", "role", "username")}
+    assert {login["kind"] for login in logins} == {"staff", "patient"}
+    assert {"gp", "paramedic", "social-worker"} <= {login["role"] for login in logins}
+    assert len({login["username"] for login in logins}) == len(logins)
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'sharedcare.db'}")
+    with TestClient(create_app(settings)) as client:
+        patients = client.get("/fhir/Patient?_total=accurate&_count=1").json()
+        assert patients["total"] == 60
+        gp = client.get("/fhir/Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|RRU").json()
+        assert gp["entry"][0]["resource"]["name"] == "London Ambulance Service NHS Trust"
+    again = CliRunner().invoke(app, ["demo", "--no-serve", "--people", "30", "--dir", str(tmp_path)])
+    assert again.exit_code == 0, again.output  # a second run starts afresh
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/fhir/Patient?_total=accurate&_count=1").json()["total"] == 30
