@@ -33,7 +33,7 @@ def gp_patient(person: Person, practice_id: str, seq: int) -> dict[str, Any]:
         "name": [{"use": "official", "family": person.family, "given": [person.given]}],
         "gender": person.sex,
         "birthDate": person.birth_date.isoformat(),
-        "address": [{"use": "home", "city": "London", "postalCode": person.postcode, "country": "GB"}],
+        "address": _addresses(person),
         "generalPractitioner": [{"reference": f"Organization/{practice_id}",
                                  "identifier": {"system": ODS, "value": person.practice}}],
         "managingOrganization": {"reference": f"Organization/{practice_id}"},
@@ -41,3 +41,12 @@ def gp_patient(person: Person, practice_id: str, seq: int) -> dict[str, Any]:
     if person.died_on is not None:
         res["deceasedDateTime"] = person.died_on.isoformat()
     return res
+
+
+def _addresses(person: Person) -> list[dict[str, Any]]:
+    home: dict[str, Any] = {"use": "home", "city": "London", "postalCode": person.postcode, "country": "GB"}
+    if person.moved_on is None or person.previous_postcode is None:
+        return [home]
+    home["period"] = {"start": person.moved_on.isoformat()}
+    return [home, {"use": "old", "city": "London", "postalCode": person.previous_postcode, "country": "GB",
+                   "period": {"end": person.moved_on.isoformat()}}]

@@ -7,7 +7,9 @@ stated tolerances):
 - borough: in proportion to its population (geography.py); the postcode district within it uniformly;
 - deprivation: an IMD decile drawn around a typical decile for the borough (IMD 2019);
 - death in the year before the as-of date by age band (roughly England's mortality);
-- GP registration: nine in ten at a practice in their borough, the rest elsewhere in their ICS.
+- GP registration: nine in ten at a practice in their borough, the rest elsewhere in their ICS;
+- moves: 12% moved home in the two years before the as-of date (their previous postcode kept);
+- twins: about 3% of people are one of a pair (same family name, birth date, home and practice).
 NHS numbers come from the range reserved for synthetic and test patients (starting 9, never
 issued), each with a valid modulus 11 check digit, unique within a population.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from nhs_number.validate import calculate_checksum
@@ -60,6 +62,8 @@ IMD_CENTRE = {"BDG": 2, "HCK": 2, "TWH": 2, "NWM": 3, "ISL": 3, "HGY": 3, "LBH":
 # (lowest age, chance of dying within a year).
 MORTALITY = ((0, 0.0005), (40, 0.002), (60, 0.008), (75, 0.035), (85, 0.12))
 OWN_BOROUGH = 0.9  # registered with a practice in their own borough
+MOVED_SHARE = 0.12  # moved home in the last two years (about one in eight Londoners a year move; assumption)
+TWIN_SHARE = 0.016  # a person is followed by a twin: about 3% of people are twins (1.6% of births are twin births)
 NHS_STEP = 48_271  # odd and not a multiple of 5: k -> k * NHS_STEP mod 10^8 visits every 8-digit number once
 
 
@@ -78,6 +82,9 @@ class Person:
     imd_decile: int
     practice: str  # ODS code of the GP practice
     died_on: date | None
+    moved_on: date | None = None  # moved home on this date (within two years of the as-of date)
+    previous_postcode: str | None = None  # the home before that move
+    twin_of: str | None = None  # person_id of the twin born just before them
 
 
 class NhsNumbers:
@@ -100,31 +107,57 @@ class NhsNumbers:
 
 
 def people(n: int, seed: int, as_of: date, found: Directory) -> Iterator[Person]:
-    """`n` people, generated one at a time (memory does not grow with `n`)."""
+    """`n` people, generated one at a time (memory does not grow with `n`). A twin follows the
+    person they were born with: same family name, birth date, home and practice."""
     rng = random.Random(f"people:{seed}")  # noqa: S311 - reproducible synthetic data, not secrets
     ns = uuid.uuid5(uuid.NAMESPACE_URL, f"https://sharedcare.example/synth/{seed}/people")
     numbers = NhsNumbers(seed)
     weights = [b.population_k for b in BOROUGHS]
     in_ics = {b.ics: [c for o in BOROUGHS if o.ics == b.ics for c in found.practices[o.code]] for b in BOROUGHS}
+    twin: Person | None = None
     for i in range(n):
+        person_id = str(uuid.uuid5(ns, str(i)))
+        female = rng.random() < FEMALE_SHARE
+        given = rng.choice(GIVEN_FEMALE if female else GIVEN_MALE)
+        sex = "female" if female else "male"
+        if twin is not None:  # the second of a pair of twins
+            while given == twin.given:  # twins are given different names
+                given = rng.choice(GIVEN_FEMALE if female else GIVEN_MALE)
+            person = replace(twin, person_id=person_id, nhs_number=next(numbers), given=given, sex=sex,
+                             twin_of=twin.person_id)
+            twin = None
+            yield person
+            continue
         borough: Borough = rng.choices(BOROUGHS, weights=weights)[0]
         low, high, _ = rng.choices(AGE_BANDS, weights=AGE_WEIGHTS)[0]
         age = rng.randint(low, high)
         birth = as_of - timedelta(days=age * 365 + rng.randrange(365))
-        female = rng.random() < FEMALE_SHARE
         ethnicity = rng.choices(ETHNICITY, weights=ETHNICITY_WEIGHTS)[0][0]
         imd = min(10, max(1, IMD_CENTRE[borough.code] + round(rng.gauss(0, 1.8))))
         own = found.practices[borough.code]
         practice = rng.choice(own if rng.random() < OWN_BOROUGH else in_ics[borough.ics])
         dies = rng.random() < next(p for lowest, p in reversed(MORTALITY) if age >= lowest)
         died_on = as_of - timedelta(days=rng.randrange(365)) if dies else None
-        district = rng.choice(borough.districts)
-        yield Person(
-            person_id=str(uuid.uuid5(ns, str(i))), nhs_number=next(numbers),
-            given=rng.choice(GIVEN_FEMALE if female else GIVEN_MALE), family=rng.choice(FAMILY),
-            sex="female" if female else "male", birth_date=birth, ethnicity=ethnicity, borough=borough.code,
-            ics=borough.ics, postcode=f"{district} {rng.randint(1, 9)}{rng.choice(INWARD)}{rng.choice(INWARD)}",
-            imd_decile=imd, practice=practice, died_on=died_on if died_on and died_on > birth else None)
+        postcode = _postcode(rng, borough)
+        moved_on, previous = None, None
+        if rng.random() < MOVED_SHARE:  # moved home in the last two years (the old address kept)
+            moved_on = as_of - timedelta(days=rng.randrange(730))
+            previous = _postcode(rng, rng.choices(BOROUGHS, weights=weights)[0])
+            if moved_on <= birth:
+                moved_on, previous = None, None
+        person = Person(
+            person_id=person_id, nhs_number=next(numbers), given=given, family=rng.choice(FAMILY), sex=sex,
+            birth_date=birth, ethnicity=ethnicity, borough=borough.code, ics=borough.ics, postcode=postcode,
+            imd_decile=imd, practice=practice, died_on=died_on if died_on and died_on > birth else None,
+            moved_on=moved_on, previous_postcode=previous)
+        if i + 1 < n and rng.random() < TWIN_SHARE:
+            twin = person
+        yield person
+
+
+def _postcode(rng: random.Random, borough: Borough) -> str:
+    district = rng.choice(borough.districts)
+    return f"{district} {rng.randint(1, 9)}{rng.choice(INWARD)}{rng.choice(INWARD)}"
 
 
 INWARD = "ABDEFGHJLNPQRSTUWXYZ"  # letters used in the inward part of a postcode

@@ -83,6 +83,33 @@ def test_deaths_and_registrations(population: list[Any]) -> None:
     assert 0.85 < at_home / N < 0.95
 
 
+def test_twins_share_a_birth_date_family_home_and_practice_but_not_an_nhs_number(population: list[Any]) -> None:
+    """About 3% of people are twins (1.6% of births are twin births): a classic trap for matching."""
+    by_id = {p.person_id: p for p in population}
+    twins = [p for p in population if p.twin_of is not None]
+    assert 1.2 < _share(len(twins)) < 2.2  # the second of each pair: about 1.6% of people
+    for second in twins:
+        first = by_id[second.twin_of]
+        assert (first.family, first.birth_date, first.postcode, first.practice) == \
+            (second.family, second.birth_date, second.postcode, second.practice)
+        assert first.nhs_number != second.nhs_number
+        assert first.given != second.given
+
+
+def test_some_people_moved_home_and_keep_their_old_address(population: list[Any], tmp_path: Path) -> None:
+    moved = [p for p in population if p.moved_on is not None]
+    assert 9 < _share(len(moved)) < 15  # 12% moved in the two years before the as-of date
+    assert all(p.birth_date < p.moved_on <= AS_OF and p.previous_postcode for p in moved)
+    generate(300, 1, AS_OF, tmp_path)
+    patients = [json.loads(line) for line in (tmp_path / "feeds" / "gp" / "Patient.ndjson").read_text().splitlines()]
+    with_old = [p for p in patients if len(p["address"]) == 2]
+    assert with_old
+    for patient in with_old:
+        home, old = patient["address"]
+        assert (home["use"], old["use"]) == ("home", "old")
+        assert home["period"]["start"] == old["period"]["end"]
+
+
 def test_the_gp_records_validate_and_agree_with_the_truth_file(tmp_path: Path) -> None:
     generate(500, 2, AS_OF, tmp_path)
     with (tmp_path / "truth" / "people.csv").open(encoding="utf-8") as f:
