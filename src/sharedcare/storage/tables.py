@@ -54,7 +54,8 @@ resource = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("data", LargeBinary),  # JSON bytes as served; NULL once deleted
     PrimaryKeyConstraint("res_type", "res_id"),
-    Index("ix_resource_type_created", "res_type", "created_seq"),
+    # Unique: search pages join index rows to their resources by created_seq (migration 0013).
+    Index("ix_resource_type_created", "res_type", "created_seq", unique=True),
     Index("ix_resource_type_updated", "res_type", "last_updated"),
 )
 

@@ -197,3 +197,17 @@ def test_token_and_chained_searches_read_their_matches_from_the_index_alone(
                 assert ("Index Only Scan" if pg else "COVERING INDEX") in line, plan
         if pg:
             conn.exec_driver_sql("RESET ALL")
+
+
+def test_no_two_resources_of_a_type_share_a_search_order_key(client: TestClient, store: Services) -> None:
+    """Pages join index rows to resources by (res_type, created_seq); the database refuses a second
+    resource with the same key (migration 0013), so a page can never show a resource that did not match."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    made = client.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=JSON).json()
+    with store.engine.connect() as conn:
+        row = conn.execute(select(resource).where(resource.c.res_id == made["id"])).one()
+        with pytest.raises(IntegrityError):
+            conn.execute(insert(resource).values({**row._asdict(), "res_id": "another"}))
+        conn.rollback()
