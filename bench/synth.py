@@ -39,9 +39,8 @@ def floor(people: int) -> float:
     from sharedcare.synth.people import people as generate_people
 
     found = directory.build(people, 1)
-    org = {r["identifier"][0]["value"]: r["id"] for r in found.of_type("Organization")}
-    built = [gp_patient(p, org[p.practice], i) for i, p in enumerate(generate_people(people, 1, date(2026, 4, 1),
-                                                                                   found))]
+    built = [gp_patient(p, found.org_ids[p.practice], i)
+             for i, p in enumerate(generate_people(people, 1, date(2026, 4, 1), found))]
     with tempfile.TemporaryDirectory() as tmp, (Path(tmp) / "x.ndjson").open("w", encoding="utf-8") as f:
         t = time.perf_counter()
         for res in built:

@@ -43,7 +43,7 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     if out.exists():
         shutil.rmtree(out)
     task = progress.add_task("generating", total=None)
-    generate(people, seed, DEFAULT_AS_OF, out)
+    counts = generate(people, seed, DEFAULT_AS_OF, out)
     progress.update(task, total=1, completed=1)
     db = root / "sharedcare.db"
     for suffix in ("", "-wal", "-shm"):
@@ -53,7 +53,7 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     svc = open_services(settings, migrate=True)
     warm_up(settings)
     files = [out / "directory" / f"{t}.ndjson" for t in TYPES] + [out / "feeds" / "gp" / "Patient.ndjson"]
-    total = sum(_lines(f) for f in files)
+    total = sum(counts[t] for t in TYPES) + counts["people"]  # one GP Patient per person
     task = progress.add_task("loading", total=total)
     caller = system_caller(settings.node_id)
     try:
@@ -92,8 +92,3 @@ def _logins(out: Path, seed: int) -> list[dict[str, Any]]:
             logins.append({"username": username, "password": password(seed, username), "kind": "patient",
                            "role": "patient", "organisation": orgs[row["practice"]]})
     return logins
-
-
-def _lines(path: Path) -> int:
-    with path.open(encoding="utf-8") as f:
-        return sum(1 for _ in f)

@@ -21,7 +21,6 @@ from sharedcare.fhir.search import phonetic
 from sharedcare.fhir.search.extract import DateValue, IndexValues, ReferenceValue, StringValue, extract
 from sharedcare.storage import dialects, keys
 from sharedcare.storage.tables import (
-    ID,
     INDEX_TABLES,
     SHARED_PARTITION,
     compartment,
@@ -97,14 +96,14 @@ def _keyed(values: IndexValues) -> IndexValues:
         values.uris = [v._replace(value=keys.fit(v.value)) for v in values.uris]
     if any(len(v.code1 or "") > m for v in values.composites):
         values.composites = [v._replace(code1=fit(v.code1)) for v in values.composites]
-    if any(len(v.target_type or "") > ID or len(v.target_id or "") > ID or len(v.version or "") > ID
-           or len(v.url or "") > m for v in values.references):
+    if any(keys.names_no_resource(v.target_type, v.target_id, v.version) or len(v.url or "") > m
+           for v in values.references):
         values.references = [_fit_reference(v) for v in values.references]
     return values
 
 
 def _fit_reference(v: ReferenceValue) -> ReferenceValue:
-    if len(v.target_type or "") > ID or len(v.target_id or "") > ID or len(v.version or "") > ID:
+    if keys.names_no_resource(v.target_type, v.target_id, v.version):
         return ReferenceValue(v.param, None, None, None,
                               keys.fit(reference_text(v.target_type, v.target_id, v.version, v.url)))
     return v._replace(url=keys.fit_opt(v.url))

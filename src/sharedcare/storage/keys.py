@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 
+from sharedcare.storage.tables import ID
+
 KEY_MAX = 200
 KEY_KEEP = 160
 SEPARATOR = "\x01"
@@ -32,3 +34,9 @@ def fit(value: str) -> str:
 
 def fit_opt(value: str | None) -> str | None:
     return value if value is None or len(value) <= KEY_MAX else fit(value)
+
+
+def names_no_resource(*parts: str | None) -> bool:
+    """A reference part (type, id, version) longer than a FHIR id's 64 characters: the reference can
+    name no resource on any server, and is indexed as its text in `url` (storage/indexing.py)."""
+    return any(len(p or "") > ID for p in parts)

@@ -69,7 +69,6 @@ from sharedcare.fhir.search.query import (
 from sharedcare.fhir.validation.bindings import expand
 from sharedcare.storage import codec, dialects, keys
 from sharedcare.storage.tables import (
-    ID,
     LONG_DATES,
     SEVERAL_DATES,
     SHARED_PARTITION,
@@ -218,8 +217,9 @@ def criterion_clause(crit: Criterion, owner: Owner, ctx: Context) -> ColumnEleme
         return _last_updated_clause(crit, owner, ctx)
     table = _TABLES[crit.type]
     t = table.alias()
-    mine = [*owner.rows_of(t), t.c.param == crit.name]
-    if owner.seq is not None and _looked_up(crit):
+    if owner.seq is None or not _looked_up(crit):
+        mine = [*owner.rows_of(t), t.c.param == crit.name]
+    else:
         mine = [t.c.res_type == owner.res_type, t.c.param == crit.name, t.c.created_seq == owner.seq]
         if owner.probe:  # a scalar subquery with LIMIT is never turned into a join
             match = or_(*[_token_value(t, v, None, ctx) for v in crit.values])
@@ -516,7 +516,7 @@ def _reference_value(t: Any, value: str, modifier: str | None, ctx: Context) -> 
         rtype, rid = parts
         if modifier and modifier != rtype:
             return false()
-    if len(rid) > ID or len(rtype or "") > ID:  # names no resource: kept as its text (indexing._unnamed)
+    if keys.names_no_resource(rtype, rid):  # kept as its text (indexing._fit_reference)
         return t.c.url == keys.fit(ref)  # type: ignore[no-any-return]
     # A relative reference, or an absolute one to this server; not Patient/77 on another server.
     local = t.c.url.is_(None)

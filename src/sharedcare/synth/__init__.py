@@ -59,7 +59,6 @@ def _write_people(out: Path, n: int, seed: int, as_of: date, found: directory.Di
     """truth/people.csv and the GP practices' Patient records (feeds/gp/Patient.ndjson), streamed."""
     (out / "truth").mkdir(parents=True, exist_ok=True)
     (out / "feeds" / "gp").mkdir(parents=True, exist_ok=True)
-    org_ids = {r["identifier"][0]["value"]: r["id"] for r in found.of_type("Organization")}
     seqs: dict[str, int] = {}
     written = 0
     with (out / "truth" / "people.csv").open("w", encoding="utf-8", newline="") as truth, \
@@ -69,7 +68,7 @@ def _write_people(out: Path, n: int, seed: int, as_of: date, found: directory.Di
         for person in generate_people(n, seed, as_of, found):
             writer.writerow(_row(person))
             seqs[person.practice] = seqs.get(person.practice, 0) + 1
-            patient = gp_patient(person, org_ids[person.practice], seqs[person.practice])
+            patient = gp_patient(person, found.org_ids[person.practice], seqs[person.practice])
             gp.write(json.dumps(patient, ensure_ascii=False, separators=(",", ":")) + "\n")
             written += 1
     return written

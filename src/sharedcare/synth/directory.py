@@ -66,9 +66,15 @@ class Directory:
     resources: list[dict[str, Any]] = field(default_factory=list)  # in generation order (see _Builder.add)
     staff: list[StaffAccount] = field(default_factory=list)
     practices: dict[str, list[str]] = field(default_factory=dict)  # borough code -> practice ODS codes
+    org_ids: dict[str, str] = field(default_factory=dict)  # organisation code -> Organization id
 
     def of_type(self, res_type: str) -> Iterator[dict[str, Any]]:
         return (r for r in self.resources if r["resourceType"] == res_type)
+
+
+def synthetic_meta() -> dict[str, Any]:
+    """`meta` of a synthetic resource: the HTEST label, each resource its own copy."""
+    return {"security": [dict(label) for label in SYNTHETIC["security"]]}
 
 
 def _gss(borough: Borough) -> str:
@@ -84,15 +90,14 @@ class _Builder:
         self.ns = uuid.uuid5(uuid.NAMESPACE_URL, f"https://sharedcare.example/synth/{seed}")
         self.people = people
         self.out = Directory()
-        self.ids: dict[str, str] = {}  # organisation code -> resource id
+        self.ids = self.out.org_ids
 
     def id(self, key: str) -> str:
         return str(uuid.uuid5(self.ns, key))
 
     def add(self, res: dict[str, Any]) -> None:
         res_type, rid, *rest = res.items()
-        meta = {"security": [dict(label) for label in SYNTHETIC["security"]]}  # each resource its own copy
-        self.out.resources.append(dict([res_type, rid, ("meta", meta), *rest]))
+        self.out.resources.append(dict([res_type, rid, ("meta", synthetic_meta()), *rest]))
 
     def org(self, code: str, name: str, kind: str, type_code: str, *, system: str = ODS,
             part_of: str | None = None, district: str | None = None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sharedcare.synth.directory import ODS, SYNTHETIC
+from sharedcare.synth.directory import ODS, synthetic_meta
 from sharedcare.synth.people import Person
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
@@ -23,7 +23,7 @@ def gp_patient(person: Person, practice_id: str, seq: int) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "Patient",
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"gp:{person.practice}:{person.person_id}")),
-        "meta": {"security": [dict(label) for label in SYNTHETIC["security"]]},
+        "meta": synthetic_meta(),
         "extension": [{"url": ETHNIC_EXTENSION,
                        "valueCodeableConcept": {"coding": [{"system": ETHNIC_SYSTEM, "code": person.ethnicity}]}}],
         "identifier": [
