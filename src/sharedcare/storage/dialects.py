@@ -340,7 +340,11 @@ def prefix_bounds(column: Any, prefix: str, conn: Connection) -> list[Any]:
     exactly by LIKE). SQLite's LIKE ignores ASCII case, so it never uses an index for it, while its
     binary collation orders strings by code point: `prefix <= value < prefix-with-last-char-bumped`
     is exactly the values with that prefix. PostgreSQL's text order follows the database collation,
-    where that range is not exact, so nothing is added there."""
+    where that range is not exact, so nothing is added there. The bump skips the surrogate block
+    (U+D800–U+DFFF), which is never in text and cannot be encoded: after U+D7FF comes U+E000."""
     if not prefix or not is_sqlite(conn) or ord(prefix[-1]) >= 0x10FFFF:
         return []
-    return [column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+    bumped = ord(prefix[-1]) + 1
+    if 0xD800 <= bumped <= 0xDFFF:
+        bumped = 0xE000
+    return [column >= prefix, column < prefix[:-1] + chr(bumped)]

@@ -23,6 +23,17 @@ def test_string_search_starts_with_and_ignores_case_and_accents(client: TestClie
     assert ids(client, "Patient?family=eterson") == set()  # not a prefix
 
 
+def test_a_prefix_ending_at_the_last_code_point_before_the_surrogates_still_searches(client: TestClient) -> None:
+    """U+D7FF is the last character before the surrogate block (U+D800–U+DFFF, never in text): a
+    prefix ending with it bounds its range at U+E000, not at an unencodable surrogate (found by the
+    search fuzz test as a server error on SQLite)."""
+    edge = make(client, patient("\ud7ffend"))
+    after = make(client, patient("\ue000after"))
+    assert ids(client, "Patient?family=%ED%9F%BF") == {edge}
+    assert ids(client, "Patient?family=%EE%80%80") == {after}
+    assert ids(client, "Observation?subject:Patient.name=%ED%9F%BF") == set()
+
+
 def test_string_exact_and_contains(client: TestClient) -> None:
     zoe = make(client, patient("Zoë"))
     make(client, patient("zoe"))
