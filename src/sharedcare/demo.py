@@ -1,9 +1,10 @@
 """`sharedcare demo`: a synthetic London loaded into a fresh embedded store, with demo logins.
 
-Until ingestion exists (later issues) the data goes straight into the store through the Repository,
-as the system caller; then it will go through the real feeds. The logins are written now so that the
-demo's instructions stay the same when sign-in lands (the access issue): until then they do not
-authenticate anyone.
+Until ingestion exists (later issues) the FHIR feeds (GP practices, ambulance, hospitals' documents,
+cancer pathways and free slots) go straight into the store through the Repository, as the system
+caller; the HL7 v2 and CSV feeds wait for ingestion, which will then load every feed. The logins
+are written now so that the demo's instructions stay the same when sign-in lands (the access
+issue): until then they do not authenticate anyone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.progress import Progress
 
 from sharedcare.synth import DEFAULT_AS_OF, DEFAULT_SEED, TYPES, generate
 
-BATCH = 500  # resources per transaction
+BATCH = 200  # feed lines (a patient's bundle, an incident, a directory resource) per transaction
 STAFF_KINDS = ("gp", "ed-doctor", "consultant", "paramedic", "111-clinician", "psychiatrist", "district-nurse",
                "social-worker", "care-home-manager", "practice-nurse")
 PATIENT_LOGINS = 5
@@ -36,7 +37,7 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     database URL and the logins."""
     from sharedcare.access.context import system_caller
     from sharedcare.app import open_services, warm_up
-    from sharedcare.fhir import interactions
+    from sharedcare.fhir import interactions, jsonio
     from sharedcare.settings import Settings
 
     out = root / "synth"
@@ -52,24 +53,38 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     settings = Settings(database_url=url)
     svc = open_services(settings, migrate=True)
     warm_up(settings)
-    files = [out / "directory" / f"{t}.ndjson" for t in TYPES] + [out / "feeds" / "gp" / "Patient.ndjson"]
-    total = sum(counts[t] for t in TYPES) + counts["people"]  # one GP Patient per person
+    feeds = sorted((out / "feeds").glob("*/*.ndjson"))
+    total = sum(counts[t] for t in TYPES) + sum(_lines(path) for path in feeds)
     task = progress.add_task("loading", total=total)
     caller = system_caller(settings.node_id)
     try:
-        for path in files:
+        for path in [out / "directory" / f"{t}.ndjson" for t in TYPES] + feeds:
             with path.open(encoding="utf-8") as f:
-                while batch := [json.loads(line) for line in islice(f, BATCH)]:
+                while lines := list(islice(f, BATCH)):
                     with svc.repo.unit(caller, "transaction") as unit:
-                        for res in batch:
-                            interactions.update(unit, res["resourceType"], res["id"], res, if_match=None)
-                    progress.advance(task, len(batch))
+                        for line in lines:
+                            for res in _to_store(jsonio.loads(line)):
+                                interactions.update(unit, res["resourceType"], res["id"], res, if_match=None)
+                    progress.advance(task, len(lines))
     finally:
         svc.committer.close()
         svc.engine.dispose()
     logins = _logins(out, seed)
     (root / "logins.json").write_text(json.dumps(logins, indent=2) + "\n", encoding="utf-8")
     return url, logins
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as f:
+        return sum(1 for _ in f)
+
+
+def _to_store(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """What one line of a feed puts in the store: a directory resource as it is, a transaction's
+    resources one by one, a document (a discharge summary) whole, as a Bundle."""
+    if item["resourceType"] != "Bundle" or item.get("type") == "document":
+        return [item]
+    return [entry["resource"] for entry in item.get("entry", [])]
 
 
 def _logins(out: Path, seed: int) -> list[dict[str, Any]]:

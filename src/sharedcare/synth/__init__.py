@@ -1,8 +1,9 @@
 """Synthetic London: organisations, people and per-source feeds with ground truth (issue 4).
 
-So far: the directory of organisations and staff (`directory.py`) and the people (`people.py`) with
-their GP practices' Patient records, written by `sharedcare synth`. Clinical content, the other feeds
-and the rest of the truth files come next (docs/synth.md says what exists).
+The directory of organisations and staff (`directory.py`), the people (`people.py`), what happens to
+each of them (`clinical.py`, `immunisations.py`), how each source records them (`identity.py`) and
+sends it (`feeds.py`: FHIR, HL7 v2, CSV), and the truth to score matching and analytics against
+(`truth.py`). docs/synth.md describes the output and its calibration.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from datetime import date
 from pathlib import Path
 
 from sharedcare.synth import directory
-from sharedcare.synth.patients import gp_patient
+from sharedcare.synth.clinical import Ids, story
+from sharedcare.synth.feeds import Feeds
 from sharedcare.synth.people import Person
 from sharedcare.synth.people import people as generate_people
 
@@ -56,21 +58,21 @@ PEOPLE_FIELDS = ("person_id", "nhs_number", "given", "family", "sex", "birth_dat
 
 
 def _write_people(out: Path, n: int, seed: int, as_of: date, found: directory.Directory) -> int:
-    """truth/people.csv and the GP practices' Patient records (feeds/gp/Patient.ndjson), streamed."""
+    """truth/people.csv, and every source's feeds with the rest of the truth, streamed person by person."""
     (out / "truth").mkdir(parents=True, exist_ok=True)
-    (out / "feeds" / "gp").mkdir(parents=True, exist_ok=True)
-    seqs: dict[str, int] = {}
+    feeds = Feeds(out, found, as_of, seed, n)
+    ids = Ids()
     written = 0
-    with (out / "truth" / "people.csv").open("w", encoding="utf-8", newline="") as truth, \
-            (out / "feeds" / "gp" / "Patient.ndjson").open("w", encoding="utf-8", newline="\n") as gp:
-        writer = csv.writer(truth, lineterminator="\n")
-        writer.writerow(PEOPLE_FIELDS)
-        for person in generate_people(n, seed, as_of, found):
-            writer.writerow(_row(person))
-            seqs[person.practice] = seqs.get(person.practice, 0) + 1
-            patient = gp_patient(person, found.org_ids[person.practice], seqs[person.practice])
-            gp.write(json.dumps(patient, ensure_ascii=False, separators=(",", ":")) + "\n")
-            written += 1
+    try:
+        with (out / "truth" / "people.csv").open("w", encoding="utf-8", newline="") as truth:
+            writer = csv.writer(truth, lineterminator="\n")
+            writer.writerow(PEOPLE_FIELDS)
+            for person in generate_people(n, seed, as_of, found):
+                writer.writerow(_row(person))
+                feeds.write(person, story(person, as_of, seed, feeds.care, ids))
+                written += 1
+    finally:
+        feeds.close()
     return written
 
 

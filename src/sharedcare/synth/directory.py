@@ -77,7 +77,7 @@ def synthetic_meta() -> dict[str, Any]:
     return {"security": [dict(label) for label in SYNTHETIC["security"]]}
 
 
-def _gss(borough: Borough) -> str:
+def gss_code(borough: Borough) -> str:
     if borough.code == "COL":
         return "E09000001"
     others = sorted(b.name for b in BOROUGHS if b.code != "COL")
@@ -163,7 +163,7 @@ class _Builder:
         for ics in ICSS:
             self.org(ICB_CODES[ics.code], f"NHS {ics.name} Integrated Care Board", "ics", "govt")
         for b in BOROUGHS:
-            council = _gss(b)
+            council = gss_code(b)
             self.org(council, f"London Borough of {b.name}" if b.code != "COL" else "City of London Corporation",
                      "council", "govt", system=GSS, district=b.districts[0])
             self.site(council, f"{b.name} adult social care", b, "council")

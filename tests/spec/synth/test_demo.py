@@ -24,11 +24,13 @@ def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path)
     assert len({login["username"] for login in logins}) == len(logins)
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'sharedcare.db'}")
     with TestClient(create_app(settings)) as client:
-        patients = client.get("/fhir/Patient?_total=accurate&_count=1").json()
-        assert patients["total"] == 60
+        patients = client.get("/fhir/Patient?general-practitioner:missing=false&_total=accurate&_count=1").json()
+        assert patients["total"] == 60  # one GP record each; other sources' Patients are theirs
+        assert client.get("/fhir/Immunization?_total=accurate&_count=1").json()["total"] > 0
         gp = client.get("/fhir/Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|RRU").json()
         assert gp["entry"][0]["resource"]["name"] == "London Ambulance Service NHS Trust"
     again = CliRunner().invoke(app, ["demo", "--no-serve", "--people", "30", "--dir", str(tmp_path)])
     assert again.exit_code == 0, again.output  # a second run starts afresh
     with TestClient(create_app(settings)) as client:
-        assert client.get("/fhir/Patient?_total=accurate&_count=1").json()["total"] == 30
+        assert client.get("/fhir/Patient?general-practitioner:missing=false&_total=accurate&_count=1"
+                          ).json()["total"] == 30

@@ -31,9 +31,9 @@ def _read(root: Path) -> list[dict[str, Any]]:
 
 
 def test_the_same_seed_gives_the_same_bytes_and_another_seed_other_bytes(tmp_path: Path) -> None:
-    generate(3000, 7, AS_OF, tmp_path / "a")
-    generate(3000, 7, AS_OF, tmp_path / "b")
-    generate(3000, 8, AS_OF, tmp_path / "c")
+    generate(800, 7, AS_OF, tmp_path / "a")
+    generate(800, 7, AS_OF, tmp_path / "b")
+    generate(800, 8, AS_OF, tmp_path / "c")
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     assert _files(tmp_path / "a") != _files(tmp_path / "c")
 

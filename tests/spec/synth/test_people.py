@@ -6,7 +6,6 @@ with the truth file."""
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -19,6 +18,7 @@ from sharedcare.fhir.validation import validate
 from sharedcare.synth import directory, generate
 from sharedcare.synth.geography import BOROUGHS, LONDON_POPULATION_K
 from sharedcare.synth.people import AGE_BANDS, ETHNICITY, FEMALE_SHARE, people
+from tests.spec.synth.reading import gp_patients
 
 AS_OF = date(2026, 4, 1)
 N = 20_000
@@ -96,25 +96,18 @@ def test_twins_share_a_birth_date_family_home_and_practice_but_not_an_nhs_number
         assert first.given != second.given
 
 
-def test_some_people_moved_home_and_keep_their_old_address(population: list[Any], tmp_path: Path) -> None:
+def test_some_people_moved_home_in_the_last_two_years(population: list[Any]) -> None:
+    """tests/spec/synth/test_feeds.py checks that the GP record keeps the old address."""
     moved = [p for p in population if p.moved_on is not None]
     assert 9 < _share(len(moved)) < 15  # 12% moved in the two years before the as-of date
     assert all(p.birth_date < p.moved_on <= AS_OF and p.previous_postcode for p in moved)
-    generate(300, 1, AS_OF, tmp_path)
-    patients = [json.loads(line) for line in (tmp_path / "feeds" / "gp" / "Patient.ndjson").read_text().splitlines()]
-    with_old = [p for p in patients if len(p["address"]) == 2]
-    assert with_old
-    for patient in with_old:
-        home, old = patient["address"]
-        assert (home["use"], old["use"]) == ("home", "old")
-        assert home["period"]["start"] == old["period"]["end"]
 
 
 def test_the_gp_records_validate_and_agree_with_the_truth_file(tmp_path: Path) -> None:
     generate(500, 2, AS_OF, tmp_path)
     with (tmp_path / "truth" / "people.csv").open(encoding="utf-8") as f:
         truth = {row["nhs_number"]: row for row in csv.DictReader(f)}
-    patients = [json.loads(line) for line in (tmp_path / "feeds" / "gp" / "Patient.ndjson").read_text().splitlines()]
+    patients = gp_patients(tmp_path)
     assert len(patients) == len(truth) == 500
     for patient in patients:
         assert [i for i in validate(patient) if i.severity in ("error", "fatal")] == []
