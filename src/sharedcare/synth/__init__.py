@@ -54,7 +54,8 @@ def generate(people: int, seed: int, as_of: date, out: Path) -> dict[str, int]:
 
 
 PEOPLE_FIELDS = ("person_id", "nhs_number", "given", "family", "sex", "birth_date", "ethnicity", "borough", "ics",
-                 "postcode", "imd_decile", "practice", "died_on", "moved_on", "previous_postcode", "twin_of")
+                 "postcode", "imd_decile", "practice", "died_on", "moved_on", "previous_postcode", "twin_of",
+                 "registered_on")
 
 
 def _write_people(out: Path, n: int, seed: int, as_of: date, found: directory.Directory) -> int:

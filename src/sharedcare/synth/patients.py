@@ -15,6 +15,7 @@ from sharedcare.synth.people import Person
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 ETHNIC_EXTENSION = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory"
 ETHNIC_SYSTEM = "https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryEngland"
+REGISTRATION = "https://sharedcare.example/StructureDefinition/gp-registration-date"  # local: no UK Core R4 one
 PRACTICE_LOCAL = "https://sharedcare.example/Id/gp-practice-patient-number/"  # + the practice's ODS code
 
 
@@ -38,6 +39,8 @@ def gp_patient(person: Person, practice_id: str, seq: int) -> dict[str, Any]:
                                  "identifier": {"system": ODS, "value": person.practice}}],
         "managingOrganization": {"reference": f"Organization/{practice_id}"},
     }
+    if person.registered_on is not None:
+        res["extension"].append({"url": REGISTRATION, "valueDate": person.registered_on.isoformat()})
     if person.died_on is not None:
         res["deceasedDateTime"] = person.died_on.isoformat()
     return res

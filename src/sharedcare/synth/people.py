@@ -9,7 +9,9 @@ stated tolerances):
 - death in the year before the as-of date by age band (roughly England's mortality);
 - GP registration: nine in ten at a practice in their borough, the rest elsewhere in their ICS;
 - moves: 12% moved home in the two years before the as-of date (their previous postcode kept);
-- twins: about 3% of people are one of a pair (same family name, birth date, home and practice).
+- twins: about 3% of people are one of a pair (same family name, birth date, home and practice);
+- registration with the practice: babies weeks after birth, half of movers after the move, 6% new
+  arrivals in the last year, everyone else earlier.
 NHS numbers come from the range reserved for synthetic and test patients (starting 9, never
 issued), each with a valid modulus 11 check digit, unique within a population.
 """
@@ -63,6 +65,7 @@ IMD_CENTRE = {"BDG": 2, "HCK": 2, "TWH": 2, "NWM": 3, "ISL": 3, "HGY": 3, "LBH":
 MORTALITY = ((0, 0.0005), (40, 0.002), (60, 0.008), (75, 0.035), (85, 0.12))
 OWN_BOROUGH = 0.9  # registered with a practice in their own borough
 MOVED_SHARE = 0.12  # moved home in the last two years (about one in eight Londoners a year move; assumption)
+NEW_ARRIVALS = 0.06  # registered in the last year on arriving in London (assumption; London's population churns)
 TWIN_SHARE = 0.016  # a person is followed by a twin: about 3% of people are twins (1.6% of births are twin births)
 NHS_STEP = 48_271  # odd and not a multiple of 5: k -> k * NHS_STEP mod 10^8 visits every 8-digit number once
 
@@ -85,6 +88,7 @@ class Person:
     moved_on: date | None = None  # moved home on this date (within two years of the as-of date)
     previous_postcode: str | None = None  # the home before that move
     twin_of: str | None = None  # person_id of the twin born just before them
+    registered_on: date | None = None  # joined their GP practice (people() always sets it)
 
 
 class NhsNumbers:
@@ -149,10 +153,24 @@ def people(n: int, seed: int, as_of: date, found: Directory) -> Iterator[Person]
             person_id=person_id, nhs_number=next(numbers), given=given, family=rng.choice(FAMILY), sex=sex,
             birth_date=birth, ethnicity=ethnicity, borough=borough.code, ics=borough.ics, postcode=postcode,
             imd_decile=imd, practice=practice, died_on=died_on if died_on and died_on > birth else None,
-            moved_on=moved_on, previous_postcode=previous)
+            moved_on=moved_on, previous_postcode=previous,
+            registered_on=_registered(rng, birth, as_of, moved_on))
         if i + 1 < n and rng.random() < TWIN_SHARE:
             twin = person
         yield person
+
+
+def _registered(rng: random.Random, birth: date, as_of: date, moved_on: date | None) -> date:
+    """When they joined their practice: babies a few weeks after birth; half of those who moved, soon
+    after the move; NEW_ARRIVALS new to London in the last year; everyone else earlier."""
+    if birth > as_of - timedelta(days=365):
+        return min(as_of, birth + timedelta(days=rng.randint(14, 42)))
+    if moved_on is not None and rng.random() < 0.5:
+        return min(as_of, moved_on + timedelta(days=rng.randint(0, 60)))
+    if rng.random() < NEW_ARRIVALS:
+        return as_of - timedelta(days=rng.randrange(365))
+    earliest = max(birth, as_of - timedelta(days=20 * 365))
+    return earliest + timedelta(days=rng.randrange(max(1, (as_of - timedelta(days=365) - earliest).days)))
 
 
 def _postcode(rng: random.Random, borough: Borough) -> str:

@@ -49,7 +49,9 @@ def test_verhoeff_recognises_good_and_bad_check_digits() -> None:
 def test_every_code_is_a_valid_sctid() -> None:
     """6 to 18 digits, no leading zero, a concept partition (00 or 10) and a good check digit."""
     for table, key, sctid in sctids():
-        assert sctid.isdigit() and 6 <= len(sctid) <= 18 and sctid[0] != "0", (table, key, sctid)
+        assert sctid.isdigit(), (table, key, sctid)
+        assert 6 <= len(sctid) <= 18, (table, key, sctid)
+        assert sctid[0] != "0", (table, key, sctid)
         assert sctid[-3:-1] in ("00", "10"), (table, key, sctid)
         assert verhoeff_ok(sctid), (table, key, sctid)
 
@@ -58,7 +60,8 @@ def test_no_code_stands_for_two_different_things() -> None:
     displays: dict[str, set[str]] = {}
     for key, c in codes.CONDITIONS.items():
         displays.setdefault(c.snomed.code, set()).add(c.snomed.display)
-        assert c.icd10.code[0].isalpha() and c.icd10.code[1:3].isdigit(), key
+        assert c.icd10.code[0].isalpha(), key
+        assert c.icd10.code[1:3].isdigit(), key
     for table in ("RESOLVED", "VACCINES", "IMMUNISATION_PROCEDURES", "NOT_GIVEN", "BLOOD_PRESSURE", "ALLERGENS",
                   "REACTIONS", "OBSERVATIONS", "ENCOUNTER_TYPES"):
         for code in getattr(codes, table).values():

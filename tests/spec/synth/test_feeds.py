@@ -15,9 +15,12 @@ import pytest
 from nhs_number import is_valid
 
 from sharedcare.fhir.validation import validate
-from sharedcare.synth import codes, generate
+from sharedcare.synth import codes, directory, generate
+from sharedcare.synth.feeds import Feeds
 from sharedcare.synth.fhir_records import MILESTONE
 from sharedcare.synth.patients import NHS
+from sharedcare.synth.people import people as people_of
+from sharedcare.synth.story import CancerPathway, Story
 from tests.spec.synth.reading import bundles, gp_patients, hl7_files, pid_ids, resources, rows
 
 AS_OF = date(2026, 4, 1)
@@ -209,7 +212,7 @@ def test_each_cancer_pathway_is_recorded_by_the_trusts_it_passed_through(london:
         for episode in resources(bundle, "EpisodeOfCare"):
             episodes[(trust, episode["identifier"][0]["value"])] = bundle
     pathways = rows(london / "truth" / "cancer.csv")
-    assert any(p["transfer_received"] for p in pathways)
+    assert pathways
     for p in pathways:
         first = episodes[(p["first_provider"], p["pathway_id"])]
         told = [o for o in resources(first, "Observation") if o["code"]["coding"][0]["system"] == MILESTONE
@@ -237,3 +240,30 @@ def test_the_111_batches_and_council_extracts_are_plain_csv_with_a_header(london
     assert all(p.stem.startswith("E09") for p in councils)
     with days[0].open(encoding="utf-8", newline="") as f:
         assert next(csv.reader(f))[:3] == ["call_id", "call_time", "case_ref"]
+
+
+def test_a_transferred_cancer_pathway_is_recorded_by_both_trusts(tmp_path: Path) -> None:
+    """An inter-provider transfer: the referring trust records first seen, diagnosis, FDS end and the
+    transfer it sent; the treating trust its own episode (the same pathway identifier), the transfer
+    it received, the decision to treat and the first treatment."""
+    found = directory.build(100, 1)
+    person = next(iter(people_of(100, 1, AS_OF, found)))
+    pathway = CancerPathway("PPI0000000001", "lung", date(2025, 11, 3), date(2025, 11, 4), "RJ6", date(2025, 11, 12),
+                            date(2025, 11, 18), date(2025, 11, 28), "lung_cancer", date(2025, 11, 25),
+                            date(2025, 11, 27), "RJ7", date(2025, 12, 8), date(2026, 1, 5))
+    feeds = Feeds(tmp_path, found, AS_OF, 1, 100)
+    feeds.write(person, Story(pathways=[pathway]))
+    feeds.close()
+    recorded = {trust: bundle for trust, bundle in bundles(tmp_path, "hospital") if resources(bundle, "EpisodeOfCare")}
+    assert set(recorded) == {"RJ6", "RJ7"}
+    for bundle in recorded.values():
+        assert resources(bundle, "EpisodeOfCare")[0]["identifier"][0]["value"] == "PPI0000000001"
+    sent = resources(recorded["RJ6"], "ServiceRequest")[0]
+    assert sent["authoredOn"] == "2025-11-25"
+    assert sent["performer"][0]["reference"] == f"Organization/{found.org_ids['RJ7']}"
+    assert [p["performedDateTime"] for p in resources(recorded["RJ7"], "Procedure")] == ["2026-01-05"]
+    milestones = {o["code"]["coding"][0]["code"]: o["effectiveDateTime"]
+                  for o in resources(recorded["RJ7"], "Observation")}
+    assert milestones == {"transfer-received": "2025-11-27", "decision-to-treat": "2025-12-08"}
+    told = {o["code"]["coding"][0]["code"] for o in resources(recorded["RJ6"], "Observation")}
+    assert told == {"fds-end-diagnosed"}

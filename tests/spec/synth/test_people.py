@@ -103,6 +103,18 @@ def test_some_people_moved_home_in_the_last_two_years(population: list[Any]) -> 
     assert all(p.birth_date < p.moved_on <= AS_OF and p.previous_postcode for p in moved)
 
 
+def test_people_registered_with_their_practice_before_the_as_of_date_some_of_them_this_year(
+        population: list[Any]) -> None:
+    """Babies register within six weeks of birth; about 6% of others are new arrivals this year, and
+    half of those who moved re-registered after the move: 8–16% of people registered in the last year."""
+    assert all(p.birth_date <= p.registered_on <= AS_OF for p in population)
+    babies = [p for p in population if (AS_OF - p.birth_date).days < 365]
+    assert babies
+    assert all((p.registered_on - p.birth_date).days <= 42 for p in babies)
+    recent = [p for p in population if (AS_OF - p.registered_on).days < 365 <= (AS_OF - p.birth_date).days]
+    assert 8 < _share(len(recent)) < 16
+
+
 def test_the_gp_records_validate_and_agree_with_the_truth_file(tmp_path: Path) -> None:
     generate(500, 2, AS_OF, tmp_path)
     with (tmp_path / "truth" / "people.csv").open(encoding="utf-8") as f:
@@ -116,3 +128,5 @@ def test_the_gp_records_validate_and_agree_with_the_truth_file(tmp_path: Path) -
         assert patient["birthDate"] == row["birth_date"]
         assert patient.get("deceasedDateTime", "") == row["died_on"]
         assert patient["name"][0]["family"] == row["family"]
+        registered = [e["valueDate"] for e in patient["extension"] if e["url"].endswith("gp-registration-date")]
+        assert registered == [row["registered_on"]]
