@@ -78,5 +78,4 @@ def _write_people(out: Path, n: int, seed: int, as_of: date, found: directory.Di
 
 
 def _row(p: Person) -> list[str]:
-    values = asdict(p)
-    return ["" if values[f] is None else str(values[f]) for f in PEOPLE_FIELDS]
+    return ["" if (value := getattr(p, f)) is None else str(value) for f in PEOPLE_FIELDS]
