@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sharedcare.access.roles import JOB_ROLES, LOCAL_JOB_ROLES, SDS_JOB_ROLE
 from sharedcare.synth.geography import BOROUGHS, ICSS, LONDON_POPULATION_K, Borough
 from sharedcare.synth.names import FAMILY, GIVEN_FEMALE, GIVEN_MALE
 from sharedcare.synth.providers import PROVIDERS, Provider
@@ -142,19 +143,21 @@ class _Builder:
                 given = self.rng.choice(GIVEN_FEMALE if female else GIVEN_MALE)
                 family = self.rng.choice(FAMILY)
                 user = f"{given}.{family}.{code}.{role}.{i}".lower().replace("'", "")
+                sds = JOB_ROLES[LOCAL_JOB_ROLES[role]]  # the National RBAC job role it is held as
                 prac_id = self.id(f"Practitioner/{user}")
                 role_id = self.id(f"PractitionerRole/{user}")
-                sds = f"{uuid.uuid5(self.ns, user).int % 10**12:012d}"
+                sds_user = f"{uuid.uuid5(self.ns, user).int % 10**12:012d}"
                 self.add({
                     "resourceType": "Practitioner", "id": prac_id, "active": True,
-                    "identifier": [{"system": SDS_USER, "value": sds}],
+                    "identifier": [{"system": SDS_USER, "value": sds_user}],
                     "name": [{"family": family, "given": [given]}], "gender": "female" if female else "male",
                 })
                 self.add({
                     "resourceType": "PractitionerRole", "id": role_id, "active": True,
                     "practitioner": {"reference": f"Practitioner/{prac_id}"},
                     "organization": {"reference": f"Organization/{self.ids[code]}"},
-                    "code": [{"coding": [{"system": JOB_ROLE, "code": role, "display": display}]}],
+                    "code": [{"coding": [{"system": JOB_ROLE, "code": role, "display": display},
+                                         {"system": SDS_JOB_ROLE, "code": sds.code, "display": sds.display}]}],
                 })
                 self.out.staff.append(StaffAccount(user, prac_id, role_id, role, code))
 
