@@ -18,6 +18,8 @@ app = typer.Typer(help="sharedcare: joined-up health and care records over one F
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="Local sign-in accounts (the embedded default and the demo).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console(stderr=True)
 
 
@@ -119,7 +121,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed and as-of date give the same bytes.")] = 1,
     as_of: Annotated[str, typer.Option("--as-of", help="The date the data describes (YYYY-MM-DD).")] = "2026-04-01",
 ) -> None:
-    """Generate synthetic London (so far: the directory of organisations and staff)."""
+    """Generate synthetic London: the directory, people, every source's feeds and the truth files."""
     from datetime import date
 
     from sharedcare import synth as generator
@@ -158,6 +160,64 @@ def demo(
     os.environ["SHAREDCARE_DATABASE_URL"] = url
     console.print(f"open {base}/ (FHIR API at {base}/fhir)")
     serve(host=host, port=port, workers=1)
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="Lower-case letters, digits, '.', '_', '@' or '-'.")],
+    role: Annotated[list[str] | None, typer.Option(
+        help="A staff role profile ODS:JOBROLE, e.g. RRU:R8003 (repeatable).")] = None,
+    nhs_number: Annotated[str | None, typer.Option(help="For a patient account: their NHS number.")] = None,
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input.")] = False,
+) -> None:
+    """Add a staff account (with --role) or a patient account (with --nhs-number). Without
+    --password-stdin a password is made up and printed once."""
+    import sys
+
+    from sharedcare.access import accounts
+    from sharedcare.storage import database
+    from sharedcare.storage.accounts import AccountStore
+
+    roles = []
+    for item in role or []:
+        org, _, code = item.partition(":")
+        if not org or not code:
+            console.print(f"[red]--role takes ODS:JOBROLE (e.g. RRU:R8003), not {item!r}[/red]")
+            raise typer.Exit(2)
+        roles.append((org, code))
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else accounts.new_password()
+    engine = database.make_engine(get_settings().database_url)
+    try:
+        database.upgrade(engine)
+        made = accounts.add(AccountStore(engine), username, "patient" if nhs_number else "staff", password,
+                            nhs_number=nhs_number, roles=tuple(roles))
+    except accounts.AccountExists:
+        console.print(f"[red]an account called {username!r} already exists; nothing was changed[/red]")
+        raise typer.Exit(1) from None
+    except accounts.AccountError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    result = {"username": made.username, "kind": made.kind}
+    if not password_stdin:
+        result["password"] = password
+    typer.echo(json.dumps(result))
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List the usernames of the local accounts."""
+    from sharedcare.storage import database
+    from sharedcare.storage.accounts import AccountStore
+
+    engine = database.make_engine(get_settings().database_url)
+    try:
+        database.upgrade(engine)
+        for name in AccountStore(engine).usernames():
+            typer.echo(name)
+    finally:
+        engine.dispose()
 
 
 @app.command()

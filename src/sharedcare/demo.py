@@ -3,8 +3,8 @@
 Until ingestion exists (later issues) the FHIR feeds (GP practices, ambulance, hospitals' documents,
 cancer pathways and free slots) go straight into the store through the Repository, as the system
 caller; the HL7 v2 and CSV feeds wait for ingestion, which will then load every feed. The logins
-are written now so that the demo's instructions stay the same when sign-in lands (the access
-issue): until then they do not authenticate anyone.
+are local accounts in the demo's database (argon2 hashes); they sign in once the sign-in pages of
+the access issue exist.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ BATCH = 200  # feed lines (a patient's bundle, an incident, a directory resource
 STAFF_KINDS = ("gp", "ed-doctor", "consultant", "paramedic", "111-clinician", "psychiatrist", "district-nurse",
                "social-worker", "care-home-manager", "practice-nurse")
 PATIENT_LOGINS = 5
+LOGIN_KEYS = ("username", "password", "kind", "role", "organisation")  # what logins.json holds
 
 
 def password(seed: int, username: str) -> str:
@@ -69,9 +70,32 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     finally:
         svc.committer.close()
         svc.engine.dispose()
-    logins = _logins(out, seed)
+    full = _logins(out, seed)
+    _accounts(url, full)
+    logins = [{key: login[key] for key in LOGIN_KEYS} for login in full]
     (root / "logins.json").write_text(json.dumps(logins, indent=2) + "\n", encoding="utf-8")
     return url, logins
+
+
+def _accounts(url: str, logins: list[dict[str, Any]]) -> None:
+    """The logins as local accounts (argon2 hashes in the demo's database): staff with their SDS job
+    role at their organisation, patients with their NHS number."""
+    from sharedcare.access import accounts
+    from sharedcare.access.roles import LOCAL_JOB_ROLES
+    from sharedcare.storage import database
+    from sharedcare.storage.accounts import AccountStore
+
+    engine = database.make_engine(url)
+    try:
+        store = AccountStore(engine)
+        for login in logins:
+            if login["kind"] == "staff":
+                accounts.add(store, login["username"], "staff", login["password"],
+                             roles=((login["organisation_code"], LOCAL_JOB_ROLES[login["role"]]),))
+            else:
+                accounts.add(store, login["username"], "patient", login["password"], nhs_number=login["nhs_number"])
+    finally:
+        engine.dispose()
 
 
 def _lines(path: Path) -> int:
@@ -100,10 +124,12 @@ def _logins(out: Path, seed: int) -> list[dict[str, Any]]:
         row = next((r for r in staff if r["job_role"] == role), None)
         if row is not None:
             logins.append({"username": row["username"], "password": password(seed, row["username"]), "kind": "staff",
-                           "role": role, "organisation": orgs[row["organisation_code"]]})
+                           "role": role, "organisation": orgs[row["organisation_code"]],
+                           "organisation_code": row["organisation_code"]})
     with (out / "truth" / "people.csv").open(encoding="utf-8") as f:
         for row in islice((r for r in csv.DictReader(f) if not r["died_on"]), PATIENT_LOGINS):
             username = f"patient-{row['nhs_number']}"
             logins.append({"username": username, "password": password(seed, username), "kind": "patient",
-                           "role": "patient", "organisation": orgs[row["practice"]]})
+                           "role": "patient", "organisation": orgs[row["practice"]],
+                           "organisation_code": row["practice"], "nhs_number": row["nhs_number"]})
     return logins

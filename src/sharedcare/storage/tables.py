@@ -249,3 +249,26 @@ node_setting = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# Local sign-in accounts: the embedded default and the demo (production staff and patients sign in
+# through their identity providers). The password is kept only as an argon2id hash.
+account = Table(
+    "account",
+    metadata,
+    Column("username", String(200), primary_key=True),
+    Column("kind", String(16), nullable=False),  # staff, patient
+    Column("password_hash", Text, nullable=False),
+    Column("nhs_number", String(10)),  # a patient's own record
+    Column("created", String(32), nullable=False),
+    Column("disabled", Boolean, nullable=False),
+)
+
+# A staff account's role profiles: a National RBAC job role (SDS code) held at an organisation (ODS).
+account_role = Table(
+    "account_role",
+    metadata,
+    Column("username", String(200), nullable=False),
+    Column("organisation", String(32), nullable=False),
+    Column("job_role", String(16), nullable=False),
+    PrimaryKeyConstraint("username", "organisation", "job_role"),
+)

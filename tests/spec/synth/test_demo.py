@@ -1,5 +1,6 @@
 """`sharedcare demo` (issue 4): a synthetic London generated, loaded into a fresh embedded store and
-served, with the demo logins written to `logins.json` (username, password, kind, role, organisation)."""
+served, with the demo logins written to `logins.json` (username, password, kind, role, organisation)
+and made local accounts (issue 5)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from sharedcare.access import accounts
 from sharedcare.app import create_app
 from sharedcare.cli import app
 from sharedcare.settings import Settings
+from sharedcare.storage import database
+from sharedcare.storage.accounts import AccountStore
 
 
 def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path) -> None:
@@ -22,6 +26,18 @@ def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path)
     assert {login["kind"] for login in logins} == {"staff", "patient"}
     assert {"gp", "paramedic", "social-worker"} <= {login["role"] for login in logins}
     assert len({login["username"] for login in logins}) == len(logins)
+    engine = database.make_engine(f"sqlite:///{tmp_path / 'sharedcare.db'}")
+    try:
+        store = AccountStore(engine)
+        for login in logins:  # each login is an account that signs in with its password, and only with it
+            account = accounts.authenticate(store, login["username"], login["password"])
+            assert account is not None
+            assert account.kind == login["kind"]
+            assert accounts.authenticate(store, login["username"], login["password"] + "x") is None
+            if login["role"] == "paramedic":
+                assert account.roles[0][1] == "R8003"
+    finally:
+        engine.dispose()
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'sharedcare.db'}")
     with TestClient(create_app(settings)) as client:
         patients = client.get("/fhir/Patient?general-practitioner:missing=false&_total=accurate&_count=1").json()

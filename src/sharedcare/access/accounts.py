@@ -1,0 +1,91 @@
+"""Local accounts (issue 5): staff and patients who sign in with a username and password on the
+embedded default and the demo. Production sign-in goes through the identity providers instead.
+
+Passwords are kept only as argon2id hashes (argon2-cffi's defaults). Checking a password costs the
+same whether or not the account exists (an unknown username is checked against a dummy hash), so
+timing does not tell a caller which usernames exist.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from nhs_number.validate import is_valid
+
+from sharedcare.access.roles import JOB_ROLES, Activity, activities
+from sharedcare.storage.accounts import AccountExists, AccountStore
+
+USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{2,199}")
+ODS_CODE = re.compile(r"[A-Z0-9]{3,12}")
+MIN_PASSWORD = 12
+_hasher = PasswordHasher()
+_DUMMY = _hasher.hash(secrets.token_urlsafe(16))
+
+__all__ = ["Account", "AccountError", "AccountExists", "add", "authenticate", "new_password"]
+
+
+class AccountError(ValueError):
+    """The account could not be made as asked; the message says why (no account was made)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    kind: str  # staff, patient
+    nhs_number: str | None
+    roles: tuple[tuple[str, str], ...]  # (organisation ODS code, SDS job role)
+
+    def activities_at(self, organisation: str) -> frozenset[Activity]:
+        """What this account may do when acting for `organisation`."""
+        return activities(role for org, role in self.roles if org == organisation)
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(15)  # 20 characters, 120 bits
+
+
+def add(store: AccountStore, username: str, kind: str, password: str, *, nhs_number: str | None = None,
+        roles: tuple[tuple[str, str], ...] = ()) -> Account:
+    """Make an account, after checking every part of the request; raises AccountError (or
+    AccountExists for a taken username) and makes nothing when any part is wrong."""
+    if not USERNAME.fullmatch(username):
+        raise AccountError("a username is 3 to 200 lower-case letters, digits, '.', '_', '@' or '-', "
+                           "starting with a letter or digit")
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"a password has at least {MIN_PASSWORD} characters")
+    if kind == "staff":
+        if not roles:
+            raise AccountError("a staff account needs at least one role at an organisation")
+        if nhs_number is not None:
+            raise AccountError("a staff account does not carry an NHS number")
+        for org, role in roles:
+            if not ODS_CODE.fullmatch(org):
+                raise AccountError(f"{org!r} is not an ODS organisation code")
+            if role not in JOB_ROLES:
+                raise AccountError(f"{role!r} is not a known SDS job role (known: {', '.join(sorted(JOB_ROLES))})")
+    elif kind == "patient":
+        if roles:
+            raise AccountError("a patient account has no staff roles")
+        if nhs_number is None or not is_valid(nhs_number):
+            raise AccountError("a patient account needs a valid NHS number (10 digits, modulus 11 check)")
+    else:
+        raise AccountError("an account is for staff or a patient")
+    store.add(username, kind, _hasher.hash(password), nhs_number, tuple(sorted(set(roles))))
+    return Account(username, kind, nhs_number, tuple(sorted(set(roles))))
+
+
+def authenticate(store: AccountStore, username: str, password: str) -> Account | None:
+    """The account when the password is right and the account enabled; None otherwise (the same
+    answer, at the same cost, for an unknown username)."""
+    row = store.get(username) if USERNAME.fullmatch(username) else None
+    try:
+        _hasher.verify(row.password_hash if row is not None else _DUMMY, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row is None or row.disabled:
+        return None
+    return Account(row.username, row.kind, row.nhs_number, row.roles)
