@@ -11,9 +11,11 @@ from typing import Any
 
 from sharedcare import __version__
 from sharedcare.fhir.definitions import FHIR_VERSION, resource_types
+from sharedcare.fhir.interactions import SERVER_WRITTEN
 
 TYPE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type",
                      "create", "search-type")
+READ_INTERACTIONS = ("read", "vread", "history-instance", "history-type", "search-type")  # server-written types
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
 
@@ -58,17 +60,18 @@ def capability_statement(base_url: str, software_date: str = "2026-11-24") -> di
         if res_type == "Patient":
             operations.append({"name": "everything",
                                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
+        writable = res_type not in SERVER_WRITTEN
         resources.append({
             "type": res_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{res_type}",
-            "interaction": [{"code": c} for c in TYPE_INTERACTIONS],
+            "interaction": [{"code": c} for c in (TYPE_INTERACTIONS if writable else READ_INTERACTIONS)],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
+            "updateCreate": writable,
+            "conditionalCreate": writable,
             "conditionalRead": "not-supported",
-            "conditionalUpdate": True,
-            "conditionalDelete": "single",
+            "conditionalUpdate": writable,
+            "conditionalDelete": "single" if writable else "not-supported",
             "searchInclude": ["*", *(f"{res_type}:{p}" for p in _reference_params(res_type))],
             "searchRevInclude": list(_revincludes().get(res_type, ())),
             "searchParam": searchable(res_type),

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 import jsonpatch
 
-from sharedcare.errors import BadRequest, Issue, NotFound, PreconditionFailed, PreconditionRequired
+from sharedcare.errors import BadRequest, Issue, MethodNotAllowed, NotFound, PreconditionFailed, PreconditionRequired
 from sharedcare.fhir.definitions import resource_types
 from sharedcare.fhir.search import query as search_query
 from sharedcare.fhir.validation import validate_or_raise
@@ -45,6 +45,18 @@ def check_type(res_type: str) -> str:
     if res_type not in resource_types():
         raise NotFound(f"unknown resource type {res_type!r}")
     return res_type
+
+
+# Types only the server writes: an AuditEvent comes from the audit trail (safety property 3), never
+# from a client, so a client could not forge, change or delete the record of who looked.
+SERVER_WRITTEN = {"AuditEvent": "AuditEvents are written by the server's audit trail, never by clients"}
+
+
+def check_writable(res_type: str) -> None:
+    """Refuse (405) a client write of a type only the server writes."""
+    reason = SERVER_WRITTEN.get(res_type)
+    if reason is not None:
+        raise MethodNotAllowed(reason)
 
 
 def check_id(res_id: str) -> str:
@@ -89,6 +101,7 @@ def conditional_query(unit: Unit, res_type: str, criteria: str, max_count: int) 
 def create(unit: Unit, res_type: str, body: Any, *, if_none_exist: str | None = None,
            res_id: str | None = None) -> EntryResult:
     """POST: a new resource with a server id (the body's id is ignored, per R4)."""
+    check_writable(res_type)
     if if_none_exist is not None:
         q = conditional_query(unit, res_type, if_none_exist.lstrip("?").split("?", 1)[-1], 2)
         found = unit.find(q)
@@ -104,6 +117,7 @@ def create(unit: Unit, res_type: str, body: Any, *, if_none_exist: str | None = 
 
 def update(unit: Unit, res_type: str, res_id: str, body: Any, *, if_match: int | None) -> EntryResult:
     """PUT /Type/id: a new version, or create with the client's id (update-as-create)."""
+    check_writable(res_type)
     check_id(res_id)
     if if_match is None and res_type in VERSIONED_UPDATE_TYPES and unit.current(res_type, res_id) is not None:
         raise PreconditionRequired(f"updates to {res_type} must send If-Match with the version they change")
@@ -114,6 +128,7 @@ def update(unit: Unit, res_type: str, res_id: str, body: Any, *, if_match: int |
 
 def conditional_update(unit: Unit, res_type: str, criteria: str, body: Any, *, if_match: int | None,
                        max_count: int) -> EntryResult:
+    check_writable(res_type)
     q = conditional_query(unit, res_type, criteria, max_count)
     found = unit.find(q)
     if len(found) > 1:
@@ -131,6 +146,7 @@ def conditional_update(unit: Unit, res_type: str, criteria: str, body: Any, *, i
 
 def patch(unit: Unit, res_type: str, res_id: str, operations: Any, *, if_match: int | None) -> EntryResult:
     """PATCH with a JSON Patch document (RFC 6902); the patched resource must still be valid."""
+    check_writable(res_type)
     current = unit.require_exists(res_type, res_id)
     if if_match is not None and current.version_id != if_match:
         raise PreconditionFailed("the resource has changed since the version you sent (If-Match)")
@@ -149,12 +165,14 @@ def patch(unit: Unit, res_type: str, res_id: str, operations: Any, *, if_match: 
 
 
 def delete(unit: Unit, res_type: str, res_id: str, *, if_match: int | None = None) -> EntryResult:
+    check_writable(res_type)
     check_id(res_id)
     stored = unit.delete(res_type, res_id, if_match=if_match)
     return EntryResult(204 if stored is None else 200, stored)
 
 
 def conditional_delete(unit: Unit, res_type: str, criteria: str, max_count: int) -> EntryResult:
+    check_writable(res_type)
     q = conditional_query(unit, res_type, criteria, max_count)
     found = unit.find(q)
     if len(found) > 1:
