@@ -72,7 +72,7 @@ ASTHMA_PROFILES = (
     ("laba-without-ics", 0.02, (1, 6), (0, 0), (0, 1), 0.05),
 )
 REPEATS = {  # repeat medicines for a condition: (key, share of people with the condition on it)
-    "essential_hypertension": (("amlodipine_5", 0.85), ("atorvastatin_20", 0.3)),
+    "essential_hypertension": (("ramipril_5", 0.45), ("amlodipine_5", 0.6), ("atorvastatin_20", 0.3)),
     "type2_diabetes": (("metformin_500", 0.85), ("atorvastatin_20", 0.7)),
     "chd": (("atorvastatin_20", 0.85),),
     "atrial_fibrillation": (("apixaban_5", 0.8),),

@@ -218,6 +218,9 @@ MEDICINES: dict[str, Medicine] = {
     "doxycycline_100": Medicine("324059006", "Doxycycline 100mg capsules", "antibiotic", "0501030I0", 8, "capsule"),
     # Antihypertensives. Amlodipine 5mg tablets keeps the old core-range VMP id; BNF 0206020A0AAAAAA.
     "amlodipine_5": Medicine("319283006", "Amlodipine 5mg tablets", "ccb", "0206020A0", 28, "tablet"),
+    # 318902004 in three public sources that agree (a SNOMED browser-linked ACE inhibitor table and two
+    # dm+d VMP listings, each with 318900007/318901006 for the 1.25mg/2.5mg capsules); BNF 2.5.5.1.
+    "ramipril_5": Medicine("318902004", "Ramipril 5mg capsules", "acei", "0205051", 28, "capsule"),
     # Metabolic / cardiovascular
     "metformin_500": Medicine("42084911000001109", "Metformin 500mg tablets", "metformin", "0601022B0", 56, "tablet"),
     "atorvastatin_20": Medicine("39733011000001106", "Atorvastatin 20mg tablets", "statin", "0212000B0", 28, "tablet"),
@@ -264,9 +267,9 @@ MEDICINES: dict[str, Medicine] = {
 }
 # UNVERIFIED, left out (no dm+d VMP id found in a trustworthy public source):
 #   terbutaline_turbohaler (Terbutaline 500micrograms/dose dry powder inhaler), montelukast_10,
-#   tiotropium_inhaler, ramipril_5 (public FHIR examples give 319773006, which is Aspirin 75mg dispersible
-#   tablets in GP Connect examples - do not use), losartan_50, indapamide_2_5, sertraline_50,
-#   levothyroxine_50. Groups "ltra", "lama", "acei", "arb", "thiazide", "antidepressant" and "thyroid"
+#   tiotropium_inhaler, losartan_50, indapamide_2_5, sertraline_50, levothyroxine_50 (and note: public
+#   FHIR examples label 319773006 as ramipril, but it is Aspirin 75mg dispersible tablets in GP Connect
+#   examples - never use it). Groups "ltra", "lama", "arb", "thiazide", "antidepressant" and "thyroid"
 #   therefore have no product yet.
 
 
