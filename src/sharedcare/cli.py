@@ -131,7 +131,14 @@ def synth(
     except ValueError:
         console.print(f"[red]--as-of must be a date as YYYY-MM-DD, not {as_of!r}[/red]")
         raise typer.Exit(2) from None
-    counts = generator.generate(people, seed, when, out)
+    if out.exists() and not out.is_dir():
+        console.print(f"[red]--out must be a directory; {out} is a file[/red]")
+        raise typer.Exit(2)
+    try:
+        counts = generator.generate(people, seed, when, out)
+    except OSError as exc:  # a folder that cannot be written, a full disk: say so, without a traceback
+        console.print(f"[red]could not write synthetic London to {out}: {exc.strerror or exc}[/red]")
+        raise typer.Exit(1) from None
     console.print(", ".join(f"{n:,} {what}" for what, n in counts.items()) + f" written to {out}")
 
 
@@ -149,7 +156,11 @@ def demo(
     base = f"http://{host}:{port}"
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        url, logins = demo_setup.prepare(directory, people, progress)
+        try:
+            url, logins = demo_setup.prepare(directory, people, progress)
+        except OSError as exc:  # a --dir that cannot be written, a full disk
+            console.print(f"[red]could not prepare the demo in {directory}: {exc.strerror or exc}[/red]")
+            raise typer.Exit(1) from None
     console.print(f"demo data: {people:,} people in {url}")
     console.print(f"logins ({len(logins)}) written to {directory / 'logins.json'}; they sign in once the "
                   "access issue lands. Some of them:")

@@ -50,3 +50,11 @@ def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path)
     with TestClient(create_app(settings)) as client:
         assert client.get("/fhir/Patient?general-practitioner:missing=false&_total=accurate&_count=1"
                           ).json()["total"] == 30
+
+
+def test_a_demo_folder_that_cannot_be_written_is_refused_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    done = CliRunner().invoke(app, ["demo", "--no-serve", "--people", "5", "--dir", str(tmp_path / "a-file")])
+    assert done.exit_code == 1
+    assert "could not prepare the demo" in done.output
+    assert (tmp_path / "a-file").read_text() == ""  # nothing already there was lost

@@ -116,6 +116,14 @@ def test_the_cli_writes_the_directory_and_refuses_bad_arguments(tmp_path: Path) 
     assert "YYYY-MM-DD" in bad.output
     assert runner.invoke(app, ["synth", "--out", str(tmp_path / "y"), "--people", "0"]).exit_code == 2
     assert not (tmp_path / "x").exists()
+    (tmp_path / "a-file").write_text("")
+    on_a_file = runner.invoke(app, ["synth", "--out", str(tmp_path / "a-file"), "--people", "5"])
+    assert on_a_file.exit_code == 2
+    assert "must be a directory" in on_a_file.output
+    under_a_file = runner.invoke(app, ["synth", "--out", str(tmp_path / "a-file" / "out"), "--people", "5"])
+    assert under_a_file.exit_code == 1
+    assert "could not write synthetic London" in under_a_file.output
+    assert "Traceback" not in under_a_file.output
 
 
 def _references(node: Any) -> list[str]:
