@@ -45,7 +45,7 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     if out.exists():
         shutil.rmtree(out)
     task = progress.add_task("generating", total=None)
-    counts = generate(people, seed, DEFAULT_AS_OF, out)
+    generate(people, seed, DEFAULT_AS_OF, out)
     progress.update(task, total=1, completed=1)
     db = root / "sharedcare.db"
     for suffix in ("", "-wal", "-shm"):
@@ -54,19 +54,19 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     settings = Settings(database_url=url)
     svc = open_services(settings, migrate=True)
     warm_up(settings)
-    feeds = sorted((out / "feeds").glob("*/*.ndjson"))
-    total = sum(counts[t] for t in TYPES) + sum(_lines(path) for path in feeds)
-    task = progress.add_task("loading", total=total)
+    files = [out / "directory" / f"{t}.ndjson" for t in TYPES] + sorted((out / "feeds").glob("*/*.ndjson"))
+    # progress in bytes: the sizes are known without reading the files a second time
+    task = progress.add_task("loading", total=sum(path.stat().st_size for path in files))
     caller = system_caller(settings.node_id)
     try:
-        for path in [out / "directory" / f"{t}.ndjson" for t in TYPES] + feeds:
-            with path.open(encoding="utf-8") as f:
+        for path in files:
+            with path.open("rb") as f:
                 while lines := list(islice(f, BATCH)):
                     with svc.repo.unit(caller, "transaction") as unit:
                         for line in lines:
                             for res in _to_store(jsonio.loads(line)):
                                 interactions.update(unit, res["resourceType"], res["id"], res, if_match=None)
-                    progress.advance(task, len(lines))
+                    progress.advance(task, sum(len(line) for line in lines))
     finally:
         svc.committer.close()
         svc.engine.dispose()
@@ -96,11 +96,6 @@ def _accounts(url: str, logins: list[dict[str, Any]]) -> None:
                 accounts.add(store, login["username"], "patient", login["password"], nhs_number=login["nhs_number"])
     finally:
         engine.dispose()
-
-
-def _lines(path: Path) -> int:
-    with path.open("rb") as f:
-        return sum(1 for _ in f)
 
 
 def _to_store(item: dict[str, Any]) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -23,7 +24,6 @@ USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{2,199}")
 ODS_CODE = re.compile(r"[A-Z0-9]{3,12}")
 MIN_PASSWORD = 12
 _hasher = PasswordHasher()
-_DUMMY = _hasher.hash(secrets.token_urlsafe(16))
 
 __all__ = ["Account", "AccountError", "AccountExists", "add", "authenticate", "new_password"]
 
@@ -42,6 +42,12 @@ class Account:
     def activities_at(self, organisation: str) -> frozenset[Activity]:
         """What this account may do when acting for `organisation`."""
         return activities(role for org, role in self.roles if org == organisation)
+
+
+@cache
+def _dummy_hash() -> str:
+    """What an unknown username is checked against, made on first use (not at import)."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def new_password() -> str:
@@ -83,7 +89,7 @@ def authenticate(store: AccountStore, username: str, password: str) -> Account |
     answer, at the same cost, for an unknown username)."""
     row = store.get(username) if USERNAME.fullmatch(username) else None
     try:
-        _hasher.verify(row.password_hash if row is not None else _DUMMY, password)
+        _hasher.verify(row.password_hash if row is not None else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if row is None or row.disabled:

@@ -10,6 +10,7 @@ tests/spec/synth/test_calibration.py.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -193,7 +194,7 @@ class _Life:
     def __init__(self, person: Person, as_of: date, rng: random.Random, care: Care, ids: Ids, s: Story) -> None:
         self.p, self.as_of, self.rng, self.care, self.ids, self.s = person, as_of, rng, care, ids, s
         self.until = person.died_on or as_of  # nothing is recorded after death
-        self.age = _age(person.birth_date, as_of)
+        self.age = age_on(person.birth_date, as_of)
         self.has: set[str] = set()
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -211,7 +212,7 @@ class _Life:
     def count(self, rates: tuple[tuple[int, float], ...], years: float) -> int:
         """How many events at the age-banded yearly `rates` over `years` (Poisson)."""
         rate = _banded(rates, self.age) * years
-        n, threshold, product = 0, pow(2.718281828459045, -rate), self.rng.random()
+        n, threshold, product = 0, math.exp(-rate), self.rng.random()
         while product > threshold:
             n += 1
             product *= self.rng.random()
@@ -640,7 +641,8 @@ def _banded(bands: tuple[tuple[int, float], ...], age: int) -> float:
     return value
 
 
-def _age(born: date, on: date) -> int:
+def age_on(born: date, on: date) -> int:
+    """Age in whole years on a day."""
     return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
 
 

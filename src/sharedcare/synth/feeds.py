@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +30,7 @@ from sharedcare.synth.patients import gp_patient
 from sharedcare.synth.people import Person
 from sharedcare.synth.providers import PROVIDERS
 from sharedcare.synth.story import Recorded, Story, Visit
+from sharedcare.synth.truth import date_cell
 
 AMBULANCE = "RRU"
 NHS111 = "Y111L"
@@ -124,19 +126,21 @@ class Feeds:
             r = rec("nhs111", NHS111)
             writer = self._csv(self.out / "feeds" / "111" / f"{call.called.date().isoformat()}.csv", CALL_FIELDS)
             writer.writerow((call.call_id, fhir_records.when(call.called), r.local_id, r.nhs_number or "", r.given,
-                             r.family, _d(r.birth_date), r.sex, r.postcode or "", call.symptom, call.disposition,
+                             r.family, date_cell(r.birth_date), r.sex, r.postcode or "", call.symptom, call.disposition,
                              call.incident_id or ""))
         for package in story.packages:
             r = rec("social-care", package.council)
             writer = self._csv(self.out / "feeds" / "social-care" / f"{package.council}.csv", CARE_FIELDS)
-            writer.writerow((r.local_id, package.case_id, r.nhs_number or "", r.given, r.family, _d(r.birth_date),
-                             r.sex, r.postcode or "", package.service, package.start.isoformat(), _d(package.end),
+            writer.writerow((r.local_id, package.case_id, r.nhs_number or "", r.given, r.family,
+                             date_cell(r.birth_date), r.sex, r.postcode or "", package.service,
+                             package.start.isoformat(), date_cell(package.end),
                              "" if package.hours_per_week is None else f"{package.hours_per_week:g}",
                              package.key_worker, package.team))
 
     def _source_row(self, person_id: str, kind: str, r: Recorded, merged_into: str = "") -> None:
         self.sources.writerow((person_id, kind, r.source, r.local_id, r.nhs_number or "", r.nhs_status, r.given,
-                               r.family, _d(r.birth_date), r.postcode or "", ";".join(r.variations), merged_into))
+                               r.family, date_cell(r.birth_date), r.postcode or "", ";".join(r.variations),
+                               merged_into))
 
     def _gp(self, person: Person, story: Story) -> None:
         seq = self.gp_seq[person.practice] = self.gp_seq.get(person.practice, 0) + 1
@@ -167,7 +171,7 @@ class Feeds:
         self._text(self.out / "feeds" / "gp" / f"{person.practice}.ndjson").write(
             _json(fhir_records.transaction(record.resources)))
 
-    def _hospitals(self, person: Person, story: Story, rec: Any) -> None:
+    def _hospitals(self, person: Person, story: Story, rec: Callable[[str, str], Recorded]) -> None:
         messages: dict[tuple[str, str], list[str]] = {}  # (folder, provider) -> this person's messages
 
         def send(folder: str, provider: str, items: list[str]) -> None:
@@ -240,10 +244,6 @@ def _sent_at(message: str) -> str:
 
 def _chance(seed: int, key: str, p: float) -> bool:
     return random.Random(f"{seed}:{key}").random() < p  # noqa: S311 - reproducible synthetic choice
-
-
-def _d(d: date | None) -> str:
-    return "" if d is None else d.isoformat()
 
 
 APPLICATION = {"hospital": "PAS", "mental-health": "MHPAS"}

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from sharedcare.synth import codes
 from sharedcare.synth.directory import ODS, synthetic_meta
 from sharedcare.synth.patients import NHS
+from sharedcare.synth.providers import PROVIDERS
 from sharedcare.synth.story import (
     Allergy,
     CancerPathway,
@@ -48,6 +49,7 @@ OUTCOME = "https://sharedcare.example/CodeSystem/ambulance-outcome"
 ALERT = "https://sharedcare.example/CodeSystem/alert"
 ALERTS = {"child_protection": "Child protection plan in place (CP-IS)",
           "reasonable_adjustment": "Reasonable adjustments needed (see the adjustment flag)"}
+PROVIDER_NAMES = {p.code: p.name for p in PROVIDERS}
 ALLERGY_CATEGORY = {"peanut": "food", "shellfish": "food", "egg": "food", "latex": "environment"}
 
 
@@ -264,7 +266,7 @@ def discharge_document(rec: Recorded, visit: Visit, trust_id: str) -> dict[str, 
     assert visit.left is not None
     patient = source_patient(rec, "hospital-patient", trust_id)
     subject = {"reference": f"urn:uuid:{patient['id']}"}
-    org = {"reference": f"urn:uuid:{trust_id}", "display": visit.provider}
+    org = {"reference": f"urn:uuid:{trust_id}", "display": PROVIDER_NAMES[visit.provider]}
     condition = codes.CONDITIONS[visit.diagnosis]
     enc_id = rid("visit", visit.provider, visit.visit_id)
     cond_id = rid("visit", visit.provider, visit.visit_id, "diagnosis")
@@ -297,7 +299,7 @@ def discharge_document(rec: Recorded, visit: Visit, trust_id: str) -> dict[str, 
                      "text": _narrative(condition.snomed.display), "entry": [{"reference": f"urn:uuid:{cond_id}"}]},
                     {"title": "Hospital stay", "text": _narrative(stay)}]}
     organization = {"resourceType": "Organization", "id": trust_id, "meta": synthetic_meta(),
-                    "identifier": [{"system": ODS, "value": visit.provider}], "name": visit.provider}
+                    "identifier": [{"system": ODS, "value": visit.provider}], "name": PROVIDER_NAMES[visit.provider]}
     resources = [composition, patient, encounter, diagnosis, organization]
     return {"resourceType": "Bundle", "id": rid("document-bundle", visit.provider, visit.visit_id),
             "meta": synthetic_meta(),

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sharedcare.synth import codes
+from sharedcare.synth.clinical import age_on
 from sharedcare.synth.people import Person
 from sharedcare.synth.story import Story
 
@@ -56,7 +57,7 @@ class Truth:
             f.close()
 
     def person(self, p: Person, s: Story) -> None:
-        age = _age(p.birth_date, self.as_of)
+        age = age_on(p.birth_date, self.as_of)
         alive = p.died_on is None
         self._asthma(p, s, age, alive)
         self._hypertension(p, s, age, alive)
@@ -64,14 +65,15 @@ class Truth:
             status = "given" if v.on else "declined" if v.refusal and v.refusal != "dna_child_immunisation" else \
                 "did-not-attend" if v.refusal else "not-given"
             self.writers["immunisations"].writerow((p.person_id, p.practice, p.birth_date.isoformat(), v.dose,
-                                                    v.due.isoformat(), _d(v.on), v.product or "", status))
+                                                    v.due.isoformat(), date_cell(v.on), v.product or "", status))
         for c in s.pathways:
             outcome = "" if c.told is None else "cancer" if c.cancer else "ruled-out"
             self.writers["cancer"].writerow((
                 c.pathway_id, p.person_id, p.practice, c.site, c.referred.isoformat(), c.received.isoformat(),
-                c.first_provider, _d(c.first_seen), _d(c.told), outcome, _days(c.received, c.told),
-                _d(c.transfer_sent), _d(c.transfer_received), c.treating_provider or "", _d(c.decision_to_treat),
-                _d(c.treated), _days(c.received, c.treated), _days(c.decision_to_treat, c.treated)))
+                c.first_provider, date_cell(c.first_seen), date_cell(c.told), outcome, _days(c.received, c.told),
+                date_cell(c.transfer_sent), date_cell(c.transfer_received), c.treating_provider or "",
+                date_cell(c.decision_to_treat),
+                date_cell(c.treated), _days(c.received, c.treated), _days(c.decision_to_treat, c.treated)))
 
     def _asthma(self, p: Person, s: Story, age: int, alive: bool) -> None:
         coded = [x for x in s.problems if x.key in ASTHMA_CODES]
@@ -102,16 +104,13 @@ class Truth:
         systolic = min((r.systolic for r in day), default=None)
         diastolic = min((r.diastolic for r in day), default=None)
         high = not diagnosed and systolic is not None and diastolic is not None and (systolic >= 140 or diastolic >= 90)
-        self.writers["hypertension"].writerow((p.person_id, p.practice, age, p.ethnicity, int(diagnosed), _d(on),
+        self.writers["hypertension"].writerow((p.person_id, p.practice, age, p.ethnicity, int(diagnosed), date_cell(on),
                                                "" if systolic is None else systolic,
                                                "" if diastolic is None else diastolic, int(high)))
 
 
-def _age(born: date, on: date) -> int:
-    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
-
-
-def _d(d: date | None) -> str:
+def date_cell(d: date | None) -> str:
+    """A date as a CSV cell: ISO 8601, or empty when there is none."""
     return "" if d is None else d.isoformat()
 
 
