@@ -50,9 +50,10 @@ resource = Table(
     Column("created_seq", BigInteger, nullable=False),  # history seq of version 1: stable search order
     Column("partition_key", String(ID), nullable=False),
     Column("source", Text),
-    Column("security", Text),  # space-separated security label codes (written by access/)
+    Column("security", Text),  # space-separated security label codes (computed at write by access/labels)
     Column("deleted", Boolean, nullable=False, default=False),
     Column("data", LargeBinary),  # JSON bytes as served; NULL once deleted
+    Column("source_org", String(32)),  # ODS code of the organisation whose system wrote it (server-set)
     PrimaryKeyConstraint("res_type", "res_id"),
     # Unique: search pages join index rows to their resources by created_seq (migration 0013).
     Index("ix_resource_type_created", "res_type", "created_seq", unique=True),
@@ -74,6 +75,7 @@ resource_history = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("data", LargeBinary),
     Column("author", Text),  # who wrote this version (the caller's agent id)
+    Column("source_org", String(32)),
     UniqueConstraint("res_type", "res_id", "version_id", name="uq_history_version"),
     Index("ix_history_type_seq", "res_type", "seq"),
 )
@@ -271,4 +273,122 @@ account_role = Table(
     Column("organisation", String(32), nullable=False),
     Column("job_role", String(16), nullable=False),
     PrimaryKeyConstraint("username", "organisation", "job_role"),
+)
+
+
+# Legitimate relationships (access/relationships.py), rewritten with the resource that gives them, in
+# the same transaction: the policy joins on them inside every query. `organisation` is an ODS code,
+# resolved at write time from the referenced Organization (or "Organization/<id>" until it is loaded).
+relationship = Table(
+    "relationship",
+    metadata,
+    Column("res_type", String(TYPE), nullable=False),  # the resource that gives the relationship
+    Column("res_id", String(ID), nullable=False),
+    Column("patient_id", String(ID), nullable=False),
+    Column("organisation", String(80), nullable=False),
+    Column("kind", String(16), nullable=False),  # registered, encounter, urgent-care, episode, referral, appointment
+    Column("until", String(32)),  # UTC, fixed width like last_updated; NULL while the record stays as it is
+    PrimaryKeyConstraint("res_type", "res_id", "patient_id", "organisation", "kind"),
+    Index("ix_relationship_patient", "patient_id", "organisation", "until"),
+    Index("ix_relationship_organisation", "organisation"),
+)
+
+# What a person asked or a source stated about sharing, derived at write time from the resources that
+# say it: an objection (an active deny Consent) or a restricted address (a Patient labelled R, like a
+# PDS S-flag). Rewritten with the stating resource, in the same transaction.
+restriction = Table(
+    "restriction",
+    metadata,
+    Column("res_type", String(TYPE), nullable=False),  # the resource that states it
+    Column("res_id", String(ID), nullable=False),
+    Column("patient_id", String(ID), nullable=False),
+    Column("kind", String(24), nullable=False),  # objection, restricted-address
+    PrimaryKeyConstraint("patient_id", "kind", "res_type", "res_id"),
+    Index("ix_restriction_resource", "res_type", "res_id"),
+)
+
+# Access one member of staff asserted about one patient: a declared relationship or break-glass, each
+# with a reason and an end; audited and alerted to privacy officers.
+access_grant = Table(
+    "access_grant",
+    metadata,
+    Column("grant_id", String(36), primary_key=True),
+    Column("kind", String(16), nullable=False),  # declared, break-glass
+    Column("agent_id", Text, nullable=False),
+    Column("organisation", String(32), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("patient_id", String(ID), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("until", String(32), nullable=False),
+    Column("ended", String(32)),  # set when ended early or when its expiry was audited
+    Index("ix_access_grant_agent", "agent_id", "patient_id", "until"),
+    Index("ix_access_grant_created", "created"),
+)
+
+# SMART on FHIR clients: backend systems (client credentials) and apps (authorization code + PKCE).
+# A client secret is kept only as its SHA-256 (secrets are 256 random bits, so a slow hash adds nothing).
+oauth_client = Table(
+    "oauth_client",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # system, app
+    Column("auth_method", String(32), nullable=False),  # client_secret_basic/_post, private_key_jwt, none
+    Column("secret_hash", String(64)),
+    Column("jwks", Text),  # a private_key_jwt client's public keys (JWKS JSON)
+    Column("redirect_uris", Text),  # space-separated, for apps
+    Column("scope", Text, nullable=False),  # the most this client may be granted
+    Column("organisation", String(32)),  # a source organisation's system writes only as that source
+    Column("created", String(32), nullable=False),
+    Column("disabled", Boolean, nullable=False),
+)
+
+# Issued tokens, kept only as SHA-256 hashes of the random values handed out. `context` is the caller
+# context (JSON: agent, role, organisation, patient, purpose) the token carries. Refresh tokens of one
+# sign-in share a `family`: reuse of a spent refresh token revokes the whole family.
+oauth_token = Table(
+    "oauth_token",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("kind", String(8), nullable=False),  # access, refresh
+    Column("family", String(36), nullable=False),
+    Column("client_id", String(64), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("context", Text, nullable=False),
+    Column("issued", String(32), nullable=False),
+    Column("expires", String(32), nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Column("used", Boolean, nullable=False),  # a refresh token, once exchanged
+    Index("ix_oauth_token_family", "family"),
+    Index("ix_oauth_token_expires", "expires"),
+)
+
+# Authorization codes (one use, minutes long), bound to the client, redirect URI and PKCE challenge.
+oauth_code = Table(
+    "oauth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("context", Text, nullable=False),
+    Column("expires", String(32), nullable=False),
+    Column("used", Boolean, nullable=False),
+)
+
+# Web sign-in sessions, kept only as SHA-256 hashes of the cookie value, with the CSRF token and the
+# caller context (JSON; the role profile chosen at sign-in).
+web_session = Table(
+    "web_session",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("username", String(200), nullable=False),
+    Column("context", Text, nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("expires", String(32), nullable=False),
+    Column("revoked", Boolean, nullable=False),
+    Index("ix_web_session_expires", "expires"),
 )
