@@ -14,8 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from sharedcare.access.context import Caller
+from sharedcare.access.tokens import TokenService
 from sharedcare.app import Services, create_app, open_services
 from sharedcare.settings import Settings
+from sharedcare.storage.oauth import OAuthStore
 from sharedcare.storage.tables import metadata
 from tests.support.conformance import conformance_path
 from tests.support.postgres import PostgresServer
@@ -81,7 +84,27 @@ def store(settings: Settings, backend: str) -> Iterator[Services]:
         services.engine.dispose()
 
 
+# The caller of the `client` fixture: a backend system client of the node with every scope (what
+# `sharedcare clients add tests --scope "system/*.cruds"` registers). Access tests make their own.
+NODE_CLIENT = Caller(kind="system", agent_id="client:tests", scopes=("system/*.cruds",), client_id="tests")
+
+
+def token_for(store: Services, settings: Settings, caller: Caller) -> str:
+    """A bearer token carrying `caller`, minted directly on the store (as the node itself may)."""
+    return TokenService(OAuthStore(store.engine), settings).issue_for(caller, caller.client_id or "tests",
+                                                                      " ".join(caller.scopes))
+
+
 @pytest.fixture
 def client(store: Services, settings: Settings) -> Iterator[TestClient]:
+    """An HTTP client on the app, authenticated as the node's all-scopes system client."""
+    headers = {"Authorization": f"Bearer {token_for(store, settings, NODE_CLIENT)}"}
+    with TestClient(create_app(settings, store), base_url="http://testserver", headers=headers) as c:
+        yield c
+
+
+@pytest.fixture
+def anonymous_client(store: Services, settings: Settings) -> Iterator[TestClient]:
+    """An HTTP client on the app that sends no credentials."""
     with TestClient(create_app(settings, store), base_url="http://testserver") as c:
         yield c

@@ -18,8 +18,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sharedcare import __version__
+from sharedcare.access import labels
 from sharedcare.access.audit import AuditMark, current_mark
-from sharedcare.access.context import system_caller
+from sharedcare.access.context import Caller
 from sharedcare.errors import (
     BadRequest,
     ConfigurationError,
@@ -37,6 +38,7 @@ from sharedcare.settings import Settings, get_settings
 from sharedcare.storage import codec, database
 from sharedcare.storage.committer import Committer
 from sharedcare.storage.repository import Repository
+from sharedcare.web.auth import install_auth
 
 log = logging.getLogger("sharedcare")
 
@@ -59,7 +61,8 @@ def open_services(settings: Settings, *, migrate: bool | None = None) -> Service
     elif not database.is_current(engine):
         raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
     committer = Committer(engine, flush_ms=settings.group_commit_ms)
-    return Services(engine, committer, Repository(engine, committer, base_url=settings.base_url))
+    code_sets = labels.load_code_sets(settings.sensitive_codes_file)
+    return Services(engine, committer, Repository(engine, committer, base_url=settings.base_url, code_sets=code_sets))
 
 
 _WARM_UP_RESOURCE = {
@@ -143,6 +146,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     def _mount(svc: Services) -> None:
         FhirApi(svc.repo, settings).install(app)
+        install_auth(app, svc, settings)
 
     if services is not None:
         state["services"] = services
@@ -159,7 +163,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if not request.url.path.startswith("/fhir") or request.url.path == "/fhir/metadata":
             return
         interaction, res_type = interaction_for(request.method, request.url.path)
-        caller = system_caller(settings.node_id).with_ip(request.client.host if request.client else None)
+        # The authenticated caller, or (a request refused before or at authentication) an anonymous one.
+        caller = getattr(request.state, "caller", None) or Caller(
+            kind="anonymous", agent_id="anonymous", purpose="", scopes=()).with_ip(
+            request.client.host if request.client else None)
         try:
             await run_in_threadpool(svc.repo.record, caller, interaction, status, res_type=res_type,
                                     query=str(request.url.query) or None)

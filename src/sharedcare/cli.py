@@ -20,6 +20,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Local sign-in accounts (the embedded default and the demo).", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+clients_app = typer.Typer(help="SMART on FHIR clients: backend systems and apps.", no_args_is_help=True)
+app.add_typer(clients_app, name="clients")
 console = Console(stderr=True)
 
 
@@ -59,6 +61,32 @@ def db_upgrade() -> None:
     finally:
         engine.dispose()
     console.print("database schema is current")
+
+
+@db_app.command("relabel")
+def db_relabel() -> None:
+    """Recompute security labels, relationships and restrictions of everything stored (after changing
+    the sensitive code sets, or for a store written before they existed)."""
+    from sharedcare.access import labels
+    from sharedcare.errors import ConfigurationError
+    from sharedcare.storage import database
+    from sharedcare.storage.relabel import relabel
+
+    settings = get_settings()
+    try:
+        code_sets = labels.load_code_sets(settings.sensitive_codes_file)
+    except ConfigurationError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    engine = database.make_engine(settings.database_url)
+    try:
+        if not database.is_current(engine):
+            console.print("[red]the database schema is not current: run `sharedcare db upgrade` first[/red]")
+            raise typer.Exit(1)
+        done = relabel(engine, code_sets)
+    finally:
+        engine.dispose()
+    console.print(f"relabelled {done:,} resources")
 
 
 @app.command()
@@ -162,10 +190,15 @@ def demo(
             console.print(f"[red]could not prepare the demo in {directory}: {exc.strerror or exc}[/red]")
             raise typer.Exit(1) from None
     console.print(f"demo data: {people:,} people in {url}")
-    console.print(f"logins ({len(logins)}) written to {directory / 'logins.json'}; they sign in once the "
-                  "access issue lands. Some of them:")
-    for login in logins[:6]:
+    people_logins = [login for login in logins if login["kind"] != "client"]
+    console.print(f"logins ({len(people_logins)}) written to {directory / 'logins.json'}; sign in at "
+                  f"{base}/auth/login. Some of them:")
+    for login in people_logins[:6]:
         console.print(f"  {login['kind']:8} {login['role']:22} {login['username']}  {login['password']}")
+    for login in logins:
+        if login["kind"] == "client":
+            console.print(f"API client (client credentials, {login['role']}): {login['username']}  "
+                          f"{login['password']}  token endpoint {login['token_endpoint']}")
     if not serve_app:
         return
     os.environ["SHAREDCARE_DATABASE_URL"] = url
@@ -229,6 +262,98 @@ def users_list() -> None:
             typer.echo(name)
     finally:
         engine.dispose()
+
+
+@clients_app.command("add")
+def clients_add(
+    name: Annotated[str, typer.Argument(help="What the client is, e.g. 'Kingsway Surgery GP feed'.")],
+    scope: Annotated[str, typer.Option(help="The most it may be granted (SMART v2), e.g. 'system/*.rs'.")],
+    kind: Annotated[str, typer.Option(help="system (client credentials) or app (authorization code).")] = "system",
+    auth_method: Annotated[str | None, typer.Option(
+        help="client_secret_basic (default for systems), client_secret_post, private_key_jwt, or none "
+        "(default for apps: a public client).")] = None,
+    organisation: Annotated[str | None, typer.Option(
+        help="ODS code of the source organisation a system client acts for.")] = None,
+    jwks: Annotated[Path | None, typer.Option(help="For private_key_jwt: a JWKS file of public keys.")] = None,
+    redirect_uri: Annotated[list[str] | None, typer.Option(help="An app's redirect URI (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Register a SMART client. Its secret (for client_secret_basic/_post) is printed once and kept
+    only as a hash."""
+    from sharedcare.access import oauth
+    from sharedcare.storage import database
+    from sharedcare.storage.oauth import OAuthStore
+
+    settings = get_settings()
+    try:
+        jwks_text = jwks.read_text(encoding="utf-8") if jwks is not None else None
+    except (OSError, UnicodeDecodeError):
+        console.print(f"the JWKS file {str(jwks)!r} cannot be read", style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    engine = database.make_engine(settings.database_url)
+    try:
+        database.upgrade(engine)
+        row, secret = oauth.register_client(OAuthStore(engine), name, scope=scope, kind=kind, auth_method=auth_method,
+                                            organisation=organisation, jwks=jwks_text,
+                                            redirect_uris=tuple(redirect_uri or ()))
+    except oauth.ClientError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    result = {"client_id": row.client_id, "token_endpoint": oauth.endpoints(settings).token}
+    if secret is not None:
+        result["client_secret"] = secret
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        for k, v in result.items():
+            typer.echo(f"{k}: {v}")
+        if secret is not None:
+            console.print("the client secret is shown only this once", style="yellow")
+
+
+@clients_app.command("list")
+def clients_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the clients as JSON.")] = False,
+) -> None:
+    """List the registered clients (never their secrets)."""
+    from sharedcare.storage import database
+    from sharedcare.storage.oauth import OAuthStore
+
+    engine = database.make_engine(get_settings().database_url)
+    try:
+        database.upgrade(engine)
+        rows = OAuthStore(engine).clients()
+    finally:
+        engine.dispose()
+    listed = [{"client_id": r.client_id, "name": r.name, "kind": r.kind, "auth_method": r.auth_method,
+               "scope": r.scope, "organisation": r.organisation, "redirect_uris": list(r.redirect_uris),
+               "created": r.created, "disabled": r.disabled} for r in rows]
+    if as_json:
+        typer.echo(json.dumps(listed))
+        return
+    for c in listed:
+        typer.echo(f"{c['client_id']}  {c['kind']}  {c['auth_method']}  {c['scope']}"
+                   f"{'  (disabled)' if c['disabled'] else ''}  {c['name']}")
+
+
+@clients_app.command("disable")
+def clients_disable(client_id: Annotated[str, typer.Argument(help="The client to disable.")]) -> None:
+    """Disable a client: it gets no more tokens, and the tokens it holds stop working at once."""
+    from sharedcare.storage import database
+    from sharedcare.storage.oauth import OAuthStore
+
+    engine = database.make_engine(get_settings().database_url)
+    try:
+        database.upgrade(engine)
+        found = OAuthStore(engine).disable_client(client_id)
+    finally:
+        engine.dispose()
+    if not found:
+        console.print("no client has that id; nothing was changed", style="red")
+        raise typer.Exit(1)
+    console.print("the client is disabled and its tokens are revoked")
 
 
 @app.command()

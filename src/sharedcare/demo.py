@@ -57,9 +57,12 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     files = [out / "directory" / f"{t}.ndjson" for t in TYPES] + sorted((out / "feeds").glob("*/*.ndjson"))
     # progress in bytes: the sizes are known without reading the files a second time
     task = progress.add_task("loading", total=sum(path.stat().st_size for path in files))
-    caller = system_caller(settings.node_id)
     try:
         for path in files:
+            # Each feed is written as its sending organisation (feeds/<kind>/<ODS>.ndjson), as ingestion
+            # will; the directory as the node itself.
+            org = None if path.parent.name == "directory" else path.stem
+            caller = system_caller(settings.node_id, organisation=org)
             with path.open("rb") as f:
                 while lines := list(islice(f, BATCH)):
                     with svc.repo.unit(caller, "transaction") as unit:
@@ -73,8 +76,24 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     full = _logins(out, seed)
     _accounts(url, full)
     logins = [{key: login[key] for key in LOGIN_KEYS} for login in full]
+    logins.append(_api_client(settings))
     (root / "logins.json").write_text(json.dumps(logins, indent=2) + "\n", encoding="utf-8")
     return url, logins
+
+
+def _api_client(settings: Any) -> dict[str, Any]:
+    """A read-only backend client of the demo node, to try the FHIR API with client credentials."""
+    from sharedcare.access.oauth import endpoints, register_client
+    from sharedcare.storage import database
+    from sharedcare.storage.oauth import OAuthStore
+
+    engine = database.make_engine(settings.database_url)
+    try:
+        client, secret = register_client(OAuthStore(engine), "demo API explorer", scope="system/*.rs")
+    finally:
+        engine.dispose()
+    return {"username": client.client_id, "password": secret, "kind": "client", "role": "system/*.rs",
+            "organisation": None, "token_endpoint": endpoints(settings).token}
 
 
 def _accounts(url: str, logins: list[dict[str, Any]]) -> None:

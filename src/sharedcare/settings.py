@@ -62,6 +62,31 @@ class Settings(BaseSettings):
         "extractors' tables) out of the garbage collector's full scans, which otherwise pause the process "
         "for tens of milliseconds. Tests turn it off.",
     )
+    sensitive_codes_file: Path | None = Field(
+        default=None,
+        description="A JSON file of sensitive code sets (the shape of the packaged default, described in "
+        "docs/sensitive-codes.md) used instead of the default; items coded from them never cross organisations.",
+    )
+    break_glass_minutes: int = Field(
+        default=240, ge=5, le=24 * 60,
+        description="How long a break-glass grant lasts (one patient, one member of staff), in minutes.",
+    )
+    declared_relationship_days: int = Field(
+        default=7, ge=1, le=90, description="How long a declared (self-claimed) relationship lasts, in days."
+    )
+    access_token_seconds: int = Field(
+        default=900, ge=60, le=86_400, description="Lifetime of an issued access token, in seconds."
+    )
+    refresh_token_seconds: int = Field(
+        default=8 * 3600, ge=60,
+        description="Lifetime of a refresh token family from sign-in, in seconds (rotation keeps the end).",
+    )
+    session_seconds: int = Field(default=8 * 3600, ge=60, description="Lifetime of a web sign-in session, in seconds.")
+    auth_failures_per_minute: int = Field(
+        default=20, ge=1,
+        description="Failed sign-ins or token requests allowed per minute per client address and per "
+        "username or client id (in memory, per process); beyond it 429 with Retry-After.",
+    )
 
 
 @cache

@@ -38,7 +38,7 @@ def patient(nhs: str = "9434765919") -> dict[str, Any]:
 
 def test_cv3_parallel_conditional_creates_make_exactly_one_resource(server: LiveServer) -> None:
     headers = {**JSON, "If-None-Exist": f"identifier={NHS}|9434765919"}
-    with httpx.Client(timeout=60) as http, ThreadPoolExecutor(max_workers=50) as pool:
+    with httpx.Client(timeout=60, headers=server.headers) as http, ThreadPoolExecutor(max_workers=50) as pool:
         statuses = list(pool.map(lambda _: http.post(f"{server.base}/Patient", json=patient(), headers=headers)
                                  .status_code, range(50)))
         assert statuses.count(201) == 1
@@ -50,7 +50,7 @@ def test_cv3_parallel_conditional_creates_inside_transactions(server: LiveServer
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [{
         "resource": patient("9434765870"),
         "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={NHS}|9434765870"}}]}
-    with httpx.Client(timeout=60) as http, ThreadPoolExecutor(max_workers=20) as pool:
+    with httpx.Client(timeout=60, headers=server.headers) as http, ThreadPoolExecutor(max_workers=20) as pool:
         statuses = list(pool.map(lambda _: http.post(server.base, json=bundle, headers=JSON).status_code, range(20)))
         assert set(statuses) == {200}
         assert http.get(f"{server.base}/Patient?identifier={NHS}|9434765870").json()["total"] == 1
@@ -58,7 +58,7 @@ def test_cv3_parallel_conditional_creates_inside_transactions(server: LiveServer
 
 def test_cv1_parallel_if_match_updates_exactly_one_wins(server: LiveServer) -> None:
     trials = 25
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=60, headers=server.headers) as http:
         created = http.post(f"{server.base}/Patient", json=patient(), headers=JSON).json()
         for trial in range(trials):
             version = trial + 1
@@ -94,7 +94,8 @@ def test_cf1_a_transaction_killed_mid_flight_is_all_or_nothing(store: Services, 
 
         def send(srv: LiveServer = srv, result: dict[str, int] = result) -> None:
             try:
-                result["status"] = httpx.post(srv.base, json=bundle, headers=JSON, timeout=120).status_code
+                result["status"] = httpx.post(srv.base, json=bundle, headers={**JSON, **srv.headers},
+                                              timeout=120).status_code
             except httpx.HTTPError:
                 result["status"] = -1
 
@@ -104,7 +105,7 @@ def test_cf1_a_transaction_killed_mid_flight_is_all_or_nothing(store: Services, 
         srv.kill()
         t.join()
         srv = LiveServer(settings.database_url, tmp_path).start()
-        total = httpx.get(f"{srv.base}/Patient?_count=0").json()["total"]
+        total = httpx.get(f"{srv.base}/Patient?_count=0", headers=srv.headers).json()["total"]
         srv.stop()
         assert total - expected_total in (0, 1000)
         outcomes.add(total - expected_total)

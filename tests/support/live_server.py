@@ -26,6 +26,27 @@ class LiveServer:
         self.log_dir = log_dir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Credentials of the node's all-scopes system client (minted once the store exists)."""
+        assert self.token is not None, "start the server first"
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def _mint(self) -> None:
+        from sharedcare.access.tokens import TokenService
+        from sharedcare.settings import Settings
+        from sharedcare.storage import database
+        from sharedcare.storage.oauth import OAuthStore
+        from tests.conftest import NODE_CLIENT
+
+        engine = database.make_engine(self.database_url)
+        try:
+            tokens = TokenService(OAuthStore(engine), Settings(database_url=self.database_url))
+            self.token = tokens.issue_for(NODE_CLIENT, "tests", "system/*.cruds")
+        finally:
+            engine.dispose()
 
     @property
     def base(self) -> str:
@@ -45,6 +66,8 @@ class LiveServer:
                 raise RuntimeError(f"server exited early; see {log_path}")
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health/ready", timeout=1).status_code == 200:
+                    if self.token is None:
+                        self._mint()
                     return self
             except httpx.HTTPError:
                 pass

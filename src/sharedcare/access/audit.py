@@ -21,6 +21,8 @@ ACTIONS = {
     "history-instance": "R", "history-type": "R", "history-system": "R",
     "search-type": "E", "search-system": "E", "search-compartment": "E",
     "batch": "E", "transaction": "E", "operation": "E", "capabilities": "R",
+    "declare-relationship": "E", "break-glass": "E",
+    "declare-relationship-ended": "E", "break-glass-ended": "E",
 }
 
 

@@ -6,6 +6,7 @@ resource gives, so that they can be written to the relationship table with the r
 same transaction) and the policy can join on them inside every query:
 
 - a Patient's `generalPractitioner` Organization: the registered practice, while it stays so;
+  (organisations are matched by literal reference, `Organization/<id>`, or by ODS code identifier);
 - an Encounter still open (planned, arrived, triaged, in-progress, onleave): its `serviceProvider`,
   while open; a finished emergency (EMER), field (FLD, ambulance) or virtual (VR, 111) encounter: its
   `serviceProvider` for 72 hours after it ended;
@@ -26,6 +27,7 @@ from typing import Any
 from sharedcare.errors import BadRequest
 from sharedcare.fhir.search.query import FMT, date_range
 
+ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 RECENT = timedelta(hours=72)
 OPEN_ENCOUNTER = frozenset({"planned", "arrived", "triaged", "in-progress", "onleave"})
 URGENT_CLASSES = frozenset({"EMER", "FLD", "VR"})
@@ -37,7 +39,7 @@ OPEN_APPOINTMENT = frozenset({"proposed", "pending", "booked", "arrived", "check
 @dataclass(frozen=True)
 class Relationship:
     patient: str  # the Patient id (the resource's patient compartment)
-    organisation: str  # "Organization/<id>" as referenced
+    organisation: str  # "Organization/<id>" as referenced, or "ods:<code>" for a reference by ODS code
     kind: str  # registered, encounter, urgent-care, episode, referral, appointment
     until: datetime | None  # None: while the record stays as it is
 
@@ -95,12 +97,23 @@ def _patient(resource: dict[str, Any]) -> str | None:
 
 
 def _organisations(refs: Any) -> list[str]:
+    """Organisations referenced: `Organization/<id>` for a literal reference, `ods:<code>` for a logical
+    one by ODS code (as NHS systems often send, e.g. a PDS registered practice)."""
     out: list[str] = []
     for ref in refs or []:
-        target = ref.get("reference") if isinstance(ref, dict) else None
-        if isinstance(target, str) and target.startswith("Organization/") and target[13:] and "/" not in target[13:] \
-                and target not in out:
-            out.append(target)
+        if not isinstance(ref, dict):
+            continue
+        target = ref.get("reference")
+        ident = ref.get("identifier")
+        if isinstance(target, str) and target.startswith("Organization/") and target[13:] and "/" not in target[13:]:
+            key = target
+        elif target is None and isinstance(ident, dict) and ident.get("system") == ODS \
+                and isinstance(ident.get("value"), str) and ident["value"].strip():
+            key = f"ods:{ident['value'].strip().upper()}"
+        else:
+            continue
+        if key not in out:
+            out.append(key)
     return out
 
 

@@ -51,6 +51,26 @@ def _revincludes() -> dict[str, tuple[str, ...]]:
     return {k: tuple(sorted(set(v))) for k, v in out.items()}
 
 
+def _audit_event() -> dict[str, Any]:
+    """AuditEvent is the audit trail, served read-only by access/audit_service.py: read and search by
+    the parameters it implements (`agent-organization` is this server's own)."""
+    from sharedcare.access.audit_service import PARAMS
+    from sharedcare.fhir.search.extract import parameters_for
+
+    standard = parameters_for("AuditEvent")
+    params = [{"name": p, "type": standard[p].type, "definition": standard[p].url} for p in sorted(PARAMS)
+              if p in standard]
+    params.append({"name": "agent-organization", "type": "token",
+                   "documentation": "ODS code of the organisation the agent acted for"})
+    return {"type": "AuditEvent", "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+            "supportedProfile": ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read",
+                                 "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Query"],
+            "interaction": [{"code": "read"}, {"code": "search-type"}], "versioning": "no-version",
+            "readHistory": False, "updateCreate": False, "conditionalCreate": False,
+            "conditionalRead": "not-supported", "conditionalUpdate": False, "conditionalDelete": "not-supported",
+            "searchParam": params}
+
+
 @cache
 def capability_statement(base_url: str, software_date: str = "2026-11-24") -> dict[str, Any]:
     """Built once per base URL (callers must not change it)."""
@@ -61,6 +81,9 @@ def capability_statement(base_url: str, software_date: str = "2026-11-24") -> di
             operations.append({"name": "everything",
                                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
         writable = res_type not in SERVER_WRITTEN
+        if res_type == "AuditEvent":
+            resources.append(_audit_event())
+            continue
         resources.append({
             "type": res_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{res_type}",

@@ -102,6 +102,7 @@ def create(unit: Unit, res_type: str, body: Any, *, if_none_exist: str | None = 
            res_id: str | None = None) -> EntryResult:
     """POST: a new resource with a server id (the body's id is ignored, per R4)."""
     check_writable(res_type)
+    unit.require_may(res_type, "create")
     if if_none_exist is not None:
         q = conditional_query(unit, res_type, if_none_exist.lstrip("?").split("?", 1)[-1], 2)
         found = unit.find(q)
@@ -129,6 +130,7 @@ def update(unit: Unit, res_type: str, res_id: str, body: Any, *, if_match: int |
 def conditional_update(unit: Unit, res_type: str, criteria: str, body: Any, *, if_match: int | None,
                        max_count: int) -> EntryResult:
     check_writable(res_type)
+    unit.require_may(res_type, "update", "create")
     q = conditional_query(unit, res_type, criteria, max_count)
     found = unit.find(q)
     if len(found) > 1:
@@ -147,6 +149,7 @@ def conditional_update(unit: Unit, res_type: str, criteria: str, body: Any, *, i
 def patch(unit: Unit, res_type: str, res_id: str, operations: Any, *, if_match: int | None) -> EntryResult:
     """PATCH with a JSON Patch document (RFC 6902); the patched resource must still be valid."""
     check_writable(res_type)
+    unit.require_may(res_type, "update")
     current = unit.require_exists(res_type, res_id)
     if if_match is not None and current.version_id != if_match:
         raise PreconditionFailed("the resource has changed since the version you sent (If-Match)")
@@ -173,6 +176,7 @@ def delete(unit: Unit, res_type: str, res_id: str, *, if_match: int | None = Non
 
 def conditional_delete(unit: Unit, res_type: str, criteria: str, max_count: int) -> EntryResult:
     check_writable(res_type)
+    unit.require_may(res_type, "delete")
     q = conditional_query(unit, res_type, criteria, max_count)
     found = unit.find(q)
     if len(found) > 1:

@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from sharedcare.access.context import Caller, system_caller
+from sharedcare.access.context import Caller
+from sharedcare.access.tokens import TokenService
 from sharedcare.errors import (
     BadRequest,
     Issue,
@@ -27,6 +28,7 @@ from sharedcare.errors import (
 )
 from sharedcare.fhir import formats, interactions, jsonio
 from sharedcare.fhir import responses as resp
+from sharedcare.fhir.access_routes import install_access_routes
 from sharedcare.fhir.bundles import BundleProcessor, Entry
 from sharedcare.fhir.capability import capability_statement
 from sharedcare.fhir.definitions import resource_types
@@ -35,6 +37,7 @@ from sharedcare.fhir.search import query as search_query
 from sharedcare.fhir.search import shape
 from sharedcare.fhir.validation import validate
 from sharedcare.settings import Settings
+from sharedcare.storage.oauth import OAuthStore
 from sharedcare.storage.repository import Repository, Unit
 
 log = logging.getLogger("sharedcare.fhir")
@@ -52,12 +55,25 @@ class FhirApi:
         self.base = settings.base_url.rstrip("/")
         self.bundles = BundleProcessor(repo, self.base, settings.max_bundle_entries, settings.max_page_size,
                                        self._bundle_read)
+        self.tokens = TokenService(OAuthStore(repo.engine), settings)
         self._table: dict[int, list[tuple[tuple[str, ...], int, str, Handler]]] = {}
         self._routes()
 
     # -- request helpers ----------------------------------------------------------------------------
     def caller(self, request: Request) -> Caller:
-        return system_caller(self.settings.node_id).with_ip(request.client.host if request.client else None)
+        """Who is asking: set by `dispatch` from the request's bearer token before any handler runs."""
+        caller: Caller = request.state.caller
+        return caller
+
+    async def authenticate(self, request: Request) -> Caller:
+        """The caller of a bearer token (Unauthorized otherwise). On SQLite the primary-key lookup
+        runs inline (microseconds); elsewhere in a worker thread, off the event loop."""
+        header = request.headers.get("authorization")
+        if self.repo.engine.dialect.name == "sqlite":
+            caller = self.tokens.authenticate(header)
+        else:
+            caller = await run_in_threadpool(self.tokens.authenticate, header)
+        return caller.with_ip(request.client.host if request.client else None)
 
     @staticmethod
     def fmt(request: Request) -> Format:
@@ -123,7 +139,7 @@ class FhirApi:
         parts = entry.path.split("/")
         interactions.check_type(parts[0])
         if len(parts) == 2:
-            stored = unit.require_exists(parts[0], parts[1])
+            stored = unit.read(parts[0], parts[1])
             unit.audit("read", 200, stored)
             return 200, jsonio.loads(stored.data or b"{}")
         if len(parts) == 1:
@@ -263,8 +279,13 @@ class FhirApi:
             stored = await self.repo.vread_async(self.caller(request), res_type, res_id, int(version))
             return resp.fhir_response(stored.data, fmt, 200, resp.version_headers(stored, self.base))
 
+        install_access_routes(self)
         for candidates in self._table.values():  # literal segments win over parameters (_history, $validate)
             candidates.sort(key=lambda c: c[1])
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        """Register a handler for `method` on a FHIR URL pattern (e.g. "/{res_type}/{res_id}")."""
+        return self._route(method, pattern)
 
     def _route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
         segments = tuple(seg for seg in pattern.split("/") if seg)
@@ -280,6 +301,8 @@ class FhirApi:
         candidate patterns, literal segments are compared, the rest are the handler's arguments."""
         parts = [p for p in request.scope["path"][len(PREFIX):].split("/") if p]
         method = request.method
+        if not (method == "GET" and parts == ["metadata"]):  # the CapabilityStatement is public
+            request.state.caller = await self.authenticate(request)
         matched: int | None = None  # parameters of the most literal pattern that matches the path
         for segments, params, candidate_method, handler in self._table.get(len(parts), ()):
             if matched is not None and params > matched:

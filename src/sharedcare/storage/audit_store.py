@@ -11,8 +11,10 @@ so concurrent writers (several processes on PostgreSQL) cannot fork a chain. `ve
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import ColumnElement, Engine, bindparam, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
 from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
@@ -94,3 +96,67 @@ def verify(engine: Engine) -> list[str]:
             if not ok or prev != last_hash:
                 broken.append(partition)
     return broken
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What an audit search asks for; every field narrows (None: no condition)."""
+
+    agent: str | None = None
+    agent_org: str | None = None
+    agent_role: str | None = None
+    patients: frozenset[str] | None = None  # any of these patients is among those touched
+    resource: tuple[str, str] | None = None
+    interactions: tuple[str, ...] | None = None
+    outcome: str | None = None
+    action: str | None = None
+    purpose: str | None = None
+    recorded: tuple[tuple[str, str], ...] = ()  # (operator, stored timestamp): ge gt le lt
+    before_seq: int | None = None  # paging: newest first, strictly older than this
+
+
+def _where(f: AuditFilter) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if f.agent is not None:
+        where.append(audit.c.agent_id == f.agent)
+    if f.agent_org is not None:
+        where.append(audit.c.agent_org == f.agent_org)
+    if f.agent_role is not None:
+        where.append(audit.c.agent_role == f.agent_role)
+    if f.patients is not None:
+        # The home partition is the first patient touched (indexed); a search that showed several
+        # patients names the others in `patients` (a scan: see docs/access.md).
+        where.append(or_(audit.c.partition_key.in_(sorted(f.patients)),
+                         *[(literal(" ") + audit.c.patients + literal(" ")).contains(f" {p} ")
+                           for p in sorted(f.patients)]))
+    if f.resource is not None:
+        where.extend([audit.c.res_type == f.resource[0], audit.c.res_id == f.resource[1]])
+    if f.interactions is not None:
+        where.append(audit.c.interaction.in_(list(f.interactions)))
+    for column, value in (("outcome", f.outcome), ("action", f.action), ("purpose", f.purpose)):
+        if value is not None:
+            where.append(audit.c[column] == value)
+    ops = {"ge": "__ge__", "gt": "__gt__", "le": "__le__", "lt": "__lt__"}
+    for op, stamp in f.recorded:
+        where.append(getattr(audit.c.recorded, ops[op])(stamp))
+    if f.before_seq is not None:
+        where.append(audit.c.seq < f.before_seq)
+    return where
+
+
+def search(engine: Engine, f: AuditFilter, count: int) -> list[dict[str, Any]]:
+    """Matching audit rows, newest first, at most `count`."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(audit).where(*_where(f)).order_by(audit.c.seq.desc()).limit(count))
+        return [dict(r._mapping) for r in rows]
+
+
+def count(engine: Engine, f: AuditFilter) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit).where(*_where(f))).scalar_one())
+
+
+def read(engine: Engine, seq: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(audit).where(audit.c.seq == seq)).first()
+        return dict(row._mapping) if row is not None else None

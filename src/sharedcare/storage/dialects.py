@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, event, text
+from sqlalchemy import Engine, String, bindparam, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.sql import ClauseElement, Select
+from sqlalchemy.sql import ClauseElement, ColumnElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
 
@@ -348,3 +349,22 @@ def prefix_bounds(column: Any, prefix: str, conn: Connection) -> list[Any]:
     if 0xD800 <= bumped <= 0xDFFF:
         bumped = 0xE000
     return [column >= prefix, column < prefix[:-1] + chr(bumped)]
+
+
+class utc_now_text(ColumnElement[str]):
+    """The database's current time as stored timestamps are written (UTC, `YYYY-MM-DDTHH:MM:SS.ffffff`;
+    SQLite gives milliseconds, which still compare correctly as text). Used by the access policy so a
+    compiled statement stays valid as time passes (relationships and break-glass grants expire)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(utc_now_text, "sqlite")
+def _now_sqlite(_element: utc_now_text, _compiler: Any, **_kw: Any) -> str:
+    return "strftime('%Y-%m-%dT%H:%M:%f', 'now')"
+
+
+@compiles(utc_now_text, "postgresql")
+def _now_postgresql(_element: utc_now_text, _compiler: Any, **_kw: Any) -> str:
+    return "to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"

@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, overload
 
 from sqlalchemy import Numeric, Table, bindparam, delete
 from sqlalchemy.engine import Connection
 
+from sharedcare.access.labels import AccessFacts
 from sharedcare.fhir.definitions import patient_compartment
 from sharedcare.fhir.search import phonetic
 from sharedcare.fhir.search.extract import DateValue, IndexValues, ReferenceValue, StringValue, extract
@@ -33,6 +35,8 @@ from sharedcare.storage.tables import (
     idx_string,
     idx_token,
     idx_uri,
+    relationship,
+    restriction,
 )
 
 # A row of an index table as a tuple in the table's column order: (res_type, res_id, param, ...). The
@@ -44,6 +48,9 @@ Row = tuple[Any, ...]
 class IndexRows:
     by_table: dict[str, list[Row]] = field(default_factory=dict)
     patients: tuple[str, ...] = ()
+    # Rows of the access tables (relationship, restriction): written with the index rows, but
+    # without a created_seq (see access/labels.py for what they say).
+    access: dict[str, list[Row]] = field(default_factory=dict)
 
     @property
     def partition_key(self) -> str:
@@ -78,6 +85,27 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
         idx_composite.name: [key + v for v in values.composites],
     }
     return IndexRows(by_table, compartments_of(res_type, res_id, values))
+
+
+def add_access(rows: IndexRows, res_type: str, res_id: str, facts: AccessFacts) -> None:
+    """Add the relationship and restriction rows a version gives (access/labels.py)."""
+    key = (res_type, res_id)
+    rows.access = {
+        relationship.name: [(*key, r.patient, r.organisation, r.kind, stored_instant(r.until))
+                            for r in facts.relationships],
+        restriction.name: [(*key, patient, kind) for patient, kind in facts.restrictions],
+    }
+
+
+@overload
+def stored_instant(when: datetime) -> str: ...
+@overload
+def stored_instant(when: None) -> None: ...
+def stored_instant(when: datetime | None) -> str | None:
+    """A UTC instant as stored timestamps are written (fixed width, sortable as text)."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 def _keyed(values: IndexValues) -> IndexValues:
@@ -136,7 +164,8 @@ def _date_rows(key: tuple[str, str], dates: list[DateValue]) -> list[Row]:
 
 
 def clear(conn: Connection, res_type: str, res_id: str) -> None:
-    """Delete the index and compartment rows of a resource (before its new version's are written)."""
+    """Delete the index, compartment and access rows of a resource (before its new version's are
+    written)."""
     for stmt in _CLEAR:
         stmt.execute(conn, {"t": res_type, "i": res_id})
 
@@ -167,7 +196,8 @@ def _inserter(table: Table) -> Callable[[Connection, list[Row]], object]:
     return insert
 
 
-_INSERTS = {t.name: _inserter(t) for t in (*INDEX_TABLES, compartment)}
+ACCESS_TABLES = (relationship, restriction)
+_INSERTS = {t.name: _inserter(t) for t in (*INDEX_TABLES, compartment, *ACCESS_TABLES)}
 
 
 def _clear_statement(table: Table) -> dialects.Compiled:
@@ -175,7 +205,15 @@ def _clear_statement(table: Table) -> dialects.Compiled:
         table.c.res_type == bindparam("t"), table.c.res_id == bindparam("i")))
 
 
-_CLEAR = [_clear_statement(t) for t in (*INDEX_TABLES, compartment)]
+_CLEAR = [_clear_statement(t) for t in (*INDEX_TABLES, compartment, *ACCESS_TABLES)]
+# A deleted resource keeps its compartment rows (its history stays in the patient's compartment) but
+# no longer gives relationships or restrictions, and is found by no search.
+_CLEAR_DELETED = [_clear_statement(t) for t in (*INDEX_TABLES, *ACCESS_TABLES)]
+
+
+def clear_deleted(conn: Connection, res_type: str, res_id: str) -> None:
+    for stmt in _CLEAR_DELETED:
+        stmt.execute(conn, {"t": res_type, "i": res_id})
 
 
 class PendingRows:
@@ -201,6 +239,9 @@ class PendingRows:
                 self.by_table.setdefault(name, []).extend([r + tail for r in table_rows])
         if rows.patients:
             self.by_table.setdefault(compartment.name, []).extend((res_type, res_id, p) for p in rows.patients)
+        for name, table_rows in rows.access.items():
+            if table_rows:
+                self.by_table.setdefault(name, []).extend(table_rows)
 
     def discard(self, res_type: str, res_id: str) -> None:
         """Forget pending rows of a resource that is being rewritten in the same transaction."""

@@ -13,6 +13,7 @@ SQLite is a savepoint inside a group commit shared with other single writes (`wr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 import uuid
@@ -22,13 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, func, insert, select, update
+from sqlalchemy import Engine, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from sharedcare.access import labels
 from sharedcare.access.audit import AuditRecord, mark_audited
 from sharedcare.access.context import Caller
-from sharedcare.access.policy import Policy, SystemPolicy
+from sharedcare.access.policy import NHS_NUMBER, AccessPolicy, Policy, query_refusal
 from sharedcare.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed, ServiceUnavailable
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.search.query import SearchQuery
@@ -36,24 +38,30 @@ from sharedcare.storage import audit_store, codec, dialects, indexing, search
 from sharedcare.storage.committer import Committer, Job
 from sharedcare.storage.search import Cursor, Visible
 from sharedcare.storage.tables import (
-    INDEX_TABLES,
     SHARED_PARTITION,
     compartment,
+    idx_token,
     node_setting,
     resource,
     resource_history,
+    restriction,
 )
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
+_MAX_COMPILED = 4096
+# meta.source of what an organisation's system or staff wrote: set by the server, never taken from the
+# client (a client cannot write as another source).
+SOURCE_PREFIX = "urn:ods:"
 T = TypeVar("T")
 
 # Built once: constructing a statement costs more than running it on the read path.
 _READ = select(resource.c.version_id, resource.c.last_updated, resource.c.data, resource.c.partition_key).where(
     resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i"))
 _READ_IN_UNIT = _READ.add_columns(resource.c.created_seq)  # a write needs the search order key too
-_CURRENT_COLUMNS = ("version_id", "last_updated", "partition_key", "source", "security", "deleted", "data")
+_CURRENT_COLUMNS = ("version_id", "last_updated", "partition_key", "source", "security", "deleted", "data",
+                    "source_org")
 _HISTORY_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "method", "partition_key", "source",
-                    "security", "deleted", "data", "author")
+                    "security", "deleted", "data", "author", "source_org")
 # Writes compiled once and run on the driver (see dialects.RowsStatement); every value here is a str,
 # int, bool, bytes or None, which the drivers take as they are.
 _INSERT_HISTORY = dialects.Compiled(lambda _d: insert(resource_history).values(
@@ -168,11 +176,13 @@ def _patients_of(page: Page, compartment_id: str | None = None) -> tuple[str, ..
 
 class Repository:
     def __init__(self, engine: Engine, committer: Committer, policy: Policy | None = None,
-                 clock: Callable[[], datetime] = utcnow, base_url: str = "") -> None:
+                 clock: Callable[[], datetime] = utcnow, base_url: str = "",
+                 code_sets: labels.CodeSets | None = None) -> None:
         self.engine = engine
         self.base_url = base_url  # absolute references to this server are searched as local ones
         self.committer = committer
-        self.policy: Policy = policy or SystemPolicy()
+        self.policy: Policy = policy or AccessPolicy()
+        self.code_sets = code_sets if code_sets is not None else labels.load_code_sets()
         self.clock = clock
         self._cursor_key = self._node_secret("cursor_key")
         self._compiled: dict[tuple[str, Hashable], dialects.RawStatement] = {}
@@ -184,6 +194,8 @@ class Repository:
         if found is None:
             found = dialects.RawStatement(self.engine, stmt.where(self.policy.visible_clause(caller, table)))
             if key is not None:
+                if len(self._compiled) >= _MAX_COMPILED:
+                    self._compiled.clear()  # one per caller context and statement: bounded, rebuilt on demand
                 self._compiled[(name, key)] = found
         return found
 
@@ -228,8 +240,10 @@ class Repository:
         if data is None:
             return (None, Gone(f"{res_type} resource was deleted", headers={"ETag": f'W/"{version_id}"'}),
                     self._record(caller, "read", 410, res_type, res_id, version_id, patients))
-        return (Stored(res_type, res_id, version_id, last_updated, codec.decode(data)), None,
-                self._record(caller, "read", 200, res_type, res_id, version_id, patients))
+        stored = Stored(res_type, res_id, version_id, last_updated, codec.decode(data))
+        if res_type == "Patient":
+            stored = self.redacted(caller, [stored])[0]
+        return stored, None, self._record(caller, "read", 200, res_type, res_id, version_id, patients)
 
     def _vread(self, caller: Caller, res_type: str, res_id: str, version_id: int) -> tuple[
             Stored | None, FhirError | None, AuditRecord]:
@@ -243,8 +257,10 @@ class Repository:
         if data is None:
             return (None, Gone(f"{res_type} version is a deletion"),
                     self._record(caller, "vread", 410, res_type, res_id, version_id, patients))
-        return (Stored(res_type, res_id, version_id, last_updated, codec.decode(data), method), None,
-                self._record(caller, "vread", 200, res_type, res_id, version_id, patients))
+        stored = Stored(res_type, res_id, version_id, last_updated, codec.decode(data), method)
+        if res_type == "Patient":
+            stored = self.redacted(caller, [stored])[0]
+        return stored, None, self._record(caller, "vread", 200, res_type, res_id, version_id, patients)
 
     def _record(self, caller: Caller, interaction: str, status: int, res_type: str | None = None,
                 res_id: str | None = None, version_id: int | None = None,
@@ -289,16 +305,71 @@ class Repository:
         await self.committer.record_async(outcome[2])
         return self._settle(outcome)
 
+    def refusal(self, caller: Caller, query: SearchQuery) -> str | None:
+        """Why the caller may not run this search at all (403 whatever exists), or None."""
+        if query.res_type is None or not self.policy.may_search(caller, query.res_type):
+            return "you may not search this resource type"
+        return query_refusal(self.policy, caller, query, lambda: self.own_patients(caller), self.base_url)
+
+    def redacted(self, caller: Caller, items: list[Stored], conn: Connection | None = None) -> list[Stored]:
+        """`items` as the caller may see them: a restricted-address patient's Patient record loses its
+        address and contact details for anyone outside the organisation that wrote it (the patient
+        themselves and the node keep them)."""
+        if not (caller.kind == "user" or (caller.kind == "system" and caller.organisation is not None)):
+            return items
+        ids = [s.res_id for s in items if s.res_type == "Patient" and s.data is not None]
+        if not ids:
+            return items
+        stmt = select(resource.c.res_id).where(
+            resource.c.res_type == "Patient", resource.c.res_id.in_(ids),
+            or_(resource.c.source_org.is_(None), resource.c.source_org != caller.organisation),
+            exists(select(restriction.c.patient_id).where(
+                restriction.c.patient_id == resource.c.res_id, restriction.c.kind == labels.RESTRICTED_ADDRESS)))
+        if conn is not None:
+            hidden = set(conn.execute(stmt).scalars())
+        else:
+            with self.engine.connect() as own:
+                hidden = set(own.execute(stmt).scalars())
+        if not hidden:
+            return items
+        return [dataclasses.replace(s, data=labels.without_contact_details(s.data))
+                if s.res_type == "Patient" and s.res_id in hidden and s.data is not None else s for s in items]
+
+    def _redacted_page(self, caller: Caller, page: Page, conn: Connection | None = None) -> Page:
+        items = self.redacted(caller, page.items, conn)
+        included = self.redacted(caller, page.included, conn) if page.included else page.included
+        if items is page.items and included is page.included:
+            return page
+        return dataclasses.replace(page, items=items, included=included)
+
+    def exists(self, res_type: str, res_id: str) -> bool:
+        """Whether a current (not deleted) resource is stored, whoever may see it: for operations on a
+        patient that staff may invoke without seeing the record (break-glass)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(resource.c.res_id).where(
+                resource.c.res_type == res_type, resource.c.res_id == res_id, resource.c.deleted.is_(False))
+            ).first() is not None
+
+    def own_patients(self, caller: Caller) -> frozenset[str]:
+        """A patient caller's own Patient records (every record with their NHS number)."""
+        if caller.kind != "patient" or not caller.nhs_number:
+            return frozenset()
+        with self.engine.connect() as conn:
+            return frozenset(conn.execute(select(idx_token.c.res_id).where(
+                idx_token.c.res_type == "Patient", idx_token.c.param == "identifier",
+                idx_token.c.code == caller.nhs_number, idx_token.c.system == NHS_NUMBER)).scalars())
+
     def search(self, caller: Caller, query: SearchQuery, query_string: str) -> Page:
         interaction = "search-type"
-        if query.res_type is None or not self.policy.may_search(caller, query.res_type):
+        refused = self.refusal(caller, query)
+        if refused is not None:
             self._audit_read(caller, interaction, 403, res_type=query.res_type, query=query_string)
-            raise Forbidden("you may not search this resource type")
+            raise Forbidden(refused)
         cursor = search.open_cursor(self._cursor_key, caller.agent_id, query.cursor) if query.cursor else None
         with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
             result = search.page(conn, query, self.visible(caller), cursor, self.base_url, keep=self._keep_sorted)
         sign = self._sign(caller)
-        page = _page(result, sign(result.next), sign(result.previous))
+        page = self._redacted_page(caller, _page(result, sign(result.next), sign(result.previous)))
         self._audit_read(caller, interaction, 200, res_type=query.res_type, query=query_string,
                          patients=_patients_of(page, query.compartment[1] if query.compartment else None))
         return page
@@ -319,7 +390,7 @@ class Repository:
             result = search.everything_page(conn, patient_id, types=types, since=since, count=count, cursor=cursor,
                                             visible=visible, base_url=self.base_url)
         sign = self._sign(caller)
-        page = _page(result, sign(result.next), sign(result.previous))
+        page = self._redacted_page(caller, _page(result, sign(result.next), sign(result.previous)))
         self._audit_read(caller, "operation", 200, res_type="Patient", res_id=patient_id, patients=(patient_id,),
                          query=query_string)
         return page
@@ -366,8 +437,9 @@ class Repository:
             raise NotFound(f"{res_type} resource not found")
         more = len(rows) > count
         rows = rows[:count]
-        items = [Stored(r.res_type, r.res_id, r.version_id, r.last_updated, codec.decode_opt(r.data), r.method, r.seq)
-                 for r in rows]
+        items = self.redacted(caller, [
+            Stored(r.res_type, r.res_id, r.version_id, r.last_updated, codec.decode_opt(r.data), r.method, r.seq)
+            for r in rows])
         self._audit_read(caller, interaction, 200, res_type=res_type, res_id=res_id, query=query_string)
         nxt = Cursor(rows[-1].seq, snapshot) if more and rows else None
         return Page(items, total, self._sign(caller)(nxt), None)
@@ -465,34 +537,85 @@ class Unit:
                       seq=row.created_seq) if row else None
 
     def find(self, query: SearchQuery, limit: int = 2) -> list[str]:
-        """Ids matching a conditional-interaction query (within this transaction)."""
+        """Ids matching a conditional-interaction query (within this transaction). The match URL is
+        a search like any other: the caller may match only what they may search and see."""
+        refused = self.repo.refusal(self.caller, query)
+        if refused is not None:
+            raise Forbidden(refused)
         self.flush()  # earlier writes in this transaction must be searchable
         return search.find_ids(self.conn, query, self.repo.visible(self.caller), limit, self.repo.base_url)
 
     def search(self, query: SearchQuery) -> Page:
         """A search inside this transaction (a GET entry of a batch or transaction): one page, audited
         with the transaction, seeing the transaction's own writes."""
-        if query.res_type is None or not self.repo.policy.may_search(self.caller, query.res_type):
-            raise Forbidden("you may not search this resource type")
+        refused = self.repo.refusal(self.caller, query)
+        if refused is not None:
+            raise Forbidden(refused)
         self.flush()
         result = search.page(self.conn, query, self.repo.visible(self.caller), None, self.repo.base_url)
-        page = _page(result)
+        page = self.repo._redacted_page(self.caller, _page(result), self.conn)
         self.audit("search-type", 200, None, _patients_of(page), query=query.canonical(), res_type=query.res_type)
         return page
 
     def lock(self, *parts: str) -> None:
         dialects.lock_key(self.conn, *parts)
 
-    def _check_write(self, res_type: str, body: dict[str, Any] | None) -> None:
-        if not self.repo.policy.may_write(self.caller, res_type, body):
-            raise Forbidden("you may not write this resource")
+    def require_may(self, res_type: str, *interactions: str) -> None:
+        """Refuse (403) before anything is looked up when the caller may do none of `interactions`
+        on the type, so the answer cannot depend on what exists."""
+        if not any(self.repo.policy.may_write(self.caller, res_type, None, i) for i in interactions):
+            raise Forbidden(f"you may not {' or '.join(interactions)} {res_type} resources")
+
+    def _check_write(self, res_type: str, body: dict[str, Any] | None, interaction: str) -> None:
+        if not self.repo.policy.may_write(self.caller, res_type, body, interaction):
+            raise Forbidden(f"you may not {interaction} {res_type} resources")
+
+    @property
+    def _unrestricted(self) -> bool:
+        """The node acting for itself: nothing to check after a write."""
+        return self.caller.kind == "system" and self.caller.organisation is None
+
+    def _source_org(self, res_type: str, res_id: str) -> tuple[str | None] | None:
+        """(source organisation,) of a stored resource, whoever may see it; None when there is none."""
+        row = self.conn.execute(select(resource.c.source_org).where(
+            resource.c.res_type == res_type, resource.c.res_id == res_id)).first()
+        return (row.source_org,) if row is not None else None
+
+    def _check_visible(self, res_type: str, res_id: str, patients: tuple[str, ...]) -> None:
+        """A write may not leave the writer's own view (e.g. move a record to a patient they may not
+        see): checked on the written version, inside the transaction, so a refusal rolls it back.
+        Staff may also write only about patients they may see (their own organisation's writing
+        alone does not let them reach a patient's record)."""
+        self.flush()
+        visible = self.repo.policy.visible_clause(self.caller, resource)
+        found = self.conn.execute(select(resource.c.res_id).where(
+            resource.c.res_type == res_type, resource.c.res_id == res_id, visible)).first()
+        if found is None:
+            raise Forbidden("you may not write a resource you could not then see")
+        if self.caller.kind == "user" and patients:
+            seen = self.conn.execute(select(func.count()).select_from(resource).where(
+                resource.c.res_type == "Patient", resource.c.res_id.in_(list(patients)), visible)).scalar_one()
+            if seen != len(set(patients)):
+                raise Forbidden("you may write only about patients whose records you may see")
 
     def write(self, res_type: str, res_id: str, body: dict[str, Any], *, method: str,
               if_match: int | None = None, expect_new: bool = False) -> WriteOutcome:
-        """Store a new version of res_type/res_id (creating it if absent). The caller has validated body."""
-        self._check_write(res_type, body)
+        """Store a new version of res_type/res_id (creating it if absent). The caller has validated body.
+
+        What the access policy keeps with each version is computed here, from the caller and the
+        content, never taken from the client: the source organisation (`source_org`, and `meta.source`
+        for an organisation's writes), security labels, relationships and restrictions. A caller that
+        acts for an organisation may change only what that organisation wrote, and may not write a
+        version it could not then see (the policy is checked again after the write)."""
         # A new server-assigned id cannot exist yet: the primary key guards it, no lookup needed.
         prev = None if expect_new else self.current(res_type, res_id, lock=True)
+        self._check_write(res_type, body, "create" if prev is None else "update")
+        org = self.caller.organisation
+        if not self._unrestricted and not expect_new:
+            stored_org = self._source_org(res_type, res_id)
+            if (prev is None and stored_org is not None) or (prev is not None and org is not None
+                                                             and stored_org != (org,)):
+                raise Forbidden("you may change only what your own organisation wrote")
         if if_match is not None and (prev is None or prev.version_id != if_match or prev.deleted):
             raise PreconditionFailed("the resource has changed since the version you sent (If-Match)")
         if expect_new and prev is not None:
@@ -502,16 +625,19 @@ class Unit:
         meta = dict(body.get("meta") or {})
         meta["versionId"] = str(version)
         meta["lastUpdated"] = fhir_instant(now)
+        if org is not None:
+            meta["source"] = SOURCE_PREFIX + org
         doc = {"resourceType": res_type, "id": res_id, "meta": meta}
         doc.update((k, v) for k, v in body.items() if k not in doc)
         data = jsonio.dumps(doc)
         rows = indexing.rows_for(res_type, res_id, doc)
+        facts = labels.facts(doc, self.repo.code_sets)
+        indexing.add_access(rows, res_type, res_id, facts)
         source = meta.get("source")
-        security = " ".join(sorted(str(s.get("code")) for s in meta.get("security", []) if s.get("code"))) or None
         hist = {
             "res_type": res_type, "res_id": res_id, "version_id": version, "last_updated": now,
-            "method": method, "partition_key": rows.partition_key, "source": source, "security": security,
-            "deleted": False, "data": codec.encode(data), "author": self.caller.agent_id,
+            "method": method, "partition_key": rows.partition_key, "source": source, "security": facts.security,
+            "deleted": False, "data": codec.encode(data), "author": self.caller.agent_id, "source_org": org,
         }
         seq: int | None = None
         try:
@@ -534,6 +660,8 @@ class Unit:
             raise PreconditionFailed("the resource was changed by someone else at the same time") from None
         # The search order key: version 1's history sequence number (known at flush for a new resource).
         self.pending.add(res_type, res_id, rows, prev.seq if prev is not None else seq)
+        if not self._unrestricted:
+            self._check_visible(res_type, res_id, rows.patients)
         stored = Stored(res_type, res_id, version, now, data, method, seq)
         self.audit("create" if prev is None or method == "POST" else "update", 201 if prev is None else 200,
                    stored, rows.patients)
@@ -544,8 +672,11 @@ class Unit:
 
     def delete(self, res_type: str, res_id: str, *, if_match: int | None = None) -> Stored | None:
         """Delete the current version; None if there was nothing to delete (still a success in FHIR)."""
-        self._check_write(res_type, None)
+        self._check_write(res_type, None, "delete")
         prev = self.current(res_type, res_id, lock=True)
+        org = self.caller.organisation
+        if prev is not None and org is not None and self._source_org(res_type, res_id) != (org,):
+            raise Forbidden("you may change only what your own organisation wrote")
         if if_match is not None and (prev is None or prev.version_id != if_match):
             raise PreconditionFailed("the resource has changed since the version you sent (If-Match)")
         if prev is None or prev.deleted:
@@ -557,17 +688,23 @@ class Unit:
         partition = patients[0] if patients else SHARED_PARTITION
         seq = self.conn.execute(insert(resource_history).values(
             res_type=res_type, res_id=res_id, version_id=version, last_updated=now, method="DELETE",
-            partition_key=partition, deleted=True, data=None, author=self.caller.agent_id,
+            partition_key=partition, deleted=True, data=None, author=self.caller.agent_id, source_org=org,
         ).returning(resource_history.c.seq)).scalar_one()
         self.conn.execute(update(resource).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
                           .values(version_id=version, last_updated=now, deleted=True, data=None))
-        # The compartment rows stay (history stays in the patient's compartment); search rows go.
+        # The compartment rows stay (history stays in the patient's compartment); search rows go, and
+        # so do the relationships and restrictions the resource gave.
         self.pending.discard(res_type, res_id)
-        for table in INDEX_TABLES:
-            self.conn.execute(table.delete().where(table.c.res_type == res_type, table.c.res_id == res_id))
+        indexing.clear_deleted(self.conn, res_type, res_id)
         stored = Stored(res_type, res_id, version, now, None, "DELETE", seq)
         self.audit("delete", 204, stored, patients)
         return stored
+
+    def read(self, res_type: str, res_id: str) -> Stored:
+        """A read inside this transaction (a GET entry of a batch or transaction), as the caller may
+        see it."""
+        stored = self.require_exists(res_type, res_id)
+        return self.repo.redacted(self.caller, [stored], self.conn)[0]
 
     def require_exists(self, res_type: str, res_id: str) -> Stored:
         prev = self.current(res_type, res_id)

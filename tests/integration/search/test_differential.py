@@ -34,7 +34,7 @@ from fastapi.testclient import TestClient
 
 from sharedcare.app import create_app, open_services
 from sharedcare.settings import Settings
-from tests.conftest import BASE_URL, _truncate_all
+from tests.conftest import BASE_URL, NODE_CLIENT, _truncate_all, token_for
 from tests.integration.search.oracle import (
     HIGHEST,
     LOWEST,
@@ -251,7 +251,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     services = open_services(settings, migrate=backend == "sqlite")
     try:
         with TestClient(create_app(settings, services), base_url="http://testserver",
-                        raise_server_exceptions=False) as client:
+                        raise_server_exceptions=False,
+                        headers={"Authorization": f"Bearer {token_for(services, settings, NODE_CLIENT)}"}) as client:
             files = sorted(folder.glob("*.json"),
                            key=lambda p: (not p.name.startswith(("hospital", "practitioner")), p.name))
             assert len(files) >= 20

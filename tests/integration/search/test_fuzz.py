@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sharedcare.app import create_app, open_services
 from sharedcare.settings import Settings
-from tests.conftest import BASE_URL, _truncate_all
+from tests.conftest import BASE_URL, NODE_CLIENT, _truncate_all, token_for
 
 EXAMPLES = 150
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -38,7 +38,8 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     services = open_services(config, migrate=backend == "sqlite")
     try:
         with TestClient(create_app(config, services), base_url="http://testserver",
-                        raise_server_exceptions=False) as client:
+                        raise_server_exceptions=False,
+                        headers={"Authorization": f"Bearer {token_for(services, config, NODE_CLIENT)}"}) as client:
             def create(body: dict[str, Any]) -> str:
                 r = client.post(f"/fhir/{body['resourceType']}", json=body, headers=FHIR_JSON)
                 assert r.status_code == 201, r.text[:300]

@@ -94,3 +94,12 @@ def test_an_urgent_encounter_with_a_bad_or_missing_end_ties_nobody() -> None:
         encounter = {"resourceType": "Encounter", "status": "finished", "class": {"code": "EMER"},
                      "subject": PATIENT, "serviceProvider": TRUST, "period": period}
         assert relationships(encounter) == []
+
+
+def test_an_organisation_referenced_by_its_ods_code_is_a_relationship_with_that_code() -> None:
+    """NHS systems often name the registered practice by ODS code rather than by a resource id."""
+    patient = {"resourceType": "Patient", "id": "p1", "generalPractitioner": [
+        {"type": "Organization", "identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code",
+                                                "value": "y12345"}},
+        {"identifier": {"system": "https://example.org/other", "value": "Y99999"}}]}
+    assert relationships(patient) == [Relationship("p1", "ods:Y12345", "registered", None)]

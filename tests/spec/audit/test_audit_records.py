@@ -32,7 +32,7 @@ def test_one_record_per_interaction_allowed_or_denied(client: TestClient, store:
     assert rows[1]["patients"] == p["id"]
     assert rows[1]["partition_key"] == p["id"]
     assert rows[2]["outcome"] == "4"
-    assert all(r["agent_id"].startswith("system:") for r in rows)
+    assert all(r["agent_id"] == "client:tests" for r in rows)  # the client fixture's caller
 
 
 def test_audit_records_hold_no_record_content(client: TestClient, store: Services) -> None:

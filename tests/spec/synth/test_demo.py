@@ -1,6 +1,6 @@
 """`sharedcare demo` (issue 4): a synthetic London generated, loaded into a fresh embedded store and
 served, with the demo logins written to `logins.json` (username, password, kind, role, organisation)
-and made local accounts (issue 5)."""
+and made local accounts (issue 5), and a read-only API client whose credentials get a token."""
 
 from __future__ import annotations
 
@@ -21,9 +21,12 @@ from sharedcare.storage.accounts import AccountStore
 def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["demo", "--no-serve", "--people", "60", "--dir", str(tmp_path)])
     assert done.exit_code == 0, done.output
-    logins = json.loads((tmp_path / "logins.json").read_text())
+    everything = json.loads((tmp_path / "logins.json").read_text())
+    clients = [login for login in everything if login["kind"] == "client"]
+    logins = [login for login in everything if login["kind"] != "client"]
     assert {tuple(sorted(login)) for login in logins} == {("kind", "organisation", "password", "role", "username")}
     assert {login["kind"] for login in logins} == {"staff", "patient"}
+    assert [c["role"] for c in clients] == ["system/*.rs"]
     assert {"gp", "paramedic", "social-worker"} <= {login["role"] for login in logins}
     assert len({login["username"] for login in logins}) == len(logins)
     engine = database.make_engine(f"sqlite:///{tmp_path / 'sharedcare.db'}")
@@ -40,6 +43,10 @@ def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path)
         engine.dispose()
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'sharedcare.db'}")
     with TestClient(create_app(settings)) as client:
+        assert client.get("/fhir/Patient").status_code == 401  # nothing without a token
+        token = client.post("/auth/token", data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+                            auth=(clients[0]["username"], clients[0]["password"])).json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
         patients = client.get("/fhir/Patient?general-practitioner:missing=false&_total=accurate&_count=1").json()
         assert patients["total"] == 60  # one GP record each; other sources' Patients are theirs
         assert client.get("/fhir/Immunization?_total=accurate&_count=1").json()["total"] > 0
@@ -47,9 +54,13 @@ def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path)
         assert gp["entry"][0]["resource"]["name"] == "London Ambulance Service NHS Trust"
     again = CliRunner().invoke(app, ["demo", "--no-serve", "--people", "30", "--dir", str(tmp_path)])
     assert again.exit_code == 0, again.output  # a second run starts afresh
+    second = json.loads((tmp_path / "logins.json").read_text())
+    client_login = next(login for login in second if login["kind"] == "client")
     with TestClient(create_app(settings)) as client:
-        assert client.get("/fhir/Patient?general-practitioner:missing=false&_total=accurate&_count=1"
-                          ).json()["total"] == 30
+        token = client.post("/auth/token", data={"grant_type": "client_credentials", "scope": "system/*.rs"},
+                            auth=(client_login["username"], client_login["password"])).json()["access_token"]
+        assert client.get("/fhir/Patient?general-practitioner:missing=false&_total=accurate&_count=1",
+                          headers={"Authorization": f"Bearer {token}"}).json()["total"] == 30
 
 
 def test_a_demo_folder_that_cannot_be_written_is_refused_with_a_message(tmp_path: Path) -> None:

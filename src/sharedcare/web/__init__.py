@@ -1,0 +1,1 @@
+"""Web routes and pages. `auth.py`: sign-in, the SMART authorization server and discovery."""

@@ -1,0 +1,292 @@
+"""Routes of the SMART authorization server and local sign-in. Each parses the request, calls one
+service (`access/oauth.py`, `access/signin.py`) in a worker thread, and answers.
+
+    GET      /fhir/.well-known/smart-configuration   discovery (public JSON)
+    POST     /auth/token                             token endpoint (RFC 6749; JSON, no-store)
+    POST     /auth/revoke                            token revocation (RFC 7009)
+    GET      /auth/authorize                         authorization request (code, PKCE S256)
+    GET/POST /auth/login                             local sign-in
+    GET/POST /auth/role                              role profile choice (staff with several)
+    GET      /auth/session                           who is signed in
+    POST     /auth/logout                            sign out
+
+Every POST form carries a CSRF token: the sign-in form a double-submit cookie (there is no session
+yet), the others the session's own token. Pages are plain escaped HTML with no script.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import FastAPI, Request
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from sharedcare.access.oauth import AuthorizationServer, OAuthError, claimed_client_id, smart_configuration
+from sharedcare.access.ratelimit import RateLimiter, key
+from sharedcare.access.roles import JOB_ROLES
+from sharedcare.access.signin import (
+    AuthorizeError,
+    AuthorizeRedirect,
+    Session,
+    SignIn,
+    cookie_names,
+    csrf_ok,
+    new_token,
+    safe_next,
+)
+from sharedcare.access.tokens import TokenService
+from sharedcare.settings import Settings
+from sharedcare.storage.accounts import AccountStore
+from sharedcare.storage.oauth import OAuthStore
+
+if TYPE_CHECKING:
+    from sharedcare.app import Services
+
+log = logging.getLogger("sharedcare.access")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+JSON_HEADERS = {**SECURITY_HEADERS, "Pragma": "no-cache"}
+MAX_FORM_BYTES = 64 * 1024
+_pages = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                     autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+class FormError(Exception):
+    """A POST body that is not a small, well-formed urlencoded form with each field once."""
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        raise FormError("the body must be application/x-www-form-urlencoded")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormError("the form is too large")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        raise FormError("the form is malformed") from None
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise FormError("a parameter is repeated")
+    return dict(pairs)
+
+
+def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_pages.get_template(template).render(**context), status, headers=SECURITY_HEADERS)
+
+
+def redirect(location: str, status: int = 303) -> RedirectResponse:
+    return RedirectResponse(location, status, headers=SECURITY_HEADERS)
+
+
+def oauth_error(exc: OAuthError, retry_after: int | None = None) -> JSONResponse:
+    headers = {**JSON_HEADERS, **exc.headers}
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(exc.to_json(), exc.status, headers=headers)
+
+
+def forbidden() -> HTMLResponse:
+    return page("message.html", 403, title="This form has expired",
+                message="The form was not sent from this site's current page. Go back, reload it and try again.")
+
+
+def role_name(code: str | None) -> str | None:
+    return JOB_ROLES[code].display if code in JOB_ROLES else code
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class AuthRoutes:
+    def __init__(self, services: Services, settings: Settings) -> None:
+        store = OAuthStore(services.engine)
+        self.settings = settings
+        self.tokens = TokenService(store, settings)
+        self.server = AuthorizationServer(store, self.tokens, settings)
+        self.signin = SignIn(store, AccountStore(services.engine), services.repo, self.server, settings)
+        self.limiter = RateLimiter(settings.auth_failures_per_minute)
+        self.session_cookie, self.csrf_cookie, self.secure = cookie_names(settings)
+
+    async def discovery(self, request: Request) -> Response:
+        return JSONResponse(smart_configuration(self.settings),
+                            headers={"Access-Control-Allow-Origin": "*", "X-Content-Type-Options": "nosniff"})
+
+    # token endpoint --------------------------------------------------------------------------------
+
+    async def token(self, request: Request) -> Response:
+        return await self._oauth(request, self.server.token)
+
+    async def revoke(self, request: Request) -> Response:
+        return await self._oauth(request, self.server.revoke)
+
+    async def _oauth(self, request: Request, action: Any) -> Response:
+        authorization = request.headers.get("authorization")
+        try:
+            form = await read_form(request)
+        except FormError as exc:
+            return oauth_error(OAuthError("invalid_request", str(exc)))
+        claimed = claimed_client_id(form, authorization)
+        keys = [key("ip", client_ip(request))] + ([key("client", claimed)] if claimed else [])
+        wait = self.limiter.retry_after(*keys)
+        if wait:
+            return oauth_error(OAuthError("temporarily_unavailable", "too many failed requests; retry later", 429),
+                               wait)
+        try:
+            body = await run_in_threadpool(action, form, authorization)
+        except OAuthError as exc:
+            self.limiter.failed(*keys)
+            log.info("token endpoint refused a request (%s)", exc.error)
+            return oauth_error(exc)
+        return JSONResponse(body if body is not None else {}, headers=JSON_HEADERS)
+
+    # authorization request and sign-in ------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        try:
+            auth_request = await run_in_threadpool(self.signin.parse_authorize, request.query_params.multi_items())
+        except AuthorizeError as exc:
+            return page("message.html", 400, title="Sign-in problem", message=str(exc))
+        except AuthorizeRedirect as exc:
+            return redirect(exc.location, 302)
+        session = await self._session(request)
+        here = urlencode({"next": f"{request.url.path}?{request.url.query}"})
+        if session is None:
+            return redirect(f"/auth/login?{here}")
+        if session.needs_role:
+            return redirect(f"/auth/role?{here}")
+        try:
+            location = await run_in_threadpool(self.signin.grant, auth_request, session)
+        except AuthorizeRedirect as exc:
+            location = exc.location
+        return redirect(location, 302)
+
+    async def login_form(self, request: Request) -> Response:
+        csrf = request.cookies.get(self.csrf_cookie) or ""
+        csrf = csrf if csrf_ok(csrf, csrf) else new_token()
+        return self._login_page(csrf, safe_next(request.query_params.get("next")))
+
+    def _login_page(self, csrf: str, next_url: str | None, status: int = 200, error: str | None = None) -> Response:
+        response = page("login.html", status, title="Sign in", csrf=csrf, next=next_url, error=error)
+        response.set_cookie(self.csrf_cookie, csrf, httponly=True, secure=self.secure, samesite="lax", path="/")
+        return response
+
+    async def login(self, request: Request) -> Response:
+        try:
+            form = await read_form(request)
+        except FormError:
+            return page("message.html", 400, title="Sign-in problem", message="The form could not be read.")
+        csrf = request.cookies.get(self.csrf_cookie) or ""
+        if not csrf_ok(csrf, form.get("csrf")):
+            return forbidden()
+        username, next_url = form.get("username", "").strip().lower(), safe_next(form.get("next"))
+        keys = (key("ip", client_ip(request)), key("user", username))
+        wait = self.limiter.retry_after(*keys)
+        if wait:
+            refused = page("message.html", 429, title="Too many attempts",
+                           message="There have been too many failed sign-ins. Wait a minute and try again.")
+            refused.headers["Retry-After"] = str(wait)
+            return refused
+        result = await run_in_threadpool(self.signin.sign_in, username, form.get("password", ""))
+        if result is None:
+            self.limiter.failed(*keys)
+            log.info("sign-in refused")
+            return self._login_page(csrf, next_url, 401, "The username or password is not right.")
+        value, session = result
+        old = await self._session(request)
+        if old is not None:
+            await run_in_threadpool(self.signin.sign_out, old)
+        target = next_url or "/auth/session"
+        response = redirect(f"/auth/role?{urlencode({'next': target})}" if session.needs_role else target)
+        response.set_cookie(self.session_cookie, value, max_age=self.settings.session_seconds, httponly=True,
+                            secure=self.secure, samesite="lax", path="/")
+        return response
+
+    async def role_form(self, request: Request) -> Response:
+        session = await self._session(request)
+        next_url = safe_next(request.query_params.get("next"))
+        if session is None:
+            return redirect("/auth/login" + (f"?{urlencode({'next': next_url})}" if next_url else ""))
+        return self._roles_page(session, next_url)
+
+    def _roles_page(self, session: Session, next_url: str | None, status: int = 200,
+                    error: str | None = None) -> Response:
+        profiles = [{"value": f"{org}|{role}", "organisation": org, "role": role, "role_name": role_name(role)}
+                    for org, role in session.roles]
+        return page("roles.html", status, title="Choose your role", profiles=profiles, csrf=session.csrf,
+                    next=next_url, error=error)
+
+    async def choose_role(self, request: Request) -> Response:
+        try:
+            form = await read_form(request)
+        except FormError:
+            return forbidden()
+        session = await self._session(request)
+        if session is None or not csrf_ok(session.csrf, form.get("csrf")):
+            return forbidden()
+        next_url = safe_next(form.get("next"))
+        organisation, _, role = form.get("profile", "").partition("|")
+        if not await run_in_threadpool(self.signin.choose_role, session, organisation, role):
+            return self._roles_page(session, next_url, 400, "Choose one of the roles listed.")
+        return redirect(next_url or "/auth/session")
+
+    async def session_page(self, request: Request) -> Response:
+        session = await self._session(request)
+        if session is None:
+            return redirect("/auth/login")
+        caller = session.caller
+        return page("session.html", title="Signed in", username=session.username, role=caller.role,
+                    role_name=role_name(caller.role),
+                    organisation=caller.organisation, needs_role=session.needs_role, csrf=session.csrf)
+
+    async def logout(self, request: Request) -> Response:
+        try:
+            form = await read_form(request)
+        except FormError:
+            return forbidden()
+        session = await self._session(request)
+        if session is not None:
+            if not csrf_ok(session.csrf, form.get("csrf")):
+                return forbidden()
+            await run_in_threadpool(self.signin.sign_out, session)
+        response = page("message.html", title="Signed out", message="You have signed out.", back="/auth/login")
+        response.delete_cookie(self.session_cookie, path="/", secure=self.secure, httponly=True, samesite="lax")
+        return response
+
+    async def _session(self, request: Request) -> Session | None:
+        return await run_in_threadpool(self.signin.session, request.cookies.get(self.session_cookie))
+
+
+def install_auth(app: FastAPI, services: Services, settings: Settings) -> TokenService:
+    """Mount discovery, the token, revocation and authorization endpoints and the sign-in pages on
+    `app`. Returns the TokenService that authenticates bearer tokens on the same store."""
+    routes = AuthRoutes(services, settings)
+    # Ahead of the FHIR API's catch-all /fhir/{path} route, whatever order they are installed in.
+    app.router.routes.insert(0, Route("/fhir/.well-known/smart-configuration", routes.discovery, methods=["GET"],
+                                      include_in_schema=False))
+    for path, endpoint, methods in (
+        ("/auth/token", routes.token, ["POST"]),
+        ("/auth/revoke", routes.revoke, ["POST"]),
+        ("/auth/authorize", routes.authorize, ["GET"]),
+        ("/auth/login", routes.login_form, ["GET"]),
+        ("/auth/login", routes.login, ["POST"]),
+        ("/auth/role", routes.role_form, ["GET"]),
+        ("/auth/role", routes.choose_role, ["POST"]),
+        ("/auth/session", routes.session_page, ["GET"]),
+        ("/auth/logout", routes.logout, ["POST"]),
+    ):
+        app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
+    return routes.tokens

@@ -1,0 +1,228 @@
+"""Every route × every kind of caller × own patient, another patient (issue 5; security cases AN1,
+AZ1, AZ2, AZ5, AZ8, AZ10; goal: 0 BOLA findings).
+
+`MATRIX` holds one row per route the app serves: how to call it about a patient, and what each caller
+must get for their own patient (A) and for a patient they may not see (B). A route added without a row
+fails `test_every_route_has_a_policy_row`. Whatever the status, a response about B never carries B's
+ids to a caller who may not see B.
+
+Callers: `gp` is a clinician at A's registered practice (GP1) with no relationship with B (registered at
+GP2); `patient` is A signed in to the portal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx2 import Response
+
+from sharedcare.app import Services, create_app
+from sharedcare.fhir.routes import FhirApi
+from sharedcare.settings import Settings
+from sharedcare.storage import audit_store
+from tests.conftest import token_for
+from tests.spec.access.world import A_NHS, World, build, observation, patient, ref, source, staff
+
+FHIR = {"Content-Type": "application/fhir+json"}
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
+CALLERS = {"gp": staff("GP1"), "patient": patient(A_NHS)}
+
+
+@dataclass
+class Ctx:
+    client: TestClient
+    world: World
+    target: str  # "A" or "B"
+
+    def id(self, name: str) -> str:
+        return self.world.ids[f"{name.split(':')[0]}:{name.split(':')[1].replace('X', self.target)}"]
+
+    @property
+    def patient(self) -> str:
+        return self.world.ids[f"Patient:{self.target}"]
+
+
+Call = Callable[[Ctx], Response]
+
+
+@dataclass(frozen=True)
+class Row:
+    call: Call
+    # status codes allowed per caller: (about their own patient A, about patient B)
+    expect: dict[str, tuple[set[int], set[int]]]
+    names_target: bool = False  # the caller names B in the request, so B's id may be echoed back
+
+
+OK, NONE, EMPTY = {200}, {404}, {200}
+DENIED = {403}
+READ = {"gp": (OK, NONE), "patient": (OK, NONE)}
+SEARCH = {"gp": (OK, EMPTY), "patient": (OK, DENIED)}  # a patient naming someone else is refused
+NO_WRITE = {"gp": (DENIED, DENIED), "patient": (DENIED, DENIED)}
+
+
+def care_plan(ctx: Ctx) -> dict[str, Any]:
+    return {"resourceType": "CarePlan", "status": "active", "intent": "plan",
+            "identifier": [{"system": "https://example.org/plans", "value": f"plan-{ctx.target}"}],
+            "subject": ref("Patient", ctx.patient)}
+
+
+def params(reason: str) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]}
+
+
+def batch_read(c: Ctx) -> Response:
+    bundle = {"resourceType": "Bundle", "type": "batch",
+              "entry": [{"request": {"method": "GET", "url": f"Patient/{c.patient}"}}]}
+    return c.client.post("/fhir", json=bundle, headers=FHIR)
+
+
+MATRIX: dict[tuple[str, str], Row] = {
+    ("POST", "/"): Row(batch_read, {"gp": (OK, OK), "patient": (OK, OK)}),  # entry status checked below
+    ("GET", "/metadata"): Row(lambda c: c.client.get("/fhir/metadata"), {"gp": (OK, OK), "patient": (OK, OK)}),
+    ("GET", "/_history"): Row(lambda c: c.client.get("/fhir/_history?_count=100"),
+                              {"gp": (OK, OK), "patient": (OK, OK)}),
+    ("GET", "/AuditEvent"): Row(lambda c: c.client.get(f"/fhir/AuditEvent?patient={c.patient}"),
+                                {"gp": (DENIED, DENIED), "patient": (OK, DENIED)}, names_target=True),
+    ("POST", "/AuditEvent"): Row(lambda c: c.client.post("/fhir/AuditEvent", json={}, headers=FHIR),
+                                 {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("PUT", "/AuditEvent"): Row(lambda c: c.client.put("/fhir/AuditEvent?outcome=0", json={}, headers=FHIR),
+                                {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("DELETE", "/AuditEvent"): Row(lambda c: c.client.delete("/fhir/AuditEvent?outcome=0"),
+                                   {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("GET", "/{res_type}"): Row(lambda c: c.client.get(f"/fhir/Observation?patient={c.patient}"), SEARCH,
+                                names_target=True),
+    ("POST", "/{res_type}"): Row(lambda c: c.client.post("/fhir/CarePlan", json=care_plan(c), headers=FHIR),
+                                 {"gp": ({201}, DENIED), "patient": (DENIED, DENIED)}, names_target=True),
+    ("PUT", "/{res_type}"): Row(
+        lambda c: c.client.put(f"/fhir/CarePlan?identifier=https://example.org/plans|plan-{c.target}",
+                               json=care_plan(c), headers=FHIR),
+        {"gp": ({201}, DENIED), "patient": (DENIED, DENIED)}, names_target=True),
+    ("DELETE", "/{res_type}"): Row(lambda c: c.client.delete(f"/fhir/Observation?patient={c.patient}"),
+                                   NO_WRITE, names_target=True),
+    ("POST", "/{res_type}/_search"): Row(
+        lambda c: c.client.post("/fhir/Observation/_search", data={"patient": c.patient}), SEARCH,
+        names_target=True),
+    ("POST", "/{res_type}/$validate"): Row(
+        lambda c: c.client.post("/fhir/Observation/$validate", json=observation(c.patient, "8480-6"),
+                                headers=FHIR), {"gp": (OK, OK), "patient": (OK, OK)}, names_target=True),
+    ("GET", "/{res_type}/_history"): Row(lambda c: c.client.get("/fhir/Observation/_history?_count=100"),
+                                         {"gp": (OK, OK), "patient": (OK, OK)}),
+    ("GET", "/AuditEvent/{event_id}"): Row(lambda c: c.client.get(f"/fhir/AuditEvent/{c.id('AuditEvent:X')}"),
+                                           {"gp": (NONE, NONE), "patient": (OK, NONE)}),
+    ("PUT", "/AuditEvent/{event_id}"): Row(lambda c: c.client.put("/fhir/AuditEvent/1", json={}, headers=FHIR),
+                                           {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("PATCH", "/AuditEvent/{event_id}"): Row(
+        lambda c: c.client.patch("/fhir/AuditEvent/1", json=[], headers=JSON_PATCH),
+        {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("DELETE", "/AuditEvent/{event_id}"): Row(lambda c: c.client.delete("/fhir/AuditEvent/1"),
+                                              {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("GET", "/{res_type}/{res_id}"): Row(lambda c: c.client.get(f"/fhir/Observation/{c.id('Observation:X-bp')}"),
+                                         READ),
+    ("PUT", "/{res_type}/{res_id}"): Row(
+        lambda c: c.client.put(f"/fhir/Observation/{c.id('Observation:X-bp')}",
+                               json=observation(c.patient, "8867-4") | {"id": c.id("Observation:X-bp")}, headers=FHIR),
+        NO_WRITE),
+    ("PATCH", "/{res_type}/{res_id}"): Row(
+        lambda c: c.client.patch(f"/fhir/Observation/{c.id('Observation:X-bp')}",
+                                 json=[{"op": "replace", "path": "/status", "value": "amended"}],
+                                 headers=JSON_PATCH), NO_WRITE),
+    ("DELETE", "/{res_type}/{res_id}"): Row(lambda c: c.client.delete(f"/fhir/Observation/{c.id('Observation:X-bp')}"),
+                                            NO_WRITE),
+    ("GET", "/Patient/{res_id}/$everything"): Row(lambda c: c.client.get(f"/fhir/Patient/{c.patient}/$everything"),
+                                                  READ),
+    ("POST", "/Patient/{res_id}/$declare-relationship"): Row(
+        lambda c: c.client.post(f"/fhir/Patient/{c.patient}/$declare-relationship",
+                                json=params("Seen in clinic today on referral"), headers=FHIR),
+        {"gp": ({201}, {201}), "patient": (DENIED, DENIED)}, names_target=True),
+    ("POST", "/Patient/{res_id}/$break-glass"): Row(
+        lambda c: c.client.post(f"/fhir/Patient/{c.patient}/$break-glass",
+                                json=params("Collapsed in the waiting room"), headers=FHIR),
+        {"gp": ({201}, {201}), "patient": (DENIED, DENIED)}, names_target=True),
+    ("POST", "/{res_type}/{res_id}/$validate"): Row(
+        lambda c: c.client.post(f"/fhir/Observation/{c.id('Observation:X-bp')}/$validate",
+                                json=observation(c.patient, "8480-6"), headers=FHIR),
+        {"gp": (OK, OK), "patient": (OK, OK)}, names_target=True),
+    ("GET", "/{res_type}/{res_id}/_history"): Row(
+        lambda c: c.client.get(f"/fhir/Observation/{c.id('Observation:X-bp')}/_history"), READ),
+    ("GET", "/{comp_type}/{comp_id}/{res_type}"): Row(
+        lambda c: c.client.get(f"/fhir/Patient/{c.patient}/Observation"), SEARCH, names_target=True),
+    ("GET", "/{res_type}/{res_id}/_history/{version}"): Row(
+        lambda c: c.client.get(f"/fhir/Observation/{c.id('Observation:X-bp')}/_history/1"), READ),
+}
+# Routes outside the FHIR API, and why they need no row.
+NOT_FHIR = {
+    "/fhir/.well-known/smart-configuration": "public discovery (AN1)",
+    "/openapi.json": "the schema of the non-FHIR routes", "/": "the home page", "/health/live": "no data",
+    "/health/ready": "no data", "/fhir": "the FHIR API (MATRIX)", "/fhir/{path:path}": "the FHIR API (MATRIX)",
+    "/auth/token": "test_smart.py", "/auth/revoke": "test_smart.py", "/auth/authorize": "test_signin.py",
+    "/auth/login": "test_signin.py", "/auth/role": "test_signin.py", "/auth/session": "test_signin.py",
+    "/auth/logout": "test_signin.py",
+}
+
+
+def registered(api: FhirApi) -> set[tuple[str, str]]:
+    return {(method, "/" + "/".join(segments)) for candidates in api._table.values()
+            for segments, _, method, _ in candidates}
+
+
+def test_every_route_has_a_policy_row(store: Services, settings: Settings) -> None:
+    """Adding a route or an interaction without deciding (and testing) who may use it fails here."""
+    assert registered(FhirApi(store.repo, settings)) == set(MATRIX)
+    app = create_app(settings, store)
+    assert {getattr(r, "path", "") for r in app.router.routes} == set(NOT_FHIR)
+
+
+@pytest.fixture
+def world(store: Services) -> World:
+    w = build(store.repo)
+    # A's and B's audit events (something looked at each), for the AuditEvent rows.
+    for name in ("A", "B"):
+        w.repo.read(staff("GP1" if name == "A" else "GP2"), "Patient", w.ids[f"Patient:{name}"])
+    for name in ("A", "B"):
+        events = audit_store.search(store.engine, audit_store.AuditFilter(
+            patients=frozenset({w.ids[f"Patient:{name}"]}), interactions=("read",)), 1)
+        w.ids[f"AuditEvent:{name}"] = str(events[0]["seq"])
+    return w
+
+
+@pytest.mark.parametrize("caller", sorted(CALLERS))
+@pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
+def test_each_caller_gets_what_the_matrix_says_and_never_anyone_elses_data(
+        store: Services, settings: Settings, world: World, route: tuple[str, str], caller: str) -> None:
+    row = MATRIX[route]
+    token = token_for(store, settings, CALLERS[caller])
+    with TestClient(create_app(settings, store), base_url="http://testserver",
+                    headers={"Authorization": f"Bearer {token}"}) as client:
+        own_ok, other_ok = row.expect[caller]
+        own = row.call(Ctx(client, world, "A"))
+        assert own.status_code in own_ok, (route, caller, "own", own.text[:300])
+        other = row.call(Ctx(client, world, "B"))
+        assert other.status_code in other_ok, (route, caller, "other", other.text[:300])
+        secrets = {world.ids["Observation:B-bp"]} | (set() if row.names_target else {world.ids["Patient:B"]})
+        assert not any(s in other.text for s in secrets), (route, caller, "leak")
+        if route == ("POST", "/"):
+            assert other.json()["entry"][0]["response"]["status"].startswith("404")
+    # Nothing about B was changed by anyone here.
+    assert store.repo.read(source("GP2"), "Observation", world.ids["Observation:B-bp"]).version_id == 1
+
+
+@pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
+def test_without_a_token_every_route_but_metadata_is_401_and_audited(
+        anonymous_client: TestClient, store: Services, world: World, route: tuple[str, str]) -> None:
+    response = MATRIX[route].call(Ctx(anonymous_client, world, "A"))
+    if route == ("GET", "/metadata"):
+        assert response.status_code == 200
+        return
+    assert response.status_code == 401, response.text[:300]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert world.ids["Patient:A"] not in response.text or MATRIX[route].names_target
+    denied = audit_store.search(store.engine, audit_store.AuditFilter(agent="anonymous"), 5)
+    assert [r["status"] for r in denied] == [401]
+
+
+def test_the_discovery_document_is_public(anonymous_client: TestClient) -> None:
+    assert anonymous_client.get("/fhir/.well-known/smart-configuration").status_code == 200
