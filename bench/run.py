@@ -58,7 +58,9 @@ class Server:
         self.log_path = log
         self.log = log.open("ab")
         self.app, self.factory, self.start_s = app, factory, start_s
+        self.database_url = database_url
         self.proc: subprocess.Popen[bytes] | None = None
+        self.token: str | None = None
 
     def __enter__(self) -> Server:
         self.proc = subprocess.Popen(
@@ -69,6 +71,7 @@ class Server:
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.base}/health/ready", timeout=1).status_code == 200:
+                    self.token = mint(self.database_url, NODE)
                     return self
             except httpx.HTTPError:
                 time.sleep(0.2)
@@ -87,8 +90,38 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def headers(self) -> dict[str, str]:
+        """Credentials of the node's all-scopes system client (every /fhir request needs a token)."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
     def base_url(self) -> str:
         return f"{self.base}/fhir"
+
+
+NODE = {"kind": "system", "agent_id": "client:bench", "scopes": ["system/*.cruds"], "client_id": "bench"}
+
+
+def mint(database_url: str, caller: dict[str, Any]) -> str:
+    """A bearer token for `caller` (a Caller as JSON fields), minted on the store as the node may."""
+    from sharedcare.access.context import Caller
+    from sharedcare.access.tokens import TokenService
+    from sharedcare.settings import Settings
+    from sharedcare.storage import database
+    from sharedcare.storage.oauth import OAuthStore
+
+    engine = database.make_engine(database_url)
+    try:
+        who = Caller.from_json(json.dumps(caller))
+        # A day: the longest benchmark runs outlast the default 15 minutes.
+        settings = Settings(database_url=database_url, access_token_seconds=86_400)
+        return TokenService(OAuthStore(engine), settings).issue_for(who, "bench", " ".join(who.scopes))
+    finally:
+        engine.dispose()
+
+
+def lua_headers(headers: dict[str, str]) -> str:
+    return "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
 
 
 def wrk(url: str, script: Path, *, connections: int = 32, duration: int = DURATION,
@@ -140,36 +173,118 @@ def fill(database_url: str, count: int, batch: int = 500) -> list[str]:
     return ids
 
 
-def lua_read(ids: list[str], prefix: str, workdir: Path) -> Path:
+def lua_read(ids: list[str], prefix: str, workdir: Path, headers: dict[str, str] | None = None) -> Path:
     sample = random.Random(7).sample(ids, min(len(ids), 2000))
     script = workdir / f"read-{prefix.strip('/').replace('/', '-')}.lua"
     script.write_text(
+        lua_headers(headers or {}) +
         "ids = {" + ",".join(f'"{i}"' for i in sample) + "}\n"
         "request = function()\n"
         f'  return wrk.format("GET", "{prefix}" .. ids[math.random(#ids)])\nend\n')
     return script
 
 
-def lua_create(workdir: Path) -> Path:
+def lua_create(workdir: Path, headers: dict[str, str]) -> Path:
     body = json.dumps(patient(0)).replace('"', '\\"')
     script = workdir / "create.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f'wrk.body = "{body}"\n'
-        'wrk.headers["Content-Type"] = "application/fhir+json"\n')
+        'wrk.headers["Content-Type"] = "application/fhir+json"\n' + lua_headers(headers))
     return script
 
 
 def bench_read_create(database_url: str, stored: int, workdir: Path) -> dict[str, Any]:
     ids = fill(database_url, stored)
     with Server(database_url, workdir / "server.log") as srv:
-        wrk(f"{srv.base}/", lua_read(ids, "/fhir/Patient/", workdir), duration=3)  # warm-up
-        read = wrk(f"{srv.base}/", lua_read(ids, "/fhir/Patient/", workdir))
+        wrk(f"{srv.base}/", lua_read(ids, "/fhir/Patient/", workdir, srv.headers), duration=3)  # warm-up
+        read = wrk(f"{srv.base}/", lua_read(ids, "/fhir/Patient/", workdir, srv.headers))
         bare = wrk(f"{srv.base}/", lua_read(ids, "/bare/Patient/", workdir))
         unaudited = wrk(f"{srv.base}/", lua_read(ids, "/unaudited/Patient/", workdir))
-        create = wrk(f"{srv.base}/fhir/Patient", lua_create(workdir), connections=16)
+        create = wrk(f"{srv.base}/fhir/Patient", lua_create(workdir, srv.headers), connections=16)
     return {"stored": stored, "read": read, "bare": bare, "read_ratio": round(read["rps"] / bare["rps"], 3),
             "unaudited": unaudited, "unaudited_ratio": round(unaudited["rps"] / bare["rps"], 3), "create": create}
+
+
+STAFF = {"kind": "user", "agent_id": "user:bench.clinician", "role": "R8000", "organisation": "BGP",
+         "scopes": ["user/*.cruds"], "client_id": "bench"}
+
+
+def fill_access(database_url: str, count: int, batch: int = 500) -> list[str]:
+    """`count` Patients registered at practice BGP, each with an Observation, all written by another
+    organisation's system (BTR): a clinician at BGP sees them through the relationship table (the
+    policy's longest path), not as their own organisation's records."""
+    from sharedcare.access.context import system_caller
+    from sharedcare.app import open_services
+    from sharedcare.settings import Settings
+
+    svc = open_services(Settings(database_url=database_url))
+    ods = "https://fhir.nhs.uk/Id/ods-organization-code"
+    with svc.repo.unit(system_caller(), "update") as unit:
+        unit.write("Organization", "bench-gp", {"resourceType": "Organization", "id": "bench-gp",
+                                                "identifier": [{"system": ods, "value": "BGP"}]}, method="PUT")
+    feed = system_caller(organisation="BTR")
+    ids: list[str] = []
+    done = 0
+    while done < count:
+        with svc.repo.unit(feed, "create") as unit:
+            for i in range(done, min(count, done + batch)):
+                pid = unit.create(patient(i) | {"generalPractitioner": [{"reference": "Organization/bench-gp"}]}
+                                  ).stored.res_id
+                unit.create({"resourceType": "Observation", "status": "final",
+                             "subject": {"reference": f"Patient/{pid}"},
+                             "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                             "valueQuantity": {"value": 120, "unit": "mm[Hg]"}})
+                ids.append(pid)
+        done = min(count, done + batch)
+    svc.committer.close()
+    svc.engine.dispose()
+    return ids
+
+
+def lua_search(ids: list[str], prefix: str, workdir: Path, headers: dict[str, str] | None = None) -> Path:
+    sample = random.Random(11).sample(ids, min(len(ids), 2000))
+    script = workdir / f"search-{prefix.strip('/').replace('/', '-').replace('?', '-')}.lua"
+    script.write_text(
+        lua_headers(headers or {}) +
+        "ids = {" + ",".join(f'"{i}"' for i in sample) + "}\n"
+        "request = function()\n"
+        f'  return wrk.format("GET", "{prefix}" .. ids[math.random(#ids)])\nend\n')
+    return script
+
+
+def bench_policy(database_url: str, stored: int, workdir: Path) -> dict[str, Any]:
+    """Policy and audit overhead on read and search: the same requests by a clinician whose access
+    comes through a legitimate relationship (token, policy condition, audit record), by the node's own
+    client (token and audit; its policy condition is empty), and unguarded (no token, no policy, no
+    audit), side by side in one run, each twice in alternating order."""
+    ids = fill_access(database_url, stored)
+    out: dict[str, Any] = {"stored_patients": stored}
+    with Server(database_url, workdir / "server.log") as srv:
+        staff = {"Authorization": f"Bearer {mint(database_url, STAFF)}"}
+        variants = {"staff": ("/fhir", staff), "node": ("/fhir", srv.headers), "unguarded": ("/unguarded", {})}
+        for kind, path in (("read", "/Patient/"), ("search", "/Observation?patient=")):
+            script = lua_read if kind == "read" else lua_search
+            runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+            wrk(f"{srv.base}/", script(ids, f"/fhir{path}", workdir, staff), duration=3)  # warm-up
+            for order in (list(variants), list(reversed(variants))):
+                for name in order:
+                    prefix, headers = variants[name]
+                    runs[name].append(wrk(f"{srv.base}/", script(ids, f"{prefix}{path}", workdir, headers)))
+            best = {name: max(r["rps"] for r in got) for name, got in runs.items()}
+            out[kind] = {"runs": runs, "rps": best,
+                         "staff_ratio": round(best["staff"] / best["unguarded"], 3),
+                         "node_ratio": round(best["node"] / best["unguarded"], 3),
+                         "policy_ratio": round(best["staff"] / best["node"], 3)}
+    return out
+
+
+def report_policy(r: dict[str, Any]) -> None:
+    for kind in ("read", "search"):
+        got = r[kind]
+        print(f"policy+audit [{kind}, {r['stored_patients']:,} patients]: clinician {got['rps']['staff']}/s, "
+              f"node client {got['rps']['node']}/s, unguarded {got['rps']['unguarded']}/s; overhead "
+              f"{1 - got['staff_ratio']:.1%} (goal at most 15%), of which policy {1 - got['policy_ratio']:.1%}")
 
 
 def bench_load(database_url: str, raw_url: str, workdir: Path) -> dict[str, Any]:
@@ -186,7 +301,7 @@ def bench_load(database_url: str, raw_url: str, workdir: Path) -> dict[str, Any]
         url = database_url.replace(".db", f"-{clients}.db")
         fill(url, 0)
         with Server(url, workdir / "server.log") as srv:
-            rates[clients] = post_bundles(srv.base, bodies, clients)
+            rates[clients] = post_bundles(srv.base, bodies, clients, srv.headers)
     raw_rate = len_resources(bodies) / raw_insert(raw_url, bodies)
     return {"resources": len_resources(bodies), "api_per_s": round(rates[2]), "api_per_s_one_client": round(rates[1]),
             "raw_per_s": round(raw_rate), "ratio": round(rates[2] / raw_rate, 3),
@@ -199,14 +314,14 @@ def len_resources(bodies: list[bytes]) -> int:
     return sum(len(orjson.loads(b)["entry"]) for b in bodies)
 
 
-def post_bundles(base: str, bodies: list[bytes], clients: int) -> float:
+def post_bundles(base: str, bodies: list[bytes], clients: int, headers: dict[str, str]) -> float:
     """Post every bundle (hospitals and practitioners first, then patients in file order) from
     `clients` concurrent clients; resources stored per second."""
     from concurrent.futures import ThreadPoolExecutor
 
     def post(body: bytes) -> int:
         with httpx.Client(timeout=300) as http:
-            r = http.post(f"{base}/fhir", content=body, headers={"Content-Type": "application/fhir+json"})
+            r = http.post(f"{base}/fhir", content=body, headers={"Content-Type": "application/fhir+json", **headers})
             r.raise_for_status()
             return len(r.json()["entry"])
 
@@ -256,7 +371,8 @@ def raw_insert(database_url: str, bodies: list[bytes]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="slope up to 100k stored resources, not 1M")
-    parser.add_argument("--only", default="read,load,slope", help="comma-separated: read, load, slope")
+    parser.add_argument("--only", default="read,policy,load,slope",
+                        help="comma-separated: read, policy, load, slope")
     args = parser.parse_args()
     only = set(args.only.split(","))
     ensure_wrk()
@@ -266,6 +382,9 @@ def main() -> None:
         if "read" in only:
             results["read_create"] = bench_read_create(f"sqlite:///{work / 'read.db'}", 10_000, work)
             report_read(results["read_create"])
+        if "policy" in only:
+            results["policy"] = bench_policy(f"sqlite:///{work / 'policy.db'}", 10_000, work)
+            report_policy(results["policy"])
         if "load" in only:
             results["load"] = bench_load(f"sqlite:///{work / 'load.db'}", f"sqlite:///{work / 'raw.db'}", work)
             load = results["load"]

@@ -50,7 +50,7 @@ from urllib.parse import urlencode
 import httpx2 as httpx
 from tests.support.postgres import pg_binary
 
-from bench.run import RESULTS, ROOT, SYNTHEA, Server, cpu_model, ensure_wrk, free_port, wrk
+from bench.run import RESULTS, ROOT, SYNTHEA, Server, cpu_model, ensure_wrk, free_port, lua_headers, wrk
 
 CACHE = RESULTS / "search-cache"
 MANIFEST = CACHE / "manifest.json"
@@ -1021,7 +1021,7 @@ def latency(server: Server, engine: Any, cases: dict[str, list[Case]], budget: f
     kind, then case i + 1), each until its cases or its time budget (API + SQL seconds) run out."""
     out = {kind: Samples() for kind in cases}
     longest = max(len(c) for c in cases.values())
-    with httpx.Client(base_url=server.base, timeout=900) as http, engine.connect() as conn:
+    with httpx.Client(base_url=server.base, timeout=900, headers=server.headers) as http, engine.connect() as conn:
         for i in range(longest):
             for kind, kind_cases in cases.items():
                 got = out[kind]
@@ -1064,7 +1064,8 @@ def throughput(server: Server, engine: Any, cases: list[Case], workdir: Path, se
     run back to back on one connection on core 0 for the same cases."""
     script = workdir / f"search-{cases[0].kind}.lua"
     paths = ",".join(json.dumps(c.path) for c in cases)
-    script.write_text(f"paths = {{{paths}}}\ni = 0\nrequest = function()\n  i = i % #paths + 1\n"
+    script.write_text(lua_headers(server.headers) +
+                      f"paths = {{{paths}}}\ni = 0\nrequest = function()\n  i = i % #paths + 1\n"
                       "  return wrk.format(\"GET\", paths[i])\nend\n")
     fast = p50_ms < 100
     api = wrk(f"{server.base}/", script, connections=32 if fast else 4,
@@ -1201,7 +1202,7 @@ def bench_one(backend: str, size: int, entry: dict[str, Any], url: str, args: ar
     with Server(url, RESULTS / "search-server.log", app="sharedcare.app:create_app", factory=True,
                 env={"SHAREDCARE_LOG_LEVEL": "WARNING"}, start_s=120) as server:
         on_core(1)
-        with httpx.Client(base_url=server.base, timeout=900) as http:  # warm-up: two of each kind
+        with httpx.Client(base_url=server.base, timeout=900, headers=server.headers) as http:  # warm-up
             for kind in KINDS:
                 for case in cases[kind][-2:]:
                     http.get(case.path)

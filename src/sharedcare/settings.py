@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+OIDCAuthMethod = Literal["private_key_jwt", "client_secret_basic", "client_secret_post"]
 
 
 def _default_database_url() -> str:
@@ -74,6 +76,11 @@ class Settings(BaseSettings):
     declared_relationship_days: int = Field(
         default=7, ge=1, le=90, description="How long a declared (self-claimed) relationship lasts, in days."
     )
+    alert_unusual_patients: int = Field(
+        default=100, ge=1,
+        description="Privacy alerts: a member of staff who looks at more different patients than this within "
+        "the window a privacy officer asks about is listed as an unusual volume.",
+    )
     access_token_seconds: int = Field(
         default=900, ge=60, le=86_400, description="Lifetime of an issued access token, in seconds."
     )
@@ -86,6 +93,66 @@ class Settings(BaseSettings):
         default=20, ge=1,
         description="Failed sign-ins or token requests allowed per minute per client address and per "
         "username or client id (in memory, per process); beyond it 429 with Retry-After.",
+    )
+
+    # Sign-in through external OpenID Connect identity providers (access/oidc.py): `staff` like NHS CIS2,
+    # `patient` like NHS login. A provider is offered only when its issuer and client id are both set.
+    staff_oidc_issuer: str | None = Field(
+        default=None,
+        description="Issuer URL of the staff identity provider (like NHS CIS2); its discovery document is read "
+        "from <issuer>/.well-known/openid-configuration. https, or http only on a loopback address.",
+    )
+    staff_oidc_client_id: str | None = Field(default=None, description="This node's client id at the staff provider.")
+    staff_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="Client secret at the staff provider (client_secret_basic or client_secret_post).",
+    )
+    staff_oidc_private_key_file: Path | None = Field(
+        default=None,
+        description="A private key (PEM, or a JWK in JSON) this node signs private_key_jwt client assertions with "
+        "at the staff provider's token endpoint.",
+    )
+    staff_oidc_auth_method: OIDCAuthMethod | None = Field(
+        default=None,
+        description="How the node authenticates to the staff provider's token endpoint. Unset: private_key_jwt "
+        "when a private key file is set, else client_secret_basic.",
+    )
+    staff_oidc_scopes: str = Field(
+        default="openid profile nationalrbacaccess",
+        description="Scopes asked of the staff provider (CIS2: nationalrbacaccess gives nhsid_nrbac_roles; "
+        "selectedrole makes CIS2 ask for the role and send selected_roleid).",
+    )
+    staff_oidc_acr_values: str | None = Field(
+        default=None,
+        description="acr_values asked of the staff provider (CIS2: e.g. AAL3_ANY); when set, an ID token whose acr "
+        "is not one of them is refused.",
+    )
+    patient_oidc_issuer: str | None = Field(
+        default=None, description="Issuer URL of the patient identity provider (like NHS login).",
+    )
+    patient_oidc_client_id: str | None = Field(
+        default=None, description="This node's client id at the patient provider.",
+    )
+    patient_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="Client secret at the patient provider (NHS login uses private_key_jwt instead).",
+    )
+    patient_oidc_private_key_file: Path | None = Field(
+        default=None, description="A private key (PEM, or a JWK in JSON) for private_key_jwt at the patient provider.",
+    )
+    patient_oidc_auth_method: OIDCAuthMethod | None = Field(
+        default=None, description="Token endpoint authentication at the patient provider (as for staff).",
+    )
+    patient_oidc_scopes: str = Field(
+        default="openid profile",
+        description="Scopes asked of the patient provider (NHS login: profile gives nhs_number and "
+        "identity_proofing_level).",
+    )
+    patient_oidc_vtr: str | None = Field(
+        default='["P9.Cp.Cd", "P9.Cp.Ck", "P9.Cm"]',
+        description="Vectors of trust (vtr) asked of the patient provider (NHS login); empty to send none.",
+    )
+    oidc_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60,
+        description="How long a request to an identity provider may take before sign-in fails closed (503).",
     )
 
 

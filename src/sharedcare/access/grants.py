@@ -51,7 +51,9 @@ def grant(store: GrantStore, caller: Caller, kind: str, patient_id: str, reason:
     row = GrantRow(str(uuid.uuid4()), kind, caller.agent_id, caller.organisation, caller.role, patient_id, text,
                    created, until, None)
     who = dataclasses.replace(caller, purpose=ETREAT) if kind == "break-glass" else caller
-    store.add(row, AuditRecord(INTERACTIONS[kind], 201, who, created, "Patient", patient_id, None, (patient_id,)))
+    # The audit record names the grant (an id, never the reason), so reports can join the two.
+    store.add(row, AuditRecord(INTERACTIONS[kind], 201, who, created, "Patient", patient_id, None, (patient_id,),
+                               f"grant={row.grant_id}"))
     return row
 
 

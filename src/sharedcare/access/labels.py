@@ -10,7 +10,8 @@ them inside every query:
   cannot lower them: they come from the content, not from a label the client sets.
 - restrictions about a person: an `objection` (an active Consent that denies sharing for privacy) and a
   `restricted-address` (a Patient labelled R or V, like a PDS S-flagged patient: the record is shared,
-  but never their address or contact details).
+  but never their address or contact details), and `flagged` (a Patient labelled CEL, VIP or EMP, v3
+  ActCode: a public figure or a member of staff, whose every look alerts privacy officers).
 - legitimate relationships (access/relationships.py).
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from sharedcare.access.relationships import Relationship, relationships
+from sharedcare.access.relationships import ODS, Relationship, relationships
 from sharedcare.errors import ConfigurationError
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
@@ -34,6 +35,11 @@ CONFIDENTIAL = "confidential"
 SENSITIVE = "sensitive:"
 OBJECTION = "objection"
 RESTRICTED_ADDRESS = "restricted-address"
+FLAGGED = "flagged"  # looks at this person alert privacy officers
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+# v3 ActCode information sensitivity policies for people whose records attract curiosity: celebrity
+# (CEL, and VIP, its older synonym) and employee (EMP: staff of the organisations themselves).
+FLAGGING = frozenset({"CEL", "VIP", "EMP"})
 
 
 # ICD-10 as NHS systems send it: with or without the dot, sometimes with an X filler ("B24X"), under
@@ -97,8 +103,11 @@ def facts(resource: dict[str, Any], code_sets: CodeSets) -> AccessFacts:
     labels: set[str] = set()
     restrictions: list[tuple[str, str]] = []
     if res_type == "Patient":
-        if restricted and isinstance(resource.get("id"), str):
-            restrictions.append((resource["id"], RESTRICTED_ADDRESS))
+        if isinstance(resource.get("id"), str):
+            if restricted:
+                restrictions.append((resource["id"], RESTRICTED_ADDRESS))
+            if _labelled(resource, ACT_CODE, FLAGGING):
+                restrictions.append((resource["id"], FLAGGED))
     elif restricted:
         labels.add(CONFIDENTIAL)
     if code_sets.by_code:
@@ -110,11 +119,24 @@ def facts(resource: dict[str, Any], code_sets: CodeSets) -> AccessFacts:
     return AccessFacts(" ".join(sorted(labels)) or None, tuple(restrictions), tuple(relationships(resource)))
 
 
+def ods_code(organisation: dict[str, Any]) -> str | None:
+    """An Organization's ODS code (its first identifier in the ODS system), or None."""
+    for ident in organisation.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("system") == ODS and isinstance(ident.get("value"), str) \
+                and ident["value"].strip():
+            return str(ident["value"]).strip().upper()
+    return None
+
+
 def _restricted(resource: dict[str, Any]) -> bool:
+    return _labelled(resource, CONFIDENTIALITY, RESTRICTED)
+
+
+def _labelled(resource: dict[str, Any], system: str, codes: frozenset[str]) -> bool:
     meta = resource.get("meta")
     labels = meta.get("security") if isinstance(meta, dict) else None
     return isinstance(labels, list) and any(
-        isinstance(s, dict) and s.get("system") == CONFIDENTIALITY and s.get("code") in RESTRICTED for s in labels)
+        isinstance(s, dict) and s.get("system") == system and s.get("code") in codes for s in labels)
 
 
 def _codings(node: Any) -> Iterator[tuple[str, str]]:

@@ -28,12 +28,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Table, and_, exists, false, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, Table, and_, exists, false, literal, literal_column, not_, or_, select, true
 
 from sharedcare.access import scopes as smart
 from sharedcare.access.context import Caller
 from sharedcare.access.labels import CONFIDENTIAL, OBJECTION
-from sharedcare.access.relationships import ODS
 from sharedcare.access.roles import Activity
 from sharedcare.fhir.search.extract import parameters_for
 from sharedcare.fhir.search.query import Criterion, SearchQuery
@@ -116,7 +115,10 @@ class Types:
             return true()
         if not self.names:
             return false()
-        return or_(*(table.c.res_type == name for name in sorted(self.names)))
+        # Type names are letters only (resource type names): rendered as literals, so the statement has
+        # no list parameter and compiles once (dialects.RawStatement).
+        assert all(name.isalpha() for name in self.names)
+        return table.c.res_type.in_([literal_column(f"'{name}'") for name in sorted(self.names)])
 
 
 ALL = Types(True)
@@ -142,6 +144,13 @@ def _context(caller: Caller) -> str:
 
 class AccessPolicy:
     """The platform's policy (see the module docstring)."""
+
+    MAX_CLAUSES = 4096
+
+    def __init__(self) -> None:
+        # Built conditions, per caller context and table: building one costs milliseconds, so each is
+        # built once and reused by every statement (they are immutable). Bounded: rebuilt on demand.
+        self._clauses: dict[tuple[Hashable, Table], ColumnElement[bool]] = {}
 
     def types(self, caller: Caller, letter: str) -> Types:
         """The types the caller may `letter` (r: read, s: search, c/u/d: write) by scope and role."""
@@ -171,6 +180,15 @@ class AccessPolicy:
         return resource_type in self.types(caller, "s")
 
     def visible_clause(self, caller: Caller, table: Table) -> ColumnElement[bool]:
+        key = (self.visible_key(caller), table)
+        found = self._clauses.get(key)
+        if found is None:
+            if len(self._clauses) >= self.MAX_CLAUSES:
+                self._clauses.clear()
+            found = self._clauses[key] = self._visible(caller, table)
+        return found
+
+    def _visible(self, caller: Caller, table: Table) -> ColumnElement[bool]:
         readable = self.types(caller, "r")
         if readable == NONE:
             return false()
@@ -230,16 +248,12 @@ def _staff_visible(caller: Caller, table: Table) -> ColumnElement[bool]:
     org = caller.organisation
     assert org is not None
     now = utc_now_text()
-    # The organisation's Organization resources, as relationship rows name them.
-    org_refs = select(literal("Organization/") + idx_token.c.res_id).where(
-        idx_token.c.res_type == "Organization", idx_token.c.param == "identifier", idx_token.c.code == org,
-        idx_token.c.system == ODS)
 
     def related(patient: Any) -> ColumnElement[bool]:
+        # Relationship rows name organisations by ODS code (resolved when written: storage/indexing.py).
         r = relationship.alias()
         recorded = exists(select(literal(1)).select_from(r).where(
-            r.c.patient_id == patient,
-            or_(r.c.organisation == f"ods:{org}", r.c.organisation.in_(org_refs)),
+            r.c.patient_id == patient, r.c.organisation == f"ods:{org}",
             or_(r.c.until.is_(None), r.c.until > now)).correlate_except(r))
         return or_(recorded, _granted(caller, patient, "declared", now))
 

@@ -6,6 +6,10 @@ web sessions, role profile choice and CSRF.
 - A staff account with several role profiles chooses one after signing in (like NHS CIS2 role
   selection); until then the session grants nothing. One with a single profile takes it.
 - A patient's session carries their NHS number and the id of their Patient record, when there is one.
+- A person vouched for by an external identity provider (`oidc.py`: NHS CIS2, NHS login) gets the
+  same kind of session, under the username `<provider>:<subject>` (`cis2:…`, `nhslogin:…`), which no
+  local account can have (local usernames hold no colon). Their role profiles and the provider's
+  assurance level are kept in the session's context beside the caller, since there is no account.
 - Errors in an authorization request go back to the client's redirect URI, except when the client
   or the redirect URI itself is wrong: then the user sees an error page and is never redirected.
 """
@@ -16,12 +20,16 @@ import dataclasses
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import orjson
 
 from sharedcare.access import accounts
 from sharedcare.access import scopes as smart
 from sharedcare.access.context import Caller, system_caller
 from sharedcare.access.oauth import AuthorizationServer, endpoints, for_account, grants_resources, narrow
+from sharedcare.access.oidc import ExternalIdentity
 from sharedcare.access.tokens import digest
 from sharedcare.fhir.search import query as search_query
 from sharedcare.settings import Settings
@@ -33,6 +41,12 @@ NHS_NUMBER = "https://fhir.nhs.uk/Id/nhs-number"
 _CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # BASE64URL(SHA-256), unpadded
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{20,100}")
 MAX_STATE = 1024
+EXTERNAL = "external"  # the key of an external sign-in's role profiles and assurance in the session context
+
+
+def is_external(username: str) -> bool:
+    """Whether a session's username is an external identity (`cis2:…`), not a local account."""
+    return ":" in username
 
 
 def cookie_names(settings: Settings) -> tuple[str, str, bool]:
@@ -93,6 +107,7 @@ class Session:
     caller: Caller
     csrf: str
     roles: tuple[tuple[str, str], ...]  # a staff account's role profiles (organisation, job role)
+    assurance: str | None = None  # an external provider's assurance level (CIS2 acr, NHS login vot)
 
     @property
     def needs_role(self) -> bool:
@@ -170,11 +185,27 @@ class SignIn:
         else:
             only = account.roles[0] if len(account.roles) == 1 else (None, None)
             caller = Caller(kind="user", agent_id=f"user:{account.username}", organisation=only[0], role=only[1])
+        return self._start(account.username, caller, account.roles)
+
+    def sign_in_external(self, identity: ExternalIdentity) -> tuple[str, Session]:
+        """A new session (cookie value, session) for a person an external provider vouched for: a
+        patient with their NHS number (and Patient record), or staff in the role profile chosen at the
+        provider, or the only one they hold; with several and none chosen, they choose here."""
+        if identity.kind == "patient":
+            caller = Caller(kind="patient", agent_id=identity.agent_id, nhs_number=identity.nhs_number,
+                            patient=self._patient_id(identity.nhs_number))
+        else:
+            organisation, role = identity.selected or (None, None)
+            caller = Caller(kind="user", agent_id=identity.agent_id, organisation=organisation, role=role)
+        return self._start(identity.agent_id, caller, identity.roles, identity.assurance)
+
+    def _start(self, username: str, caller: Caller, roles: tuple[tuple[str, str], ...],
+               assurance: str | None = None) -> tuple[str, Session]:
         value = new_token()
-        row = SessionRow(digest(value), account.username, caller.to_json(), new_token(), now(),
+        row = SessionRow(digest(value), username, _context(username, caller, roles, assurance), new_token(), now(),
                          now(self.session_seconds))
         self.store.add_session(row)
-        return value, Session(row.session_hash, account.username, caller, row.csrf, account.roles)
+        return value, Session(row.session_hash, username, caller, row.csrf, roles, assurance)
 
     def _patient_id(self, nhs_number: str | None) -> str | None:
         if not nhs_number:
@@ -190,21 +221,41 @@ class SignIn:
         if not cookie or not _TOKEN.fullmatch(cookie):
             return None
         row = self.store.session(digest(cookie), now())
-        account = self.accounts.get(row.username) if row is not None else None
-        if row is None or account is None or account.disabled:
+        if row is None:
             return None
+        assurance: str | None = None
+        if is_external(row.username):  # no account: what the provider said at sign-in, kept with the session
+            extra: dict[str, Any] = orjson.loads(row.context).get(EXTERNAL) or {}
+            roles = tuple((str(o), str(r)) for o, r in extra.get("roles") or ())
+            assurance = extra.get("assurance")
+        else:
+            account = self.accounts.get(row.username)
+            if account is None or account.disabled:
+                return None
+            roles = account.roles
         caller = Caller.from_json(row.context)
-        if caller.kind == "user" and caller.role and (caller.organisation, caller.role) not in account.roles:
+        if caller.kind == "user" and caller.role and (caller.organisation, caller.role) not in roles:
             caller = dataclasses.replace(caller, organisation=None, role=None)
-        return Session(row.session_hash, row.username, caller, row.csrf, account.roles)
+        return Session(row.session_hash, row.username, caller, row.csrf, roles, assurance)
 
     def choose_role(self, session: Session, organisation: str, role: str) -> bool:
         """Act in one of the account's role profiles from now on; False when it holds no such profile."""
         if session.caller.kind != "user" or (organisation, role) not in session.roles:
             return False
         caller = dataclasses.replace(session.caller, organisation=organisation, role=role)
-        self.store.set_session_context(session.session_hash, caller.to_json())
+        self.store.set_session_context(session.session_hash,
+                                       _context(session.username, caller, session.roles, session.assurance))
         return True
 
     def sign_out(self, session: Session) -> None:
         self.store.revoke_session(session.session_hash)
+
+
+def _context(username: str, caller: Caller, roles: tuple[tuple[str, str], ...], assurance: str | None) -> str:
+    """What a session row keeps: the caller, and for an external sign-in its role profiles and
+    assurance level too (`Caller.from_json` ignores the extra key)."""
+    if not is_external(username):
+        return caller.to_json()
+    data = orjson.loads(caller.to_json())
+    data[EXTERNAL] = {"roles": [list(r) for r in roles], "assurance": assurance}
+    return orjson.dumps(data).decode()

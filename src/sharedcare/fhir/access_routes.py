@@ -3,6 +3,8 @@ operations by which staff declare a relationship or break the glass for one pati
 
     GET  /fhir/AuditEvent/{id}                         read one event (privacy officers, the patient)
     GET  /fhir/AuditEvent?...                          search the audit trail
+    GET  /fhir/AuditEvent/$access-report?date=...      declared relationships and break-glass, with reasons
+    GET  /fhir/AuditEvent/$alerts?date=...             what a privacy officer should look at
     POST /fhir/Patient/{id}/$declare-relationship      Parameters: reason
     POST /fhir/Patient/{id}/$break-glass               Parameters: reason
 
@@ -20,6 +22,7 @@ from starlette.responses import Response
 
 from sharedcare.access import grants
 from sharedcare.access.audit_service import AuditService
+from sharedcare.access.privacy import PrivacyReports
 from sharedcare.errors import BadRequest, FhirError, NotFound
 from sharedcare.fhir import interactions
 from sharedcare.fhir import responses as resp
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 
 def install_access_routes(api: FhirApi) -> None:
     audit = AuditService(api.repo, node_id=api.settings.node_id, base_url=api.base)
+    reports = PrivacyReports(audit, unusual_patients=api.settings.alert_unusual_patients)
     store = GrantStore(api.repo.engine)
     lengths = {"declared": timedelta(days=api.settings.declared_relationship_days),
                "break-glass": timedelta(minutes=api.settings.break_glass_minutes)}
@@ -41,6 +45,18 @@ def install_access_routes(api: FhirApi) -> None:
         fmt = api.fmt(request)
         body = await run_in_threadpool(audit.search, api.caller(request), list(request.query_params.multi_items()),
                                        api.query_string(request))
+        return resp.fhir_response(body, fmt)
+
+    @r("GET", "/AuditEvent/$access-report")
+    async def access_report(request: Request) -> Response:
+        fmt = api.fmt(request)
+        body = await run_in_threadpool(reports.access_report, api.caller(request), api.query_string(request))
+        return resp.fhir_response(body, fmt)
+
+    @r("GET", "/AuditEvent/$alerts")
+    async def alerts(request: Request) -> Response:
+        fmt = api.fmt(request)
+        body = await run_in_threadpool(reports.alerts, api.caller(request), api.query_string(request))
         return resp.fhir_response(body, fmt)
 
     @r("GET", "/AuditEvent/{event_id}")

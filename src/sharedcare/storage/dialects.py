@@ -22,8 +22,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.sql import ClauseElement, ColumnElement, Select
+from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 
 def is_sqlite(conn_or_engine: Connection | Engine) -> bool:
@@ -351,10 +352,11 @@ def prefix_bounds(column: Any, prefix: str, conn: Connection) -> list[Any]:
     return [column >= prefix, column < prefix[:-1] + chr(bumped)]
 
 
-class utc_now_text(ColumnElement[str]):
+class utc_now_text(FunctionElement[str]):
     """The database's current time as stored timestamps are written (UTC, `YYYY-MM-DDTHH:MM:SS.ffffff`;
     SQLite gives milliseconds, which still compare correctly as text). Used by the access policy so a
-    compiled statement stays valid as time passes (relationships and break-glass grants expire)."""
+    compiled statement stays valid as time passes (relationships and break-glass grants expire). A
+    FunctionElement, so statements holding it keep SQLAlchemy's compiled-statement cache."""
 
     type = String()
     inherit_cache = True

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import Numeric, Table, bindparam, delete
+from sqlalchemy import Numeric, Table, bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
 from sharedcare.access.labels import AccessFacts
+from sharedcare.access.relationships import ODS as ODS_SYSTEM
 from sharedcare.fhir.definitions import patient_compartment
 from sharedcare.fhir.search import phonetic
 from sharedcare.fhir.search.extract import DateValue, IndexValues, ReferenceValue, StringValue, extract
@@ -85,6 +86,32 @@ def rows_for(res_type: str, res_id: str, resource: dict[str, Any]) -> IndexRows:
         idx_composite.name: [key + v for v in values.composites],
     }
     return IndexRows(by_table, compartments_of(res_type, res_id, values))
+
+
+_ODS_OF = dialects.Compiled(lambda _d: select(idx_token.c.code).where(
+    idx_token.c.res_type == "Organization", idx_token.c.res_id == bindparam("i"), idx_token.c.param == "identifier",
+    idx_token.c.system == ODS_SYSTEM).limit(1))
+
+
+def ods_key(conn: Connection, organisation: str, known: dict[str, str | None]) -> str:
+    """A relationship's organisation as the policy compares it: `ods:<code>`. A literal reference
+    (`Organization/<id>`) is resolved through that Organization's ODS identifier (`known` first: the
+    Organizations of this transaction, and earlier answers); one that cannot be resolved yet is kept as
+    written, and is resolved when that Organization is written (`resolve_written_organisation`)."""
+    if not organisation.startswith("Organization/"):
+        return organisation
+    org_id = organisation[13:]
+    if org_id not in known:
+        row = _ODS_OF.execute(conn, {"i": org_id}).first()
+        known[org_id] = str(row[0]) if row is not None else None
+    code = known[org_id]
+    return f"ods:{code.upper()}" if code else organisation
+
+
+def resolve_written_organisation(conn: Connection, org_id: str, code: str) -> None:
+    """Relationship rows stored before their Organization was: they now name its ODS code."""
+    conn.execute(update(relationship).where(relationship.c.organisation == f"Organization/{org_id}")
+                 .values(organisation=f"ods:{code.upper()}"))
 
 
 def add_access(rows: IndexRows, res_type: str, res_id: str, facts: AccessFacts) -> None:

@@ -9,6 +9,7 @@ run again at any time (it writes what a fresh write would).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from sqlalchemy import Engine, delete, select, tuple_, update
@@ -34,8 +35,9 @@ def relabel(engine: Engine, code_sets: labels.CodeSets, *, batch: int = 500,
                 .order_by(resource.c.res_type, resource.c.res_id).limit(batch)).all()
             if not rows:
                 return done
+            known: dict[str, str | None] = {}
             for r in rows:
-                _relabel_one(conn, code_sets, r.res_type, r.res_id, r.data)
+                _relabel_one(conn, code_sets, r.res_type, r.res_id, r.data, known)
             after = (rows[-1].res_type, rows[-1].res_id)
         done += len(rows)
         if progress is not None:
@@ -43,7 +45,7 @@ def relabel(engine: Engine, code_sets: labels.CodeSets, *, batch: int = 500,
 
 
 def _relabel_one(conn: Connection, code_sets: labels.CodeSets, res_type: str, res_id: str,
-                 data: bytes | None) -> None:
+                 data: bytes | None, known: dict[str, str | None]) -> None:
     for table in (relationship, restriction):
         conn.execute(delete(table).where(table.c.res_type == res_type, table.c.res_id == res_id))
     versions = conn.execute(select(resource_history.c.seq, resource_history.c.data).where(
@@ -54,7 +56,13 @@ def _relabel_one(conn: Connection, code_sets: labels.CodeSets, res_type: str, re
         conn.execute(update(resource_history).where(resource_history.c.seq == v.seq).values(security=facts.security))
     if data is None:
         return  # deleted: no relationships or restrictions, and no searchable current version
-    facts = labels.facts(jsonio.loads(codec.decode(data)), code_sets)
+    doc = jsonio.loads(codec.decode(data))
+    facts = labels.facts(doc, code_sets)
+    facts = dataclasses.replace(facts, relationships=tuple(
+        dataclasses.replace(r, organisation=indexing.ods_key(conn, r.organisation, known))
+        for r in facts.relationships))
+    if res_type == "Organization" and (code := labels.ods_code(doc)):
+        indexing.resolve_written_organisation(conn, res_id, code)
     conn.execute(update(resource).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
                  .values(security=facts.security))
     rows = indexing.IndexRows()

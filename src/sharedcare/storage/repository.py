@@ -73,6 +73,12 @@ _UPDATE_CURRENT = dialects.Compiled(lambda _d: update(resource).where(
     {c: bindparam(c) for c in _CURRENT_COLUMNS}))
 _NEW_HISTORY = dialects.insert_rows(resource_history, _HISTORY_COLUMNS, returning=("seq", "res_type", "res_id"))
 _NEW_CURRENT = dialects.insert_rows(resource, ("res_type", "res_id", "created_seq", *_CURRENT_COLUMNS))
+# A Patient whose address is restricted, written by an organisation other than :o (one indexed probe).
+_RESTRICTED = dialects.Compiled(lambda _d: select(resource.c.res_id).where(
+    resource.c.res_type == "Patient", resource.c.res_id == bindparam("i"),
+    or_(resource.c.source_org.is_(None), resource.c.source_org != bindparam("o")),
+    exists(select(restriction.c.patient_id).where(
+        restriction.c.patient_id == bindparam("i"), restriction.c.kind == labels.RESTRICTED_ADDRESS))))
 _VREAD = select(resource_history.c.last_updated, resource_history.c.data, resource_history.c.method,
                 resource_history.c.partition_key).where(
     resource_history.c.res_type == bindparam("t"), resource_history.c.res_id == bindparam("i"),
@@ -123,6 +129,7 @@ class Stored:
     data: bytes | None
     method: str | None = None
     seq: int | None = None
+    partition: str | None = None  # the home patient compartment (search results), for the audit
 
     @property
     def deleted(self) -> bool:
@@ -158,7 +165,8 @@ class Page:
 
 
 def _stored(r: Any) -> Stored:
-    return Stored(r.res_type, r.res_id, r.version_id, r.last_updated, codec.decode_opt(r.data), seq=r.created_seq)
+    return Stored(r.res_type, r.res_id, r.version_id, r.last_updated, codec.decode_opt(r.data), seq=r.created_seq,
+                  partition=r.partition_key)
 
 
 def _page(result: search.PageRows, next_cursor: str | None = None, previous_cursor: str | None = None) -> Page:
@@ -167,10 +175,11 @@ def _page(result: search.PageRows, next_cursor: str | None = None, previous_curs
 
 
 def _patients_of(page: Page, compartment_id: str | None = None) -> tuple[str, ...]:
-    """Patients a search page shows: the compartment searched, and Patient resources it returns (the
-    audit names them; the compartments of other resources are not looked up on the read path)."""
+    """Patients a search page shows, for its audit record (whose record was looked at): the
+    compartment searched, then each resource's home compartment (a Patient's is itself). Other
+    compartments of resources in several are not looked up on the read path."""
     found = [compartment_id] if compartment_id else []
-    found += [s.res_id for s in (*page.items, *page.included) if s.res_type == "Patient"]
+    found += [s.partition for s in (*page.items, *page.included) if s.partition and s.partition != SHARED_PARTITION]
     return tuple(dict.fromkeys(found))
 
 
@@ -320,16 +329,12 @@ class Repository:
         ids = [s.res_id for s in items if s.res_type == "Patient" and s.data is not None]
         if not ids:
             return items
-        stmt = select(resource.c.res_id).where(
-            resource.c.res_type == "Patient", resource.c.res_id.in_(ids),
-            or_(resource.c.source_org.is_(None), resource.c.source_org != caller.organisation),
-            exists(select(restriction.c.patient_id).where(
-                restriction.c.patient_id == resource.c.res_id, restriction.c.kind == labels.RESTRICTED_ADDRESS)))
+        values = [{"i": i, "o": caller.organisation or ""} for i in ids]
         if conn is not None:
-            hidden = set(conn.execute(stmt).scalars())
+            hidden = {v["i"] for v in values if _RESTRICTED.execute(conn, v).first() is not None}
         else:
-            with self.engine.connect() as own:
-                hidden = set(own.execute(stmt).scalars())
+            raw = _RESTRICTED.get(self.engine)
+            hidden = {v["i"] for v in values if raw.fetch_one(self.engine, v) is not None}
         if not hidden:
             return items
         return [dataclasses.replace(s, data=labels.without_contact_details(s.data))
@@ -502,6 +507,7 @@ class Unit:
         self.audits: list[AuditRecord] = []
         self.pending = indexing.PendingRows()
         self.new_rows: list[dict[str, Any]] = []  # history rows of resources created in this unit
+        self.org_ods: dict[str, str | None] = {}  # Organization id -> ODS code, as relationships name them
 
     def flush(self) -> None:
         """Write what this unit has gathered: new resources (history, then current rows with the
@@ -559,6 +565,15 @@ class Unit:
 
     def lock(self, *parts: str) -> None:
         dialects.lock_key(self.conn, *parts)
+
+    def _organisation_written(self, res_id: str, doc: dict[str, Any]) -> None:
+        """Relationships name organisations by ODS code: remember this one's, and resolve rows written
+        before it (flushed first, so rows gathered in this transaction are included)."""
+        code = labels.ods_code(doc)
+        self.org_ods[res_id] = code
+        if code:
+            self.flush()
+            indexing.resolve_written_organisation(self.conn, res_id, code)
 
     def require_may(self, res_type: str, *interactions: str) -> None:
         """Refuse (403) before anything is looked up when the caller may do none of `interactions`
@@ -632,6 +647,12 @@ class Unit:
         data = jsonio.dumps(doc)
         rows = indexing.rows_for(res_type, res_id, doc)
         facts = labels.facts(doc, self.repo.code_sets)
+        if res_type == "Organization":
+            self._organisation_written(res_id, doc)
+        if facts.relationships:
+            facts = dataclasses.replace(facts, relationships=tuple(
+                dataclasses.replace(r, organisation=indexing.ods_key(self.conn, r.organisation, self.org_ods))
+                for r in facts.relationships))
         indexing.add_access(rows, res_type, res_id, facts)
         source = meta.get("source")
         hist = {

@@ -981,7 +981,7 @@ class PageRows:
 
 
 _COLS = (resource.c.res_type, resource.c.res_id, resource.c.version_id, resource.c.last_updated,
-         resource.c.data, resource.c.created_seq)
+         resource.c.data, resource.c.created_seq, resource.c.partition_key)
 
 
 _SORT_COLUMN = {"token": "code", "string": "value", "number": "value", "quantity": "value",

@@ -6,12 +6,15 @@ service (`access/oauth.py`, `access/signin.py`) in a worker thread, and answers.
     POST     /auth/revoke                            token revocation (RFC 7009)
     GET      /auth/authorize                         authorization request (code, PKCE S256)
     GET/POST /auth/login                             local sign-in
+    GET      /auth/oidc/{provider}/start             sign in through NHS CIS2 (staff) or NHS login (patient)
+    GET      /auth/oidc/{provider}/callback          the identity provider's answer
     GET/POST /auth/role                              role profile choice (staff with several)
     GET      /auth/session                           who is signed in
     POST     /auth/logout                            sign out
 
 Every POST form carries a CSRF token: the sign-in form a double-submit cookie (there is no session
-yet), the others the session's own token. Pages are plain escaped HTML with no script.
+yet), the others the session's own token. Pages are plain escaped HTML with no script. An external
+sign-in is bound to the browser by `state` in a short-lived cookie instead (access/oidc.py).
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from sharedcare.access.oauth import AuthorizationServer, OAuthError, claimed_client_id, smart_configuration
+from sharedcare.access.oidc import (
+    PENDING_SECONDS,
+    PendingSignIn,
+    ProviderUnavailable,
+    SignInError,
+    SignInFailed,
+    local_path,
+    pending_cookie_name,
+    relying_parties,
+)
 from sharedcare.access.ratelimit import RateLimiter, key
 from sharedcare.access.roles import JOB_ROLES
 from sharedcare.access.signin import (
@@ -120,6 +133,8 @@ class AuthRoutes:
         self.signin = SignIn(store, AccountStore(services.engine), services.repo, self.server, settings)
         self.limiter = RateLimiter(settings.auth_failures_per_minute)
         self.session_cookie, self.csrf_cookie, self.secure = cookie_names(settings)
+        self.providers = relying_parties(settings)
+        self.oidc_cookie = pending_cookie_name(self.secure)
 
     async def discovery(self, request: Request) -> Response:
         return JSONResponse(smart_configuration(self.settings),
@@ -180,7 +195,11 @@ class AuthRoutes:
         return self._login_page(csrf, safe_next(request.query_params.get("next")))
 
     def _login_page(self, csrf: str, next_url: str | None, status: int = 200, error: str | None = None) -> Response:
-        response = page("login.html", status, title="Sign in", csrf=csrf, next=next_url, error=error)
+        query = f"?{urlencode({'next': next_url})}" if next_url else ""
+        providers = [{"href": f"/auth/oidc/{name}/start{query}", "label": rp.label}
+                     for name, rp in self.providers.items()]
+        response = page("login.html", status, title="Sign in", csrf=csrf, next=next_url, error=error,
+                        providers=providers)
         response.set_cookie(self.csrf_cookie, csrf, httponly=True, secure=self.secure, samesite="lax", path="/")
         return response
 
@@ -249,7 +268,7 @@ class AuthRoutes:
             return redirect("/auth/login")
         caller = session.caller
         return page("session.html", title="Signed in", username=session.username, role=caller.role,
-                    role_name=role_name(caller.role),
+                    role_name=role_name(caller.role), assurance=session.assurance,
                     organisation=caller.organisation, needs_role=session.needs_role, csrf=session.csrf)
 
     async def logout(self, request: Request) -> Response:
@@ -264,6 +283,70 @@ class AuthRoutes:
             await run_in_threadpool(self.signin.sign_out, session)
         response = page("message.html", title="Signed out", message="You have signed out.", back="/auth/login")
         response.delete_cookie(self.session_cookie, path="/", secure=self.secure, httponly=True, samesite="lax")
+        return response
+
+    # external identity providers (NHS CIS2, NHS login) --------------------------------------------
+
+    async def oidc_start(self, request: Request) -> Response:
+        rp = self.providers.get(request.path_params["provider"])
+        if rp is None:
+            return page("message.html", 404, title="Page not found", message="This way of signing in is not set up.")
+        try:
+            location, pending = await run_in_threadpool(rp.start, local_path(request.query_params.get("next")))
+        except SignInError as exc:
+            return self._oidc_refused(request, exc)
+        response = redirect(location, 302)
+        response.set_cookie(self.oidc_cookie, pending.to_cookie(), max_age=PENDING_SECONDS, httponly=True,
+                            secure=self.secure, samesite="lax", path="/")
+        return response
+
+    async def oidc_callback(self, request: Request) -> Response:
+        name = request.path_params["provider"]
+        rp = self.providers.get(name)
+        if rp is None:
+            return page("message.html", 404, title="Page not found", message="This way of signing in is not set up.")
+        ip = key("ip", client_ip(request))
+        wait = self.limiter.retry_after(ip)
+        if wait:
+            refused = page("message.html", 429, title="Too many attempts",
+                           message="There have been too many failed sign-ins. Wait a minute and try again.")
+            refused.headers["Retry-After"] = str(wait)
+            return refused
+        pending = PendingSignIn.from_cookie(request.cookies.get(self.oidc_cookie))
+        items = request.query_params.multi_items()
+        try:
+            if len({k for k, _ in items}) != len(items):
+                raise SignInFailed(f"The sign-in with {rp.label} could not be completed. Go back and try again.",
+                                   "a parameter is repeated")
+            identity = await run_in_threadpool(rp.finish, pending, dict(items))
+            value, session = await run_in_threadpool(self.signin.sign_in_external, identity)
+        except SignInError as exc:
+            if isinstance(exc, SignInFailed):  # an answer that could not be trusted, not a refusal
+                self.limiter.failed(ip)
+            return self._oidc_refused(request, exc)
+        old = await self._session(request)
+        if old is not None:
+            await run_in_threadpool(self.signin.sign_out, old)
+        log.info("external sign-in (%s)", name)
+        target = (pending.next if pending else None) or "/auth/session"
+        response = redirect(f"/auth/role?{urlencode({'next': target})}" if session.needs_role else target)
+        response.set_cookie(self.session_cookie, value, max_age=self.settings.session_seconds, httponly=True,
+                            secure=self.secure, samesite="lax", path="/")
+        response.delete_cookie(self.oidc_cookie, path="/", secure=self.secure, httponly=True, samesite="lax")
+        return response
+
+    def _oidc_refused(self, request: Request, exc: SignInError) -> Response:
+        """The page for an external sign-in that made no session (the browser's own session, if it
+        has one, is left as it was)."""
+        provider = request.path_params["provider"]
+        if isinstance(exc, ProviderUnavailable):
+            log.warning("external sign-in unavailable (%s: %s)", provider, exc.reason)
+        else:
+            log.info("external sign-in refused (%s: %s)", provider, exc.reason)
+        response = page("message.html", exc.status, title=exc.title, message=exc.message, back="/auth/login")
+        if exc.status == 503:
+            response.headers["Retry-After"] = "60"
+        response.delete_cookie(self.oidc_cookie, path="/", secure=self.secure, httponly=True, samesite="lax")
         return response
 
     async def _session(self, request: Request) -> Session | None:
@@ -286,6 +369,8 @@ def install_auth(app: FastAPI, services: Services, settings: Settings) -> TokenS
         ("/auth/role", routes.role_form, ["GET"]),
         ("/auth/role", routes.choose_role, ["POST"]),
         ("/auth/session", routes.session_page, ["GET"]),
+        ("/auth/oidc/{provider}/start", routes.oidc_start, ["GET"]),
+        ("/auth/oidc/{provider}/callback", routes.oidc_callback, ["GET"]),
         ("/auth/logout", routes.logout, ["POST"]),
     ):
         app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)

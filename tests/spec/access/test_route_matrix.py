@@ -111,6 +111,10 @@ MATRIX: dict[tuple[str, str], Row] = {
                                 headers=FHIR), {"gp": (OK, OK), "patient": (OK, OK)}, names_target=True),
     ("GET", "/{res_type}/_history"): Row(lambda c: c.client.get("/fhir/Observation/_history?_count=100"),
                                          {"gp": (OK, OK), "patient": (OK, OK)}),
+    ("GET", "/AuditEvent/$access-report"): Row(lambda c: c.client.get("/fhir/AuditEvent/$access-report"),
+                                               {"gp": (DENIED, DENIED), "patient": (DENIED, DENIED)}),
+    ("GET", "/AuditEvent/$alerts"): Row(lambda c: c.client.get("/fhir/AuditEvent/$alerts"),
+                                        {"gp": (DENIED, DENIED), "patient": (DENIED, DENIED)}),
     ("GET", "/AuditEvent/{event_id}"): Row(lambda c: c.client.get(f"/fhir/AuditEvent/{c.id('AuditEvent:X')}"),
                                            {"gp": (NONE, NONE), "patient": (OK, NONE)}),
     ("PUT", "/AuditEvent/{event_id}"): Row(lambda c: c.client.put("/fhir/AuditEvent/1", json={}, headers=FHIR),
@@ -160,7 +164,8 @@ NOT_FHIR = {
     "/health/ready": "no data", "/fhir": "the FHIR API (MATRIX)", "/fhir/{path:path}": "the FHIR API (MATRIX)",
     "/auth/token": "test_smart.py", "/auth/revoke": "test_smart.py", "/auth/authorize": "test_signin.py",
     "/auth/login": "test_signin.py", "/auth/role": "test_signin.py", "/auth/session": "test_signin.py",
-    "/auth/logout": "test_signin.py",
+    "/auth/logout": "test_signin.py", "/auth/oidc/{provider}/start": "test_oidc.py",
+    "/auth/oidc/{provider}/callback": "test_oidc.py",
 }
 
 
