@@ -380,8 +380,10 @@ def _approximate(slo: str, shi: str) -> tuple[str, str]:
     lo = datetime.strptime(slo, FMT).replace(tzinfo=UTC)
     hi = datetime.strptime(shi, FMT).replace(tzinfo=UTC)
     gap = max(abs(now - lo) * 0.1, abs(now - hi) * 0.1, timedelta(days=1))
-    wlo = max(lo - gap, datetime(1, 1, 1, tzinfo=UTC)) if lo.year > 1 else lo
-    whi = min(hi + gap, datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) if hi.year < 9999 else hi
+    # Clamped to the calendar without computing past its ends (date=ap0002-01-01 widens by ~200 years).
+    first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    wlo = lo - gap if gap < lo - first else first
+    whi = hi + gap if gap < last - hi else last
     return instant_text(wlo), instant_text(whi)
 
 

@@ -132,7 +132,7 @@ raw_queries = st.lists(st.sampled_from(RAW_PIECES), max_size=30).map("".join)
 
 
 def check(r: Any, res_type: str) -> None:
-    assert r.status_code < 500, (r.status_code, r.text[:500])
+    assert r.status_code < 500, (r.status_code, r.text[:500], str(r.request.url)[:300])
     body = r.json()  # always JSON (we ask for it)
     assert isinstance(body, dict), body
     if r.status_code == 200:

@@ -270,7 +270,8 @@ def test_dates_at_the_edges_of_the_calendar(client: TestClient) -> None:
     assert ids(client, "Goal?target-date=0999-03") == {old}
     assert ids(client, "Goal?target-date=ge0998-01-01&target-date=lt0999-06-01") == {old}
     for value in ("0001-01-01", "9999-12", "9999", "lt0001-01-01", "0001-01-01T00:00:00%2B05:00",
-                  "9999-12-31T23:59:59-05:00", "ap0001-01-01", "ap9999-12-31"):
+                  "9999-12-31T23:59:59-05:00", "ap0001-01-01", "ap0002-01-01", "ap0150-06-01", "ap9999-12-31",
+                  "ap9900-01-01"):
         assert isinstance(ids(client, f"Goal?target-date={value}"), set)
 
 
