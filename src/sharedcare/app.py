@@ -39,6 +39,7 @@ from sharedcare.storage import codec, database
 from sharedcare.storage.committer import Committer
 from sharedcare.storage.repository import Repository
 from sharedcare.web.auth import install_auth
+from sharedcare.web.openapi import ROUTES
 
 log = logging.getLogger("sharedcare")
 
@@ -215,11 +216,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await audit_refusal(request, err.status)
         return resp.error_response(err, _fmt_or_json(request))
 
-    @app.get("/health/live", include_in_schema=False)
+    @app.get("/health/live", openapi_extra=ROUTES[("GET", "/health/live")])
     async def live() -> JSONResponse:
         return JSONResponse({"status": "pass"})
 
-    @app.get("/health/ready", include_in_schema=False)
+    @app.get("/health/ready", openapi_extra=ROUTES[("GET", "/health/ready")])
     async def ready() -> JSONResponse:
         svc = state.get("services")
         try:
@@ -230,7 +231,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             return JSONResponse({"status": "fail"}, status_code=503)
         return JSONResponse({"status": "pass"})
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", openapi_extra=ROUTES[("GET", "/")])
     async def home() -> HTMLResponse:
         return HTMLResponse(_HOME.replace("{base}", settings.base_url))
 

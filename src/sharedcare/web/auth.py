@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
 
 from sharedcare.access.oauth import AuthorizationServer, OAuthError, claimed_client_id, smart_configuration
 from sharedcare.access.oidc import (
@@ -57,6 +57,7 @@ from sharedcare.access.tokens import TokenService
 from sharedcare.settings import Settings
 from sharedcare.storage.accounts import AccountStore
 from sharedcare.storage.oauth import OAuthStore
+from sharedcare.web import openapi
 
 if TYPE_CHECKING:
     from sharedcare.app import Services
@@ -358,8 +359,9 @@ def install_auth(app: FastAPI, services: Services, settings: Settings) -> TokenS
     `app`. Returns the TokenService that authenticates bearer tokens on the same store."""
     routes = AuthRoutes(services, settings)
     # Ahead of the FHIR API's catch-all /fhir/{path} route, whatever order they are installed in.
-    app.router.routes.insert(0, Route("/fhir/.well-known/smart-configuration", routes.discovery, methods=["GET"],
-                                      include_in_schema=False))
+    discovery = "/fhir/.well-known/smart-configuration"
+    app.router.routes.insert(0, APIRoute(discovery, routes.discovery, methods=["GET"],
+                                         openapi_extra=openapi.ROUTES[("GET", discovery)]))
     for path, endpoint, methods in (
         ("/auth/token", routes.token, ["POST"]),
         ("/auth/revoke", routes.revoke, ["POST"]),
@@ -373,5 +375,6 @@ def install_auth(app: FastAPI, services: Services, settings: Settings) -> TokenS
         ("/auth/oidc/{provider}/callback", routes.oidc_callback, ["GET"]),
         ("/auth/logout", routes.logout, ["POST"]),
     ):
-        app.add_api_route(path, endpoint, methods=methods, include_in_schema=False)
+        # Described in the OpenAPI document of the non-FHIR routes (web/openapi.py).
+        app.add_api_route(path, endpoint, methods=methods, openapi_extra=openapi.ROUTES[(methods[0], path)])
     return routes.tokens
