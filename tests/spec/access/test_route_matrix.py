@@ -7,11 +7,13 @@ fails `test_every_route_has_a_policy_row`. Whatever the status, a response about
 ids to a caller who may not see B.
 
 Callers: `gp` is a clinician at A's registered practice (GP1) with no relationship with B (registered at
-GP2); `patient` is A signed in to the portal.
+GP2); `reception` is a receptionist there (demographics only); `patient` is A signed in to the portal;
+`feed` is GP1's own system (a source organisation's client: its own records and the directory).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +31,8 @@ from tests.spec.access.world import A_NHS, World, build, observation, patient, r
 
 FHIR = {"Content-Type": "application/fhir+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
-CALLERS = {"gp": staff("GP1"), "patient": patient(A_NHS)}
+CALLERS = {"gp": staff("GP1"), "patient": patient(A_NHS), "reception": staff("GP1", "R8009", "reception"),
+           "feed": source("GP1")}
 
 
 @dataclass
@@ -157,6 +160,45 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/{res_type}/{res_id}/_history/{version}"): Row(
         lambda c: c.client.get(f"/fhir/Observation/{c.id('Observation:X-bp')}/_history/1"), READ),
 }
+H405 = {405}
+# What the receptionist (demographics only) and GP1's own feed get, route by route.
+MORE: dict[tuple[str, str], dict[str, tuple[set[int], set[int]]]] = {
+    ("POST", "/"): {"reception": (OK, OK), "feed": (OK, OK)},
+    ("GET", "/metadata"): {"reception": (OK, OK), "feed": (OK, OK)},
+    ("GET", "/_history"): {"reception": (OK, OK), "feed": (OK, OK)},
+    ("GET", "/AuditEvent"): {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)},
+    ("POST", "/AuditEvent"): {"reception": (H405, H405), "feed": (H405, H405)},
+    ("PUT", "/AuditEvent"): {"reception": (H405, H405), "feed": (H405, H405)},
+    ("DELETE", "/AuditEvent"): {"reception": (H405, H405), "feed": (H405, H405)},
+    ("GET", "/{res_type}"): {"reception": (DENIED, DENIED), "feed": (OK, EMPTY)},
+    ("POST", "/{res_type}"): {"reception": (DENIED, DENIED), "feed": ({201}, {201})},  # its own plan about B
+    ("PUT", "/{res_type}"): {"reception": (DENIED, DENIED), "feed": ({201}, {201})},
+    # A has two GP1 observations (412: more than one match); B's are not GP1's to see (nothing deleted).
+    ("DELETE", "/{res_type}"): {"reception": (DENIED, DENIED), "feed": ({412}, {204})},
+    ("POST", "/{res_type}/_search"): {"reception": (DENIED, DENIED), "feed": (OK, EMPTY)},
+    ("POST", "/{res_type}/$validate"): {"reception": (OK, OK), "feed": (OK, OK)},
+    ("GET", "/{res_type}/_history"): {"reception": (OK, OK), "feed": (OK, OK)},
+    ("GET", "/AuditEvent/$access-report"): {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)},
+    ("GET", "/AuditEvent/$alerts"): {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)},
+    ("GET", "/AuditEvent/{event_id}"): {"reception": (NONE, NONE), "feed": (NONE, NONE)},
+    ("PUT", "/AuditEvent/{event_id}"): {"reception": (H405, H405), "feed": (H405, H405)},
+    ("PATCH", "/AuditEvent/{event_id}"): {"reception": (H405, H405), "feed": (H405, H405)},
+    ("DELETE", "/AuditEvent/{event_id}"): {"reception": (H405, H405), "feed": (H405, H405)},
+    ("GET", "/{res_type}/{res_id}"): {"reception": (NONE, NONE), "feed": READ["gp"]},
+    ("PUT", "/{res_type}/{res_id}"): {"reception": (DENIED, DENIED), "feed": (OK, DENIED)},
+    ("PATCH", "/{res_type}/{res_id}"): {"reception": (DENIED, DENIED), "feed": (OK, NONE)},
+    ("DELETE", "/{res_type}/{res_id}"): {"reception": (DENIED, DENIED), "feed": ({204}, {204})},  # B's: nothing
+    ("GET", "/Patient/{res_id}/$everything"): {"reception": READ["gp"], "feed": READ["gp"]},
+    ("POST", "/Patient/{res_id}/$declare-relationship"): {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)},
+    ("POST", "/Patient/{res_id}/$break-glass"): {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)},
+    ("POST", "/{res_type}/{res_id}/$validate"): {"reception": (OK, OK), "feed": (OK, OK)},
+    ("GET", "/{res_type}/{res_id}/_history"): {"reception": (NONE, NONE), "feed": READ["gp"]},
+    ("GET", "/{comp_type}/{comp_id}/{res_type}"): {"reception": (DENIED, DENIED), "feed": (OK, EMPTY)},
+    ("GET", "/{res_type}/{res_id}/_history/{version}"): {"reception": (NONE, NONE), "feed": READ["gp"]},
+}
+for _route, _more in MORE.items():  # a new dict per row: rows share READ, SEARCH, NO_WRITE
+    MATRIX[_route] = dataclasses.replace(MATRIX[_route], expect={**MATRIX[_route].expect, **_more})
+
 # Routes outside the FHIR API, and why they need no row.
 NOT_FHIR = {
     "/fhir/.well-known/smart-configuration": "public discovery (AN1)",
@@ -177,6 +219,7 @@ def registered(api: FhirApi) -> set[tuple[str, str]]:
 def test_every_route_has_a_policy_row(store: Services, settings: Settings) -> None:
     """Adding a route or an interaction without deciding (and testing) who may use it fails here."""
     assert registered(FhirApi(store.repo, settings)) == set(MATRIX)
+    assert all(set(row.expect) == set(CALLERS) for row in MATRIX.values())  # every caller, every route
     app = create_app(settings, store)
     assert {getattr(r, "path", "") for r in app.router.routes} == set(NOT_FHIR)
 
@@ -204,7 +247,7 @@ def test_each_caller_gets_what_the_matrix_says_and_never_anyone_elses_data(
                     headers={"Authorization": f"Bearer {token}"}) as client:
         own_ok, other_ok = row.expect[caller]
         own = row.call(Ctx(client, world, "A"))
-        assert own.status_code in own_ok, (route, caller, "own", own.text[:300])
+        assert own.status_code in own_ok, (route, caller, "own", own.status_code, own.text[:300])
         other = row.call(Ctx(client, world, "B"))
         assert other.status_code in other_ok, (route, caller, "other", other.text[:300])
         secrets = {world.ids["Observation:B-bp"]} | (set() if row.names_target else {world.ids["Patient:B"]})

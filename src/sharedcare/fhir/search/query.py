@@ -373,7 +373,7 @@ def _criterion(res_type: str, key: str, raw: str, depth: int = 0) -> Criterion:
             raise BadRequest(f"{key}: {source}.{parts[2]} does not refer to {res_type}")
         if depth >= MAX_CHAIN:
             raise BadRequest(f"{key}: chains are limited to {MAX_CHAIN} links")
-        inner = _criterion(source, parts[3], raw, depth + 1)
+        inner = _linked(source, parts[3], raw, depth, key)
         return _with_link(inner, Link("has", parts[2], (source,)), key, res_type)
     head, dot, rest = key.partition(".")
     name, _, modifier = head.partition(":")
@@ -394,7 +394,7 @@ def _criterion(res_type: str, key: str, raw: str, depth: int = 0) -> Criterion:
             targets = tuple(t for t in info.targets if next_name.startswith("_has") or next_name in _params(t))
             if not targets:
                 raise BadRequest(f"{key}: no type {name} refers to has a parameter {next_name!r}")
-        inners = [_criterion(t, rest, raw, depth + 1) for t in targets]
+        inners = [_linked(t, rest, raw, depth, key) for t in targets]
         inner = inners[0]
         # Several possible targets are searched together when the chained parameter means the same
         # there (same type and further links); others are left out.
@@ -414,6 +414,16 @@ def _criterion(res_type: str, key: str, raw: str, depth: int = 0) -> Criterion:
     for v in values:
         _check_value(ptype, mod, v, name, components)
     return Criterion(name, mod, values, ptype, (), key, res_type)
+
+
+def _linked(res_type: str, rest: str, raw: str, depth: int, key: str) -> Criterion:
+    """The criterion at the far end of a chain or `_has`. An unknown parameter there is refused (400),
+    never ignored: ignoring it would drop the whole criterion and answer with every resource (security
+    case AZ4; a known server defect elsewhere)."""
+    try:
+        return _criterion(res_type, rest, raw, depth + 1)
+    except _Unknown as unknown:
+        raise BadRequest(f"{key}: {res_type} has no search parameter {unknown.name!r}") from None
 
 
 def _with_link(inner: Criterion, link: Link, key: str, res_type: str) -> Criterion:
