@@ -1,12 +1,14 @@
-"""Every interaction, allowed or denied, leaves exactly one audit record; chains verify; reads fail
-closed when the audit store cannot commit (AU2)."""
+"""Every interaction, allowed or denied, leaves exactly one audit record; chains verify; the database
+refuses changes to the trail (AU3); reads fail closed when the audit store cannot commit (AU2)."""
 
 from __future__ import annotations
 
 from unittest import mock
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from sharedcare.app import Services
 from sharedcare.storage.audit_store import verify
@@ -40,14 +42,36 @@ def test_audit_records_hold_no_record_content(client: TestClient, store: Service
     assert "Zebedee" not in repr(audit_rows(store))
 
 
+def test_the_database_refuses_to_change_or_delete_audit_records(client: TestClient, store: Services) -> None:
+    """AU3: not only does no application path write them; the database itself refuses (migration 0017)."""
+    p = create(client, patient())
+    client.get(f"/fhir/Patient/{p['id']}")
+    for statement in (update(audit).where(audit.c.seq == 2).values(status=404), delete(audit)):
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(statement)
+    assert len(audit_rows(store)) == 2
+    assert verify(store.engine) == []
+
+
 def test_hash_chains_verify_and_detect_tampering(client: TestClient, store: Services) -> None:
+    """Someone who can drop the database's guard (an administrator) still cannot hide a change."""
     p = create(client, patient())
     for _ in range(3):
         client.get(f"/fhir/Patient/{p['id']}")
     assert verify(store.engine) == []
+    sqlite = store.engine.dialect.name == "sqlite"
     with store.engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER audit_no_update" if sqlite else "DROP TRIGGER audit_append_only ON audit"))
         conn.execute(update(audit).where(audit.c.seq == 2).values(status=404))
-    assert verify(store.engine) == [p["id"]]
+    try:
+        assert verify(store.engine) == [p["id"]]
+    finally:  # the PostgreSQL test database is shared by the session's tests: put the guard back
+        with store.engine.begin() as conn:
+            conn.execute(text(
+                "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, "
+                "'the audit trail is append-only'); END" if sqlite else
+                "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
+                "FOR EACH ROW EXECUTE FUNCTION audit_append_only()"))
 
 
 def test_reads_fail_closed_when_audit_cannot_be_committed(client: TestClient, store: Services) -> None:
