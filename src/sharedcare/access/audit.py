@@ -22,7 +22,8 @@ ACTIONS = {
     "search-type": "E", "search-system": "E", "search-compartment": "E",
     "batch": "E", "transaction": "E", "operation": "E", "capabilities": "R",
     "declare-relationship": "E", "break-glass": "E",
-    "declare-relationship-ended": "E", "break-glass-ended": "E",
+    "declare-relationship-ended": "E", "break-glass-ended": "E", "launch-context": "E",
+    "launch-context-ended": "E",
 }
 
 

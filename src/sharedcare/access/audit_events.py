@@ -45,6 +45,8 @@ SECURITY_ALERT = {
     "break-glass-ended": ("110138", "Emergency Override Stopped"),
     "declare-relationship": ("declare-relationship", "Legitimate relationship declared"),
     "declare-relationship-ended": ("declare-relationship-ended", "Declared relationship ended"),
+    "launch-context": ("launch-context", "Legitimate relationship from a launch context"),
+    "launch-context-ended": ("launch-context-ended", "Launch-context relationship ended"),
 }
 SHARED = "_shared"
 

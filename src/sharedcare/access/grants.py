@@ -28,9 +28,13 @@ from sharedcare.storage.indexing import stored_instant
 
 DECLARED = timedelta(days=7)
 BREAK_GLASS = timedelta(hours=4)
+LAUNCH = timedelta(hours=12)
 MIN_REASON, MAX_REASON = 10, 1000
-KINDS = {"declared": (Activity.DECLARE_RELATIONSHIP, DECLARED), "break-glass": (Activity.BREAK_GLASS, BREAK_GLASS)}
-INTERACTIONS = {"declared": "declare-relationship", "break-glass": "break-glass"}
+KINDS = {"declared": (Activity.DECLARE_RELATIONSHIP, DECLARED), "break-glass": (Activity.BREAK_GLASS, BREAK_GLASS),
+         "launch": (Activity.DECLARE_RELATIONSHIP, LAUNCH)}
+INTERACTIONS = {"declared": "declare-relationship", "break-glass": "break-glass", "launch": "launch-context"}
+# Kinds that count as a legitimate relationship (an objection still applies); break-glass overrides.
+RELATIONSHIP_KINDS = ("declared", "launch")
 
 
 def grant(store: GrantStore, caller: Caller, kind: str, patient_id: str, reason: str, now: datetime,
@@ -55,6 +59,14 @@ def grant(store: GrantStore, caller: Caller, kind: str, patient_id: str, reason:
     store.add(row, AuditRecord(INTERACTIONS[kind], 201, who, created, "Patient", patient_id, None, (patient_id,),
                                f"grant={row.grant_id}"))
     return row
+
+
+def ensure_launch(store: GrantStore, caller: Caller, patient_id: str, context: str, now: datetime) -> GrantRow | None:
+    """The relationship a launch context asserts (access/on_behalf.py): granted and audited once, then
+    reused while it lasts; None when one is already in force."""
+    if store.in_force(caller.agent_id, patient_id, "launch", stored_instant(now)):
+        return None
+    return grant(store, caller, "launch", patient_id, f"launch context: {context}", now)
 
 
 def end_expired(store: GrantStore, now: datetime) -> list[GrantRow]:

@@ -266,7 +266,8 @@ class AuthorizationServer:
         return self._refresh(client, form)
 
     def _client_credentials(self, client: ClientRow, form: Mapping[str, str]) -> dict[str, object]:
-        granted = [s for s in self._narrow(form.get("scope", ""), client.scope) if s.startswith("system/")]
+        granted = [s for s in self._narrow(form.get("scope", ""), client.scope)
+                   if s.startswith("system/") or (client.organisation is not None and s.startswith("user/"))]
         if not granted:
             raise OAuthError("invalid_scope", "none of the requested scopes is registered for this client")
         scope = " ".join(granted)
@@ -420,8 +421,12 @@ def register_client(store: OAuthStore, name: str, *, scope: str, kind: str = "sy
     if kind == "system":
         if method == "none":
             raise ClientError("a system client must authenticate (a secret or private_key_jwt)")
-        if any(p is None or p.context != "system" for _, p in parsed):
-            raise ClientError("a system client's scopes are system/ scopes")
+        # A source organisation's system may also hold user/ scopes: it acts for its staff with them
+        # (access/on_behalf.py).
+        contexts = ("system", "user") if organisation is not None else ("system",)
+        if any(p is None or p.context not in contexts for _, p in parsed):
+            raise ClientError("a system client's scopes are system/ scopes (and user/ scopes for a source "
+                              "organisation's system acting for its staff)")
         if redirect_uris:
             raise ClientError("a system client has no redirect URIs")
     else:

@@ -255,7 +255,7 @@ def _staff_visible(caller: Caller, table: Table) -> ColumnElement[bool]:
         recorded = exists(select(literal(1)).select_from(r).where(
             r.c.patient_id == patient, r.c.organisation == f"ods:{org}",
             or_(r.c.until.is_(None), r.c.until > now)).correlate_except(r))
-        return or_(recorded, _granted(caller, patient, "declared", now))
+        return or_(recorded, *(_granted(caller, patient, kind, now) for kind in ("declared", "launch")))
 
     def objected(patient: Any) -> ColumnElement[bool]:
         r = restriction.alias()

@@ -32,7 +32,8 @@ from sharedcare.storage.indexing import stored_instant
 ALERT = "https://sharedcare.example/CodeSystem/privacy-alert"
 GRANT_ID = "https://sharedcare.example/Id/access-grant"
 DEFAULT_WINDOW = timedelta(days=7)
-KINDS = {"break-glass": "break-glass", "declare-relationship": "declared-relationship"}
+KINDS = {"break-glass": "break-glass", "declare-relationship": "declared-relationship",
+         "launch-context": "launch-context"}
 
 
 class PrivacyReports:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -15,6 +16,7 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from sharedcare.access import grants, on_behalf
 from sharedcare.access.context import Caller
 from sharedcare.access.tokens import TokenService
 from sharedcare.errors import (
@@ -37,6 +39,7 @@ from sharedcare.fhir.search import query as search_query
 from sharedcare.fhir.search import shape
 from sharedcare.fhir.validation import validate
 from sharedcare.settings import Settings
+from sharedcare.storage.grants import GrantStore
 from sharedcare.storage.oauth import OAuthStore
 from sharedcare.storage.repository import Repository, Unit
 
@@ -73,7 +76,20 @@ class FhirApi:
             caller = self.tokens.authenticate(header)
         else:
             caller = await run_in_threadpool(self.tokens.authenticate, header)
-        return caller.with_ip(request.client.host if request.client else None)
+        caller = caller.with_ip(request.client.host if request.client else None)
+        request.state.caller = caller  # a refusal below is audited as the client's
+        caller = on_behalf.acting_for(caller, request.headers)
+        request.state.caller = caller
+        found = on_behalf.launch(request.headers)
+        if found is not None:
+            await run_in_threadpool(self._launch, caller, *found)
+        return caller
+
+    def _launch(self, caller: Caller, patient_id: str, context: str) -> None:
+        """Record the relationship a launch context asserts (once while it lasts; audited)."""
+        if not self.repo.exists("Patient", patient_id):
+            raise NotFound("Patient resource not found")
+        grants.ensure_launch(GrantStore(self.repo.engine), caller, patient_id, context, datetime.now(UTC))
 
     @staticmethod
     def fmt(request: Request) -> Format:

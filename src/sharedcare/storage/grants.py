@@ -55,6 +55,13 @@ class GrantStore:
                 .order_by(access_grant.c.created))
             return [GrantRow(**r._mapping) for r in rows]
 
+    def in_force(self, agent_id: str, patient_id: str, kind: str, now: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(access_grant.c.grant_id).where(
+                access_grant.c.agent_id == agent_id, access_grant.c.patient_id == patient_id,
+                access_grant.c.kind == kind, access_grant.c.until > now, access_grant.c.ended.is_(None))
+                .limit(1)).first() is not None
+
     def end_expired(self, now: str, record: Callable[[GrantRow], AuditRecord]) -> list[GrantRow]:
         """Mark grants whose time is up as ended, each with an audit record (one transaction)."""
         with dialects.writer(self.engine), \

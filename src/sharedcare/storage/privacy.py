@@ -36,7 +36,8 @@ def _rows(engine: Engine, stmt: Any) -> list[dict[str, Any]]:
 def grant_events(engine: Engine, w: Window) -> list[dict[str, Any]]:
     """Declared relationships and break-glass granted in the window, oldest first."""
     return _rows(engine, select(audit).where(
-        *w.where(), audit.c.interaction.in_(["break-glass", "declare-relationship"]), audit.c.status == 201)
+        *w.where(), audit.c.interaction.in_(["break-glass", "declare-relationship", "launch-context"]),
+        audit.c.status == 201)
         .order_by(audit.c.seq))
 
 
