@@ -34,6 +34,7 @@ from sharedcare.access import scopes as smart
 from sharedcare.access.context import Caller
 from sharedcare.access.labels import CONFIDENTIAL, OBJECTION
 from sharedcare.access.roles import Activity
+from sharedcare.errors import FhirError
 from sharedcare.fhir.search.extract import parameters_for
 from sharedcare.fhir.search.query import Criterion, SearchQuery
 from sharedcare.storage.dialects import utc_now_text
@@ -126,8 +127,8 @@ NONE = Types(False)
 
 
 def scoped_types(caller: Caller, context: str, letter: str) -> Types:
-    """The types the caller's `context` scopes grant `letter` (c r u d s) on. Granular scopes
-    (`?category=...`) are not honoured yet, so they grant nothing (docs/access.md)."""
+    """The types the caller's `context` scopes grant `letter` (c r u d s) on without restriction.
+    Granular scopes (`?category=...`) are in `granular_scopes`."""
     names: set[str] = set()
     for scope in caller.resource_scopes:
         if scope.context != context or letter not in scope.permissions or scope.restriction:
@@ -136,6 +137,18 @@ def scoped_types(caller: Caller, context: str, letter: str) -> Types:
             return ALL
         names.add(scope.resource_type)
     return Types(False, frozenset(names))
+
+
+def granular_scopes(caller: Caller, context: str, letter: str) -> dict[str, list[tuple[tuple[str, str], ...]]]:
+    """Types the caller's `context` scopes grant `letter` on only for resources matching search
+    parameters (SMART granular scopes, e.g. `patient/Observation.rs?category=laboratory`), each with
+    its restrictions (any one may match). A granular scope on `*` grants nothing."""
+    out: dict[str, list[tuple[tuple[str, str], ...]]] = {}
+    for scope in caller.resource_scopes:
+        if scope.context == context and letter in scope.permissions and scope.restriction \
+                and scope.resource_type != "*":
+            out.setdefault(scope.resource_type, []).append(scope.restriction)
+    return out
 
 
 def _context(caller: Caller) -> str:
@@ -154,7 +167,19 @@ class AccessPolicy:
 
     def types(self, caller: Caller, letter: str) -> Types:
         """The types the caller may `letter` (r: read, s: search, c/u/d: write) by scope and role."""
-        granted = scoped_types(caller, _context(caller), letter)
+        return self._by_role(caller, letter, scoped_types(caller, _context(caller), letter))
+
+    def granular(self, caller: Caller, letter: str) -> dict[str, list[tuple[tuple[str, str], ...]]]:
+        """Types the caller may `letter` only where granular scopes' restrictions match (and the role
+        allows the type at all); types granted without restriction are not among them."""
+        found = granular_scopes(caller, _context(caller), letter)
+        if not found or letter not in "rs":
+            return {}
+        allowed = self._by_role(caller, letter, Types(False, frozenset(found)))
+        whole = self.types(caller, letter)
+        return {t: r for t, r in found.items() if t in allowed and t not in whole}
+
+    def _by_role(self, caller: Caller, letter: str, granted: Types) -> Types:
         if caller.kind == "user":
             acts = caller.activities
             if letter in "rs":
@@ -177,7 +202,7 @@ class AccessPolicy:
         return (caller.kind, caller.agent_id, caller.organisation, caller.role, caller.nhs_number, caller.scopes)
 
     def may_search(self, caller: Caller, resource_type: str) -> bool:
-        return resource_type in self.types(caller, "s")
+        return resource_type in self.types(caller, "s") or resource_type in self.granular(caller, "s")
 
     def visible_clause(self, caller: Caller, table: Table) -> ColumnElement[bool]:
         key = (self.visible_key(caller), table)
@@ -190,9 +215,14 @@ class AccessPolicy:
 
     def _visible(self, caller: Caller, table: Table) -> ColumnElement[bool]:
         readable = self.types(caller, "r")
-        if readable == NONE:
+        granular = self.granular(caller, "r")
+        if readable == NONE and not granular:
             return false()
         by_type = readable.clause(table)
+        if granular:
+            by_type = or_(by_type, *(and_(table.c.res_type == literal_column(f"'{t}'"),
+                                          or_(*(_restricted_to(t, r, table) for r in restrictions)))
+                                     for t, restrictions in sorted(granular.items()) if t.isalpha()))
         if caller.kind == "system":
             if caller.organisation is None:
                 return by_type
@@ -208,6 +238,26 @@ class AccessPolicy:
                   interaction: str = "update") -> bool:
         letter = smart.INTERACTIONS.get(interaction)
         return letter is not None and resource_type in self.types(caller, letter)
+
+
+def _restricted_to(res_type: str, restriction: tuple[tuple[str, str], ...], table: Table) -> ColumnElement[bool]:
+    """Resources of `res_type` in `table` that match a granular scope's search parameters, compiled by
+    the search engine as any search is (so `category=laboratory` means what it means in a search). A
+    restriction the engine cannot compile here (an unknown parameter, `:in` value sets) matches
+    nothing: a scope never grants more than it says."""
+    from sharedcare.fhir.search import query as search_query
+    from sharedcare.storage import search
+
+    try:
+        q = search_query.parse(res_type, list(restriction), default_count=1, max_count=1, strict=True)
+        if not q.criteria or any(c.modifier in ("in", "not-in") for c in q.criteria):
+            return false()
+        seq = table.c.created_seq if "created_seq" in table.c else None
+        owner = search.Owner(res_type, table.c.res_id, (res_type,), table.c.last_updated, seq)
+        ctx = search.Context(None, lambda _t: true())  # type: ignore[arg-type]  # no value sets: no connection
+        return and_(*(search.criterion_clause(c, owner, ctx) for c in q.criteria))
+    except FhirError:
+        return false()
 
 
 def _compartments(table: Table) -> tuple[Any, Any]:

@@ -118,6 +118,10 @@ class OAuthStore:
             raise ClientExists(row.client_id) from exc
 
     def client(self, client_id: str) -> ClientRow | None:
+        """The registered client, or None. A client id as a caller sent it may hold anything; one with
+        a NUL character names no client (and PostgreSQL text could not even compare it)."""
+        if "\x00" in client_id or len(client_id) > 64:
+            return None
         with self.engine.connect() as conn:
             r = conn.execute(select(oauth_client).where(oauth_client.c.client_id == client_id)).first()
         return _client(r) if r is not None else None

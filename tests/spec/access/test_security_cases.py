@@ -114,14 +114,26 @@ def test_az11_a_page_link_works_only_for_the_caller_it_was_made_for(store: Servi
     assert a not in answer.text
 
 
-def test_az12_a_granular_scope_grants_nothing_until_it_is_enforced(store: Services, settings: Settings) -> None:
+def test_az12_a_granular_scope_grants_only_what_its_parameters_match(store: Services, settings: Settings) -> None:
+    """`patient/Observation.rs?category=laboratory`: laboratory results only, nothing else, no other type."""
     world = build(store.repo)
+    a = world.ids["Patient:A"]
+    lab = world.write(source("GP1"), observation(a, "2339-0") | {"category": [{"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}]})
     granular = Caller(kind="patient", agent_id="patient:ada", nhs_number=A_NHS,
                       scopes=("patient/Observation.rs?category=laboratory",))
     with as_(store, settings, granular) as app:
-        assert app.get(f"/fhir/Observation/{world.ids['Observation:A-bp']}").status_code == 404
-        assert app.get("/fhir/Observation").status_code == 403
-        assert app.get(f"/fhir/Patient/{world.ids['Patient:A']}").status_code == 404
+        assert app.get(f"/fhir/Observation/{lab}").status_code == 200
+        assert app.get(f"/fhir/Observation/{world.ids['Observation:A-bp']}").status_code == 404  # vital signs
+        found = app.get("/fhir/Observation?_total=accurate").json()
+        assert [e["resource"]["id"] for e in found["entry"]] == [lab]
+        assert found["total"] == 1
+        assert app.get(f"/fhir/Patient/{a}").status_code == 404  # not a type the scope names
+        assert app.get("/fhir/Condition").status_code == 403
+    unknown = Caller(kind="patient", agent_id="patient:ada", nhs_number=A_NHS,
+                     scopes=("patient/Observation.rs?colour=blue",))
+    with as_(store, settings, unknown) as app:  # a restriction that cannot be compiled grants nothing
+        assert app.get(f"/fhir/Observation/{lab}").status_code == 404
 
 
 def test_co1_sc2_an_objection_and_a_confidential_label_keep_records_home(store: Services,

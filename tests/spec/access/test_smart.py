@@ -364,3 +364,12 @@ def test_clients_add_refuses_bad_input_with_exit_2(env: Path, args: list[str], m
     assert r.exit_code == 2, r.output
     assert message in r.output
     assert json.loads(runner.invoke(cli, ["clients", "list", "--json"]).stdout) == []
+
+
+def test_a_client_id_that_no_database_text_can_hold_is_an_unknown_client(client: TestClient) -> None:
+    """Found by Schemathesis on PostgreSQL: a NUL in client_id was a server error, not an unknown client."""
+    assert client.get("/auth/authorize", params={"client_id": "a\x00b", "response_type": "code"}).status_code == 400
+    refused = client.post("/auth/token", data={"grant_type": "client_credentials", "client_id": "a\x00b",
+                                               "client_secret": "x", "scope": "system/*.rs"})
+    assert refused.status_code in (400, 401)
+    assert refused.json()["error"] in ("invalid_client", "invalid_request")
