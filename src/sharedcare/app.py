@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sharedcare import __version__
-from sharedcare.access import labels
+from sharedcare.access import grants, labels
 from sharedcare.access.audit import AuditMark, current_mark
 from sharedcare.access.context import Caller
 from sharedcare.errors import (
@@ -37,6 +40,8 @@ from sharedcare.fhir.routes import FhirApi
 from sharedcare.settings import Settings, get_settings
 from sharedcare.storage import codec, database
 from sharedcare.storage.committer import Committer
+from sharedcare.storage.grants import GrantStore
+from sharedcare.storage.oauth import OAuthStore
 from sharedcare.storage.repository import Repository
 from sharedcare.web.auth import install_auth
 from sharedcare.web.openapi import ROUTES
@@ -91,6 +96,22 @@ def warm_up(settings: Settings | None = None) -> None:
         gc.freeze()
 
 
+def housekeep(svc: Services) -> None:
+    """The node's routine chores: end access grants whose time is up (each with its "override stopped"
+    audit record) and drop expired tokens, codes and sessions (refused anyway; this keeps them few)."""
+    grants.end_expired(GrantStore(svc.engine), datetime.now(UTC))
+    OAuthStore(svc.engine).purge_expired()
+
+
+async def _housekeeping(svc: Services, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await run_in_threadpool(housekeep, svc)
+        except Exception as exc:  # a failed round is tried again next time; the kind only, no content
+            log.error("housekeeping failed: %s", type(exc).__name__)
+
+
 def interaction_for(method: str, path: str) -> tuple[str, str | None]:
     """Best description of a FHIR request that failed before the Repository saw it (for its audit)."""
     parts = [p for p in path.removeprefix("/fhir").split("/") if p]
@@ -138,7 +159,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             state["services"] = services or open_services(settings)
             _mount(state["services"])
         await run_in_threadpool(warm_up, settings)
+        chores = asyncio.create_task(_housekeeping(state["services"], settings.housekeeping_seconds))
         yield
+        chores.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await chores
         if services is None:
             state["services"].committer.close()
             state["services"].engine.dispose()

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     declared_relationship_days: int = Field(
         default=7, ge=1, le=90, description="How long a declared (self-claimed) relationship lasts, in days."
     )
+    housekeeping_seconds: float = Field(
+        default=60.0, gt=0,
+        description="How often the server ends access grants whose time is up (auditing each) and drops "
+        "expired tokens, codes and sessions, in seconds.",
+    )
     alert_unusual_patients: int = Field(
         default=100, ge=1,
         description="Privacy alerts: a member of staff who looks at more different patients than this within "

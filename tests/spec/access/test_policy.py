@@ -9,13 +9,17 @@ another organisation; and what they may not see is answered exactly as if it did
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 
 from sharedcare.access import grants
-from sharedcare.app import Services
+from sharedcare.app import Services, create_app
 from sharedcare.errors import BadRequest, Forbidden, NotFound
+from sharedcare.settings import Settings
+from sharedcare.storage import audit_store
 from sharedcare.storage.grants import GrantStore
 from sharedcare.storage.repository import Repository
 from tests.conftest import BASE_URL
@@ -318,3 +322,20 @@ def test_clinicians_write_care_plans_only_for_patients_they_may_see(world: World
 def test_patients_do_not_write_through_the_api(world: World) -> None:
     with pytest.raises(Forbidden):
         world.write(patient(A_NHS), condition(a(world), ("http://snomed.info/sct", "59621000")))
+
+
+def test_the_server_ends_grants_whose_time_is_up_and_audits_each(store: Services, settings: Settings) -> None:
+    """BG3: a break-glass that ran out gets its "override stopped" audit record from the server's
+    housekeeping, without anyone asking (here every 0.1 s)."""
+    world = build(store.repo)
+    doctor = staff("TR2", "R8000", "ed-doctor")
+    grants.grant(GrantStore(store.engine), doctor, "break-glass", world.ids["Patient:A"],
+                 "Collapsed at the station", NOW - timedelta(hours=5))
+    with TestClient(create_app(settings.model_copy(update={"housekeeping_seconds": 0.1}), store)):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not audit_store.search(
+                store.engine, audit_store.AuditFilter(interactions=("break-glass-ended",)), 1):
+            time.sleep(0.1)
+    stopped = audit_store.search(store.engine, audit_store.AuditFilter(interactions=("break-glass-ended",)), 5)
+    assert [(r["agent_id"], r["purpose"]) for r in stopped] == [(doctor.agent_id, "ETREAT")]
+    assert GrantStore(store.engine).active(doctor.agent_id, iso(NOW)) == []
