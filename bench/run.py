@@ -160,22 +160,29 @@ def fill(database_url: str, count: int, batch: int = 500) -> list[str]:
     from sharedcare.settings import Settings
 
     svc = open_services(Settings(database_url=database_url))
-    caller = system_caller()
+    try:
+        return write_batches(svc, system_caller(), count, lambda unit, i: unit.create(patient(i)).stored.res_id,
+                             batch)
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
+
+
+def write_batches(svc: Any, caller: Any, count: int, write: Any, batch: int = 500) -> list[str]:
+    """`write(unit, i)` for i in range(count), `batch` to a transaction; the ids it returns."""
     ids: list[str] = []
-    done = 0
-    while done < count:
+    for start in range(0, count, batch):
         with svc.repo.unit(caller, "create") as unit:
-            for i in range(done, min(count, done + batch)):
-                ids.append(unit.create(patient(i)).stored.res_id)
-        done = min(count, done + batch)
-    svc.committer.close()
-    svc.engine.dispose()
+            ids += [write(unit, i) for i in range(start, min(count, start + batch))]
     return ids
 
 
-def lua_read(ids: list[str], prefix: str, workdir: Path, headers: dict[str, str] | None = None) -> Path:
-    sample = random.Random(7).sample(ids, min(len(ids), 2000))
-    script = workdir / f"read-{prefix.strip('/').replace('/', '-')}.lua"
+def lua_read(ids: list[str], prefix: str, workdir: Path, headers: dict[str, str] | None = None,
+             seed: int = 7) -> Path:
+    """A wrk script requesting `prefix` + one of (a sample of) `ids` at random, with `headers`."""
+    sample = random.Random(seed).sample(ids, min(len(ids), 2000))
+    name = prefix.strip("/").replace("/", "-").replace("?", "-").replace("=", "")
+    script = workdir / f"read-{name}.lua"
     script.write_text(
         lua_headers(headers or {}) +
         "ids = {" + ",".join(f'"{i}"' for i in sample) + "}\n"
@@ -223,34 +230,20 @@ def fill_access(database_url: str, count: int, batch: int = 500) -> list[str]:
     with svc.repo.unit(system_caller(), "update") as unit:
         unit.write("Organization", "bench-gp", {"resourceType": "Organization", "id": "bench-gp",
                                                 "identifier": [{"system": ods, "value": "BGP"}]}, method="PUT")
-    feed = system_caller(organisation="BTR")
-    ids: list[str] = []
-    done = 0
-    while done < count:
-        with svc.repo.unit(feed, "create") as unit:
-            for i in range(done, min(count, done + batch)):
-                pid = unit.create(patient(i) | {"generalPractitioner": [{"reference": "Organization/bench-gp"}]}
-                                  ).stored.res_id
-                unit.create({"resourceType": "Observation", "status": "final",
-                             "subject": {"reference": f"Patient/{pid}"},
-                             "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-                             "valueQuantity": {"value": 120, "unit": "mm[Hg]"}})
-                ids.append(pid)
-        done = min(count, done + batch)
-    svc.committer.close()
-    svc.engine.dispose()
-    return ids
 
+    def write(unit: Any, i: int) -> str:
+        pid: str = unit.create(patient(i) | {"generalPractitioner": [{"reference": "Organization/bench-gp"}]}
+                               ).stored.res_id
+        unit.create({"resourceType": "Observation", "status": "final", "subject": {"reference": f"Patient/{pid}"},
+                     "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                     "valueQuantity": {"value": 120, "unit": "mm[Hg]"}})
+        return pid
 
-def lua_search(ids: list[str], prefix: str, workdir: Path, headers: dict[str, str] | None = None) -> Path:
-    sample = random.Random(11).sample(ids, min(len(ids), 2000))
-    script = workdir / f"search-{prefix.strip('/').replace('/', '-').replace('?', '-')}.lua"
-    script.write_text(
-        lua_headers(headers or {}) +
-        "ids = {" + ",".join(f'"{i}"' for i in sample) + "}\n"
-        "request = function()\n"
-        f'  return wrk.format("GET", "{prefix}" .. ids[math.random(#ids)])\nend\n')
-    return script
+    try:
+        return write_batches(svc, system_caller(organisation="BTR"), count, write, batch)
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
 
 
 def bench_policy(database_url: str, stored: int, workdir: Path) -> dict[str, Any]:
@@ -264,13 +257,12 @@ def bench_policy(database_url: str, stored: int, workdir: Path) -> dict[str, Any
         staff = {"Authorization": f"Bearer {mint(database_url, STAFF)}"}
         variants = {"staff": ("/fhir", staff), "node": ("/fhir", srv.headers), "unguarded": ("/unguarded", {})}
         for kind, path in (("read", "/Patient/"), ("search", "/Observation?patient=")):
-            script = lua_read if kind == "read" else lua_search
             runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-            wrk(f"{srv.base}/", script(ids, f"/fhir{path}", workdir, staff), duration=3)  # warm-up
+            wrk(f"{srv.base}/", lua_read(ids, f"/fhir{path}", workdir, staff), duration=3)  # warm-up
             for order in (list(variants), list(reversed(variants))):
                 for name in order:
                     prefix, headers = variants[name]
-                    runs[name].append(wrk(f"{srv.base}/", script(ids, f"{prefix}{path}", workdir, headers)))
+                    runs[name].append(wrk(f"{srv.base}/", lua_read(ids, f"{prefix}{path}", workdir, headers)))
             best = {name: max(r["rps"] for r in got) for name, got in runs.items()}
             out[kind] = {"runs": runs, "rps": best,
                          "staff_ratio": round(best["staff"] / best["unguarded"], 3),

@@ -1105,7 +1105,7 @@ def explain(engine: Any, case: Case, base_url: str) -> list[dict[str, Any]]:
             captured[-1].append(time.perf_counter() - captured[-1][2])
 
     def visible(_table: Any) -> Any:
-        return true()  # the system caller's rule (SystemPolicy)
+        return true()  # the node's own caller's rule (AccessPolicy: no condition)
 
     parts = urlsplit(case.path)
     segs = parts.path.split("/")[2:]

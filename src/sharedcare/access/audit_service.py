@@ -102,6 +102,19 @@ class AuditService:
         return dumps(bundle)
 
 
+def date_bounds(value: str) -> list[tuple[str, str]]:
+    """A `date` search value as bounds on when audit records were recorded: (ge|gt|le|lt, stored
+    timestamp); `eq` (or no prefix) is the whole range the value covers."""
+    prefix, low, high = date_range(value)
+    if prefix in ("ge", "gt"):
+        return [(prefix, low if prefix == "ge" else high)]
+    if prefix in ("le", "lt"):
+        return [(prefix, high if prefix == "le" else low)]
+    if prefix == "eq":
+        return [("ge", low), ("le", high)]
+    raise BadRequest("date takes eq, ge, gt, le or lt")
+
+
 def _parse(items: list[tuple[str, str]], view: AuditView) -> tuple[AuditFilter, int, bool]:
     f = AuditFilter()
     count, total = DEFAULT_COUNT, False
@@ -133,15 +146,7 @@ def _parse(items: list[tuple[str, str]], view: AuditView) -> tuple[AuditFilter, 
                 raise BadRequest("entity is a reference Type/id")
             f = replace(f, resource=(res_type, res_id))
         elif key == "date":
-            prefix, low, high = date_range(value)
-            if prefix in ("ge", "gt"):
-                recorded.append((prefix, low if prefix == "ge" else high))
-            elif prefix in ("le", "lt"):
-                recorded.append((prefix, high if prefix == "le" else low))
-            elif prefix == "eq":
-                recorded += [("ge", low), ("le", high)]
-            else:
-                raise BadRequest("date takes eq, ge, gt, le or lt")
+            recorded += date_bounds(value)
         elif key == "_count":
             if not value.isdigit():
                 raise BadRequest("_count is a whole number")

@@ -25,8 +25,9 @@ from typing import Any
 
 import orjson
 
-from sharedcare.access.relationships import ODS, Relationship, relationships
+from sharedcare.access.relationships import Relationship, ods_value, relationships
 from sharedcare.errors import ConfigurationError
+from sharedcare.fhir import jsonio
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 RESTRICTED = frozenset({"R", "V"})
@@ -121,11 +122,7 @@ def facts(resource: dict[str, Any], code_sets: CodeSets) -> AccessFacts:
 
 def ods_code(organisation: dict[str, Any]) -> str | None:
     """An Organization's ODS code (its first identifier in the ODS system), or None."""
-    for ident in organisation.get("identifier") or []:
-        if isinstance(ident, dict) and ident.get("system") == ODS and isinstance(ident.get("value"), str) \
-                and ident["value"].strip():
-            return str(ident["value"]).strip().upper()
-    return None
+    return next((code for ident in organisation.get("identifier") or [] if (code := ods_value(ident))), None)
 
 
 def _restricted(resource: dict[str, Any]) -> bool:
@@ -188,9 +185,7 @@ _CONTACT_DETAILS = ("address", "telecom")
 def without_contact_details(data: bytes) -> bytes:
     """A Patient with no address or contact details (its own, its contacts', its photo kept), labelled
     REDACTED so that whoever reads it knows something was withheld (a restricted-address patient)."""
-    from sharedcare.fhir import jsonio  # parses decimals exactly
-
-    doc = jsonio.loads(data)
+    doc = jsonio.loads(data)  # decimals parsed exactly
     for key in _CONTACT_DETAILS:
         doc.pop(key, None)
     for contact in doc.get("contact") or []:

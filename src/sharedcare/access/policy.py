@@ -76,24 +76,6 @@ class Policy(Protocol):
         inside the transaction, against `visible_clause` (a write may not leave the caller's view)."""
 
 
-class SystemPolicy:
-    """A system caller of this node may do everything; other callers nothing (the store's own tests
-    and tools that run without sign-in)."""
-
-    def visible_clause(self, caller: Caller, table: Table) -> ColumnElement[bool]:
-        return true() if caller.kind == "system" else ~true()
-
-    def visible_key(self, caller: Caller) -> Hashable | None:
-        return caller.kind == "system"
-
-    def may_search(self, caller: Caller, resource_type: str) -> bool:
-        return caller.kind == "system"
-
-    def may_write(self, caller: Caller, resource_type: str, resource: dict[str, Any] | None,
-                  interaction: str = "update") -> bool:
-        return caller.kind == "system"
-
-
 @dataclass(frozen=True)
 class Types:
     """A set of resource types; `every` means all of them."""
@@ -273,7 +255,7 @@ def _directory(table: Table) -> ColumnElement[bool]:
     return Types(False, DIRECTORY_TYPES).clause(table)
 
 
-def _own_patients(nhs_number: str) -> Any:
+def own_patients(nhs_number: str) -> Any:
     """Ids of every Patient record that carries this NHS number."""
     return select(idx_token.c.res_id).where(
         idx_token.c.res_type == "Patient", idx_token.c.param == "identifier", idx_token.c.code == nhs_number,
@@ -283,7 +265,7 @@ def _own_patients(nhs_number: str) -> Any:
 def _patient_visible(caller: Caller, table: Table) -> ColumnElement[bool]:
     if not caller.nhs_number:
         return _directory(table)
-    own = _own_patients(caller.nhs_number)
+    own = own_patients(caller.nhs_number)
     some, _ = _compartments(table)
     others, c = _compartments(table)
     inside = and_(
@@ -332,8 +314,8 @@ def _granted(caller: Caller, patient: Any, kind: str, now: Any) -> ColumnElement
         g.c.kind == kind, g.c.until > now, g.c.ended.is_(None)).correlate_except(g))
 
 
-def query_refusal(policy: AccessPolicy | Policy, caller: Caller, query: SearchQuery,
-                  own_patients: Callable[[], frozenset[str]], base_url: str = "") -> str | None:
+def query_refusal(policy: Policy, caller: Caller, query: SearchQuery,
+                  own: Callable[[], frozenset[str]], base_url: str = "") -> str | None:
     """Why a search must be refused (403) whatever exists, or None. Checked before the search runs.
 
     - Every type the search reaches through a chain or `_has` must be one the caller may search: a
@@ -354,7 +336,7 @@ def query_refusal(policy: AccessPolicy | Policy, caller: Caller, query: SearchQu
     for crit in query.criteria:
         if crit.type == "reference" and not crit.links and crit.modifier in (None, "Patient"):
             wanted |= _patient_ids(query.res_type or "", crit, base_url)
-    if wanted and not wanted <= own_patients():
+    if wanted and not wanted <= own():
         return "a patient may search only their own record"
     return None
 

@@ -21,11 +21,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from sharedcare.access import audit_events
-from sharedcare.access.audit_service import AuditService
+from sharedcare.access.audit_service import AuditService, date_bounds
 from sharedcare.access.context import Caller
 from sharedcare.errors import BadRequest, FhirError, Forbidden
 from sharedcare.fhir.jsonio import dumps
-from sharedcare.fhir.search.query import date_range
 from sharedcare.storage import privacy
 from sharedcare.storage.indexing import stored_instant
 
@@ -55,13 +54,11 @@ class PrivacyReports:
                     continue
                 if key != "date":
                     raise BadRequest(f"{operation} takes only 'date' (ge/gt/le/lt), not {key[:60]!r}")
-                prefix, low, high = date_range(value)
-                if prefix in ("ge", "gt"):
-                    start = low if prefix == "ge" else high
-                elif prefix in ("le", "lt"):
-                    end = high if prefix == "le" else low
-                else:
-                    raise BadRequest("date takes ge, gt, le or lt")
+                for op, stamp in date_bounds(value):
+                    if op in ("ge", "gt"):
+                        start = stamp
+                    else:
+                        end = stamp
         except FhirError as exc:
             self.audit.repo.record(caller, "operation", exc.status, res_type="AuditEvent", query=operation)
             raise

@@ -107,14 +107,21 @@ def _organisations(refs: Any) -> list[str]:
         ident = ref.get("identifier")
         if isinstance(target, str) and target.startswith("Organization/") and target[13:] and "/" not in target[13:]:
             key = target
-        elif target is None and isinstance(ident, dict) and ident.get("system") == ODS \
-                and isinstance(ident.get("value"), str) and ident["value"].strip():
-            key = f"ods:{ident['value'].strip().upper()}"
+        elif target is None and (code := ods_value(ident)) is not None:
+            key = f"ods:{code}"
         else:
             continue
         if key not in out:
             out.append(key)
     return out
+
+
+def ods_value(identifier: Any) -> str | None:
+    """The ODS code an Identifier carries (upper case), or None when it is not an ODS identifier."""
+    if isinstance(identifier, dict) and identifier.get("system") == ODS and isinstance(identifier.get("value"), str) \
+            and identifier["value"].strip():
+        return str(identifier["value"]).strip().upper()
+    return None
 
 
 def _end(period: Any) -> datetime | None:

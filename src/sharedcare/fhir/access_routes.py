@@ -23,7 +23,7 @@ from starlette.responses import Response
 from sharedcare.access import grants
 from sharedcare.access.audit_service import AuditService
 from sharedcare.access.privacy import PrivacyReports
-from sharedcare.errors import BadRequest, FhirError, NotFound
+from sharedcare.errors import BadRequest, FhirError, MethodNotAllowed, NotFound
 from sharedcare.fhir import interactions
 from sharedcare.fhir import responses as resp
 from sharedcare.storage.grants import GrantStore
@@ -65,8 +65,7 @@ def install_access_routes(api: FhirApi) -> None:
         return resp.fhir_response(await run_in_threadpool(audit.read, api.caller(request), event_id), fmt)
 
     async def refuse_write(request: Request, *_args: str) -> Response:
-        interactions.check_writable("AuditEvent")  # always refuses (405, with the reason)
-        raise AssertionError("unreachable")
+        raise MethodNotAllowed(interactions.SERVER_WRITTEN["AuditEvent"])
 
     for method in ("POST", "PUT", "DELETE"):
         r(method, "/AuditEvent")(refuse_write)

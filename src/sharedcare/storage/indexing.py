@@ -8,6 +8,7 @@ patients). The first compartment is the resource's home partition.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,6 +107,14 @@ def ods_key(conn: Connection, organisation: str, known: dict[str, str | None]) -
         known[org_id] = str(row[0]) if row is not None else None
     code = known[org_id]
     return f"ods:{code.upper()}" if code else organisation
+
+
+def with_ods_keys(conn: Connection, facts: AccessFacts, known: dict[str, str | None]) -> AccessFacts:
+    """`facts` with each relationship's organisation as `ods_key` gives it."""
+    if not facts.relationships:
+        return facts
+    return dataclasses.replace(facts, relationships=tuple(
+        dataclasses.replace(r, organisation=ods_key(conn, r.organisation, known)) for r in facts.relationships))
 
 
 def resolve_written_organisation(conn: Connection, org_id: str, code: str) -> None:

@@ -9,7 +9,6 @@ run again at any time (it writes what a fresh write would).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 from sqlalchemy import Engine, delete, select, tuple_, update
@@ -58,9 +57,7 @@ def _relabel_one(conn: Connection, code_sets: labels.CodeSets, res_type: str, re
         return  # deleted: no relationships or restrictions, and no searchable current version
     doc = jsonio.loads(codec.decode(data))
     facts = labels.facts(doc, code_sets)
-    facts = dataclasses.replace(facts, relationships=tuple(
-        dataclasses.replace(r, organisation=indexing.ods_key(conn, r.organisation, known))
-        for r in facts.relationships))
+    facts = indexing.with_ods_keys(conn, facts, known)
     if res_type == "Organization" and (code := labels.ods_code(doc)):
         indexing.resolve_written_organisation(conn, res_id, code)
     conn.execute(update(resource).where(resource.c.res_type == res_type, resource.c.res_id == res_id)

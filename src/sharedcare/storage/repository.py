@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sharedcare.access import labels
 from sharedcare.access.audit import AuditRecord, mark_audited
 from sharedcare.access.context import Caller
-from sharedcare.access.policy import NHS_NUMBER, AccessPolicy, Policy, query_refusal
+from sharedcare.access.policy import AccessPolicy, Policy, own_patients, query_refusal
 from sharedcare.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed, ServiceUnavailable
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.search.query import SearchQuery
@@ -40,7 +40,6 @@ from sharedcare.storage.search import Cursor, Visible
 from sharedcare.storage.tables import (
     SHARED_PARTITION,
     compartment,
-    idx_token,
     node_setting,
     resource,
     resource_history,
@@ -360,9 +359,7 @@ class Repository:
         if caller.kind != "patient" or not caller.nhs_number:
             return frozenset()
         with self.engine.connect() as conn:
-            return frozenset(conn.execute(select(idx_token.c.res_id).where(
-                idx_token.c.res_type == "Patient", idx_token.c.param == "identifier",
-                idx_token.c.code == caller.nhs_number, idx_token.c.system == NHS_NUMBER)).scalars())
+            return frozenset(conn.execute(own_patients(caller.nhs_number)).scalars())
 
     def search(self, caller: Caller, query: SearchQuery, query_string: str) -> Page:
         interaction = "search-type"
@@ -649,11 +646,7 @@ class Unit:
         facts = labels.facts(doc, self.repo.code_sets)
         if res_type == "Organization":
             self._organisation_written(res_id, doc)
-        if facts.relationships:
-            facts = dataclasses.replace(facts, relationships=tuple(
-                dataclasses.replace(r, organisation=indexing.ods_key(self.conn, r.organisation, self.org_ods))
-                for r in facts.relationships))
-        indexing.add_access(rows, res_type, res_id, facts)
+        indexing.add_access(rows, res_type, res_id, indexing.with_ods_keys(self.conn, facts, self.org_ods))
         source = meta.get("source")
         hist = {
             "res_type": res_type, "res_id": res_id, "version_id": version, "last_updated": now,
@@ -681,7 +674,7 @@ class Unit:
             raise PreconditionFailed("the resource was changed by someone else at the same time") from None
         # The search order key: version 1's history sequence number (known at flush for a new resource).
         self.pending.add(res_type, res_id, rows, prev.seq if prev is not None else seq)
-        if not self._unrestricted:
+        if self.caller.kind != "system":  # a system sees what its organisation wrote: nothing to check
             self._check_visible(res_type, res_id, rows.patients)
         stored = Stored(res_type, res_id, version, now, data, method, seq)
         self.audit("create" if prev is None or method == "POST" else "update", 201 if prev is None else 200,
