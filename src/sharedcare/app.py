@@ -68,7 +68,8 @@ def open_services(settings: Settings, *, migrate: bool | None = None) -> Service
         raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
     committer = Committer(engine, flush_ms=settings.group_commit_ms)
     code_sets = labels.load_code_sets(settings.sensitive_codes_file)
-    return Services(engine, committer, Repository(engine, committer, base_url=settings.base_url, code_sets=code_sets))
+    return Services(engine, committer, Repository(engine, committer, base_url=settings.base_url, code_sets=code_sets,
+                                                 step_up_aal=settings.step_up_aal))
 
 
 _WARM_UP_RESOURCE = {

@@ -202,6 +202,11 @@ def demo(
     if not serve_app:
         return
     os.environ["SHAREDCARE_DATABASE_URL"] = url
+    # The demo's accounts sign in with passwords (AAL1) and it has no smartcards, so unless the operator
+    # says otherwise its clinicians may break the glass and edit care plans without stepping up.
+    if "SHAREDCARE_STEP_UP_AAL" not in os.environ:
+        os.environ["SHAREDCARE_STEP_UP_AAL"] = "1"
+        console.print("demo only: no step-up to AAL3 for break-glass or care plan changes (SHAREDCARE_STEP_UP_AAL=1)")
     console.print(f"open {base}/ (FHIR API at {base}/fhir)")
     serve(host=host, port=port, workers=1)
 

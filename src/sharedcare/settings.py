@@ -94,6 +94,15 @@ class Settings(BaseSettings):
         description="Lifetime of a refresh token family from sign-in, in seconds (rotation keeps the end).",
     )
     session_seconds: int = Field(default=8 * 3600, ge=60, description="Lifetime of a web sign-in session, in seconds.")
+    step_up_aal: int = Field(
+        default=3, ge=1, le=3,
+        description="Authentication assurance level (AAL) a member of staff needs to break the glass or change a "
+        "care plan (CarePlan, Goal, Consent); below it the answer is 401 asking for a stronger sign-in (AN3).",
+    )
+    local_account_aal: int = Field(
+        default=1, ge=1, le=3,
+        description="Assurance level a sign-in with a local account counts as (a password alone is AAL1).",
+    )
     auth_failures_per_minute: int = Field(
         default=20, ge=1,
         description="Failed sign-ins or token requests allowed per minute per client address and per "

@@ -45,6 +45,7 @@ class Caller:
     source_ip: str | None = None
     nhs_number: str | None = None  # a patient caller's own NHS number
     client_id: str | None = None  # the SMART client the token was issued to
+    aal: int | None = None  # a person's authentication assurance level, 1-3 (access/assurance.py)
 
     def with_ip(self, ip: str | None) -> Caller:
         return dataclasses.replace(self, source_ip=ip)

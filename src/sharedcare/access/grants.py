@@ -19,6 +19,7 @@ import dataclasses
 import uuid
 from datetime import datetime, timedelta
 
+from sharedcare.access import assurance
 from sharedcare.access.audit import AuditRecord
 from sharedcare.access.context import ETREAT, Caller
 from sharedcare.access.roles import Activity
@@ -38,13 +39,15 @@ RELATIONSHIP_KINDS = ("declared", "launch")
 
 
 def grant(store: GrantStore, caller: Caller, kind: str, patient_id: str, reason: str, now: datetime,
-          *, length: timedelta | None = None) -> GrantRow:
+          *, length: timedelta | None = None, step_up_aal: int = assurance.DEFAULT_STEP_UP) -> GrantRow:
     """Record a declared relationship or break-glass for `patient_id` with its audit record, after
-    checking the caller may and the reason says something (BadRequest / Forbidden otherwise; nothing
-    is granted then)."""
+    checking the caller may (their role; for break-glass, a sign-in of at least `step_up_aal`) and the
+    reason says something (Forbidden / Unauthorized / BadRequest otherwise; nothing is granted then)."""
     activity, default = KINDS[kind]
     if caller.kind != "user" or not caller.organisation or not caller.role or activity not in caller.activities:
         raise Forbidden(f"your role does not allow {INTERACTIONS[kind].replace('-', ' ')}")
+    if kind == "break-glass":
+        assurance.require(caller, step_up_aal, "breaking the glass")
     text = " ".join(reason.split())
     if len(text) < MIN_REASON:
         raise BadRequest(f"give a reason of at least {MIN_REASON} characters")

@@ -8,6 +8,9 @@ registration includes `user/` scopes may send, with its own bearer token:
   `X-On-Behalf-Of-Role`: their SDS job role code. The request then runs as that person: a `user`
   caller of the client's organisation in that role, with the client's `user/` scopes, so their role,
   relationships and every other rule apply, and the audit names them (and the client).
+  `X-On-Behalf-Of-Assurance`: how strongly they signed in to that system (`AAL3`, or a CIS2 acr such
+  as `AAL3_ANY`); without it they count as unassured, so they cannot break the glass or change a care
+  plan (access/assurance.py).
 - `X-Launch-Patient` (a Patient id) and `X-Launch-Context` (what the record is opened for, e.g. an
   ambulance incident number): the launch context asserts a relationship with that patient for this
   person (like a declared relationship, kind `launch`, for `LAUNCH` hours), recorded and audited once;
@@ -24,13 +27,15 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
 
+from sharedcare.access import assurance
 from sharedcare.access.context import Caller
 from sharedcare.access.roles import JOB_ROLES
 from sharedcare.errors import BadRequest, Forbidden
 
 USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,199}")
 LAUNCH = timedelta(hours=12)
-HEADERS = ("x-on-behalf-of", "x-on-behalf-of-role", "x-launch-patient", "x-launch-context")
+HEADERS = ("x-on-behalf-of", "x-on-behalf-of-role", "x-on-behalf-of-assurance", "x-launch-patient",
+           "x-launch-context")
 
 
 def acting_for(client: Caller, headers: Mapping[str, str]) -> Caller:
@@ -51,8 +56,12 @@ def acting_for(client: Caller, headers: Mapping[str, str]) -> Caller:
     role = headers.get("x-on-behalf-of-role", "")
     if role not in JOB_ROLES:
         raise BadRequest("X-On-Behalf-Of-Role must be an SDS job role code (e.g. R8003)")
+    stated = headers.get("x-on-behalf-of-assurance")
+    aal = assurance.level(stated) if stated is not None else None
+    if stated is not None and aal is None:
+        raise BadRequest("X-On-Behalf-Of-Assurance is an assurance level: AAL1, AAL2 or AAL3 (or a CIS2 acr)")
     return replace(client, kind="user", agent_id=f"{client.agent_id}/user:{user}", role=role,
-                   on_behalf_of=user, scopes=user_scopes)
+                   on_behalf_of=user, scopes=user_scopes, aal=aal)
 
 
 def launch(headers: Mapping[str, str]) -> tuple[str, str] | None:

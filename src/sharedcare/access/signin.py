@@ -25,7 +25,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
 
-from sharedcare.access import accounts
+from sharedcare.access import accounts, assurance
 from sharedcare.access import scopes as smart
 from sharedcare.access.context import Caller, system_caller
 from sharedcare.access.oauth import AuthorizationServer, endpoints, for_account, grants_resources, narrow
@@ -98,6 +98,7 @@ class AuthorizeRequest:
     scope: str
     state: str
     code_challenge: str
+    aal: int | None = None  # the assurance `acr_values` asks for (the lowest level it names)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class SignIn:
         self.server = server
         self.fhir = endpoints(settings).fhir
         self.session_seconds = settings.session_seconds
+        self.local_aal = settings.local_account_aal
 
     # the authorization request ---------------------------------------------------------------------
 
@@ -158,7 +160,15 @@ class SignIn:
             raise fail("invalid_scope", "a requested scope is malformed") from None
         if not grants_resources(allowed):
             raise fail("invalid_scope", "none of the requested scopes is registered for this application")
-        return AuthorizeRequest(client, redirect_uri, p.get("scope", ""), state, p["code_challenge"])
+        levels = [n for n in (assurance.level(v) for v in p.get("acr_values", "").split()) if n is not None]
+        return AuthorizeRequest(client, redirect_uri, p.get("scope", ""), state, p["code_challenge"],
+                                min(levels) if levels else None)
+
+    @staticmethod
+    def assurance_short(request: AuthorizeRequest, session: Session) -> bool:
+        """Whether the application asked (`acr_values`) for a stronger sign-in than this session's."""
+        caller = session.caller
+        return request.aal is not None and caller.kind == "user" and (caller.aal or 0) < request.aal
 
     def grant(self, request: AuthorizeRequest, session: Session) -> str:
         """Issue a code for the signed-in person; the redirect location (with code and state)."""
@@ -184,7 +194,8 @@ class SignIn:
                             patient=self._patient_id(account.nhs_number))
         else:
             only = account.roles[0] if len(account.roles) == 1 else (None, None)
-            caller = Caller(kind="user", agent_id=f"user:{account.username}", organisation=only[0], role=only[1])
+            caller = Caller(kind="user", agent_id=f"user:{account.username}", organisation=only[0], role=only[1],
+                            aal=self.local_aal)
         return self._start(account.username, caller, account.roles)
 
     def sign_in_external(self, identity: ExternalIdentity) -> tuple[str, Session]:
@@ -196,7 +207,8 @@ class SignIn:
                             patient=self._patient_id(identity.nhs_number))
         else:
             organisation, role = identity.selected or (None, None)
-            caller = Caller(kind="user", agent_id=identity.agent_id, organisation=organisation, role=role)
+            caller = Caller(kind="user", agent_id=identity.agent_id, organisation=organisation, role=role,
+                            aal=assurance.level(identity.assurance))
         return self._start(identity.agent_id, caller, identity.roles, identity.assurance)
 
     def _start(self, username: str, caller: Caller, roles: tuple[tuple[str, str], ...],

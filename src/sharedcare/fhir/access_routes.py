@@ -82,7 +82,7 @@ def install_access_routes(api: FhirApi) -> None:
             if not await run_in_threadpool(api.repo.exists, "Patient", res_id):
                 raise NotFound("Patient resource not found")
             row = await run_in_threadpool(grants.grant, store, caller, kind, res_id, reason, datetime.now(UTC),
-                                          length=lengths[kind])
+                                          length=lengths[kind], step_up_aal=api.settings.step_up_aal)
         except FhirError as exc:
             await run_in_threadpool(api.repo.record, caller, interaction, exc.status, res_type="Patient")
             raise

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, bindparam, exists, func, insert, or_, select, upd
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from sharedcare.access import labels
+from sharedcare.access import assurance, labels
 from sharedcare.access.audit import AuditRecord, mark_audited
 from sharedcare.access.context import Caller
 from sharedcare.access.policy import AccessPolicy, Policy, own_patients, query_refusal
@@ -185,8 +185,9 @@ def _patients_of(page: Page, compartment_id: str | None = None) -> tuple[str, ..
 class Repository:
     def __init__(self, engine: Engine, committer: Committer, policy: Policy | None = None,
                  clock: Callable[[], datetime] = utcnow, base_url: str = "",
-                 code_sets: labels.CodeSets | None = None) -> None:
+                 code_sets: labels.CodeSets | None = None, step_up_aal: int = assurance.DEFAULT_STEP_UP) -> None:
         self.engine = engine
+        self.step_up_aal = step_up_aal  # the sign-in a person needs to change a care plan
         self.base_url = base_url  # absolute references to this server are searched as local ones
         self.committer = committer
         self.policy: Policy = policy or AccessPolicy()
@@ -577,10 +578,17 @@ class Unit:
         on the type, so the answer cannot depend on what exists."""
         if not any(self.repo.policy.may_write(self.caller, res_type, None, i) for i in interactions):
             raise Forbidden(f"you may not {' or '.join(interactions)} {res_type} resources")
+        self._step_up(res_type)
 
     def _check_write(self, res_type: str, body: dict[str, Any] | None, interaction: str) -> None:
         if not self.repo.policy.may_write(self.caller, res_type, body, interaction):
             raise Forbidden(f"you may not {interaction} {res_type} resources")
+        self._step_up(res_type)
+
+    def _step_up(self, res_type: str) -> None:
+        """A person changes a care plan only after a strong enough sign-in (AN3: 401, nothing changed)."""
+        if res_type in assurance.STEP_UP_TYPES:
+            assurance.require(self.caller, self.repo.step_up_aal, f"changing a {res_type}")
 
     @property
     def _unrestricted(self) -> bool:

@@ -184,6 +184,10 @@ class AuthRoutes:
             return redirect(f"/auth/login?{here}")
         if session.needs_role:
             return redirect(f"/auth/role?{here}")
+        if self.signin.assurance_short(auth_request, session):
+            return page("message.html", 401, title="A stronger sign-in is needed", message=(
+                f"This application needs you to sign in with a stronger method (AAL{auth_request.aal}, such as a "
+                "smartcard) than you used. Sign out, then sign in again with one."))
         try:
             location = await run_in_threadpool(self.signin.grant, auth_request, session)
         except AuthorizeRedirect as exc:

@@ -47,8 +47,9 @@ ROUTES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/auth/authorize"): {
         "summary": "Authorization request (SMART App Launch, PKCE S256)",
         "parameters": _query("response_type", "client_id", "redirect_uri", "scope", "state", "aud",
-                             "code_challenge", "code_challenge_method"),
-        "responses": PAGE_RESPONSES},
+                             "code_challenge", "code_challenge_method", "acr_values"),
+        # 401: the session was signed in more weakly than `acr_values` asks (step-up).
+        "responses": {**PAGE_RESPONSES, **_responses(401, content=HTML)}},
     ("GET", "/auth/login"): {"summary": "Sign-in page", "parameters": _query("next"), "responses": PAGE_RESPONSES},
     ("POST", "/auth/login"): {"summary": "Sign in with a local account",
                               "requestBody": _form("username", "password", "csrf", "next"),

@@ -137,8 +137,9 @@ def test_staff_choose_one_of_two_role_profiles_and_the_app_reads_a_record_with_t
 
     body = exchange(web, app_client.client_id, code_from(web.get(url, follow_redirects=False)), verifier).json()
     caller = tokens(store, oidc_settings).authenticate("Bearer " + body["access_token"])
+    # The token carries the sign-in's assurance (CIS2 acr AAL3_ANY) as a level, for step-up checks (AN3).
     assert caller == Caller(kind="user", agent_id=f"cis2:{idp.sub}", role="R8000", organisation="RJ1",
-                            scopes=("user/*.rs", "offline_access"), client_id=app_client.client_id)
+                            scopes=("user/*.rs", "offline_access"), client_id=app_client.client_id, aal=3)
     bearer = {"Authorization": f"Bearer {body['access_token']}"}
     read = web.get(f"/fhir/Patient/{written.stored.res_id}", headers=bearer)
     assert read.status_code == 200, read.text

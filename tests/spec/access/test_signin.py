@@ -130,9 +130,10 @@ def test_staff_with_two_role_profiles_choose_one_and_the_token_carries_it(
     assert "patient" not in body
     assert body["refresh_token"]
     assert r.headers["cache-control"] == "no-store"
+    # A local password sign-in counts as AAL1 (settings.local_account_aal), carried into the token.
     assert tokens(store, settings).authenticate("Bearer " + body["access_token"]) == Caller(
         kind="user", agent_id="user:amara.okafor", role="R8000", organisation="RJ1",
-        scopes=("user/*.rs", "offline_access"), client_id=app_client.client_id)
+        scopes=("user/*.rs", "offline_access"), client_id=app_client.client_id, aal=1)
 
 
 def test_staff_with_one_role_profile_take_it(client: TestClient, store: Services, settings: Settings,

@@ -33,9 +33,10 @@ def source(org: str) -> Caller:
     return Caller(kind="system", agent_id=f"client:{org.lower()}", organisation=org, scopes=("system/*.cruds",))
 
 
-def staff(org: str, role: str = "R8000", who: str = "clinician") -> Caller:
+def staff(org: str, role: str = "R8000", who: str = "clinician", aal: int | None = 3) -> Caller:
+    """A member of staff in one role profile, signed in at `aal` (AAL3: a smartcard, as most are)."""
     return Caller(kind="user", agent_id=f"user:{who}@{org.lower()}", role=role, organisation=org,
-                  scopes=("user/*.cruds",))
+                  scopes=("user/*.cruds",), aal=aal)
 
 
 def patient(nhs_number: str) -> Caller:
