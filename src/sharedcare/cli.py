@@ -269,6 +269,34 @@ def users_list() -> None:
         engine.dispose()
 
 
+@users_app.command("person")
+def users_person(
+    agent_id: Annotated[str, typer.Argument(
+        help="The member of staff as the audit names them: user:<username> for a local account, cis2:<sub>.")],
+    nhs_number: Annotated[str | None, typer.Option(help="Their own NHS number.")] = None,
+    family_name: Annotated[str | None, typer.Option(help="Their family name.")] = None,
+    postcode: Annotated[str | None, typer.Option(help="Their home postcode.")] = None,
+) -> None:
+    """Record who a member of staff is as a person (from the organisation's own records), so privacy
+    officers are alerted when they look at their own record or a family member's (same family name
+    and postcode). Replaces what was recorded before."""
+    from sharedcare.access import privacy
+    from sharedcare.storage import database
+
+    engine = database.make_engine(get_settings().database_url)
+    try:
+        database.upgrade(engine)
+        row = privacy.record_person(engine, agent_id, nhs_number=nhs_number, family_name=family_name,
+                                    postcode=postcode)
+    except ValueError as exc:
+        console.print(f"[red]{exc}; nothing was changed[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps({"agent_id": row["agent_id"], "nhs_number": bool(row["nhs_number"]),
+                           "family_name": bool(row["family_name"]), "postcode": bool(row["postcode"])}))
+
+
 @clients_app.command("add")
 def clients_add(
     name: Annotated[str, typer.Argument(help="What the client is, e.g. 'Kingsway Surgery GP feed'.")],

@@ -7,25 +7,37 @@
   (`ALERT` code system): `break-glass` and `declared-relationship` (every one), `flagged-person` (a
   member of staff looked at a person labelled celebrity or employee), `unusual-volume` (a member of
   staff looked at more different patients in the window than the threshold; the event shown is their
-  latest, with the number of patients).
+  latest, with the number of patients), `own-record` (a member of staff looked at a Patient record
+  with their own NHS number) and `family-record` (at a person with their family name and postcode).
 
 Both cover a window given by `date` (ge/gt/le/lt, default the last 7 days), newest organisation
 scope as for audit searches: a privacy officer sees their own organisation's staff; the node sees all.
-Looking at one's own or a family member's record is not detected yet (staff have no demographics here).
+Own- and family-record alerts need to know who the member of staff is as a person: their NHS number,
+family name and postcode, recorded with `sharedcare users person` (`record_person`). Names are compared
+as letters only, ignoring case and accents ("O'Brien" is "OBRIEN"); postcodes without spaces. Staff
+with no recorded person get no such alerts.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
+from nhs_number.validate import is_valid
+from sqlalchemy import Engine, true
+
 from sharedcare.access import audit_events
 from sharedcare.access.audit_service import AuditService, date_bounds
 from sharedcare.access.context import Caller
+from sharedcare.access.policy import NHS_NUMBER
 from sharedcare.errors import BadRequest, FhirError, Forbidden
-from sharedcare.fhir.jsonio import dumps
-from sharedcare.storage import privacy
+from sharedcare.fhir.jsonio import dumps, loads
+from sharedcare.fhir.search import query as search_query
+from sharedcare.storage import dialects, privacy, search
+from sharedcare.storage.codec import decode
 from sharedcare.storage.indexing import stored_instant
 
 ALERT = "https://sharedcare.example/CodeSystem/privacy-alert"
@@ -102,6 +114,11 @@ class PrivacyReports:
             found.append((row["seq"], KINDS[row["interaction"]], row, None))
         for row in privacy.looks_at(self.engine, w, privacy.flagged_patients(self.engine)):
             found.append((row["seq"], "flagged-person", row, None))
+        for person in privacy.people_looking(self.engine, w):
+            own, family = relatives(self.engine, person)
+            for kind, theirs in (("own-record", own), ("family-record", family - own)):
+                for row in privacy.looks_at(self.engine, w, sorted(theirs), agent=person["agent_id"]):
+                    found.append((row["seq"], kind, row, None))
         volumes = privacy.volumes(self.engine, w, self.unusual)
         latest = privacy.audit_rows(self.engine, [last for _, _, last in volumes])
         for _agent, patients, last in volumes:
@@ -123,3 +140,65 @@ class PrivacyReports:
 def _grant_id(row: dict[str, Any]) -> str | None:
     query = row.get("query") or ""
     return query[6:] if query.startswith("grant=") else None
+
+
+# -- who a member of staff is, and whose records are theirs or their family's --------------------------
+
+MAX_MATCHES = 1000  # Patient records looked at per person and question (an NHS number; everyone at a postcode)
+_POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}")
+
+
+def family_key(name: str) -> str:
+    """A family name as compared for family-record alerts: letters only, upper case, no accents."""
+    plain = unicodedata.normalize("NFKD", name)
+    return "".join(ch for ch in plain if ch.isalpha() and not unicodedata.combining(ch)).upper()
+
+
+def postcode_key(postcode: str) -> str:
+    return "".join(postcode.split()).upper()
+
+
+def record_person(engine: Engine, agent_id: str, *, nhs_number: str | None, family_name: str | None,
+                  postcode: str | None) -> dict[str, Any]:
+    """Record who a member of staff (`agent_id` as the audit names them) is as a person; ValueError
+    for an invalid NHS number or postcode, or when nothing is given."""
+    if not agent_id.strip() or len(agent_id) > 400:
+        raise ValueError("give the member of staff's id as the audit trail names them (e.g. user:jo.bloggs)")
+    if nhs_number is not None and not (re.fullmatch(r"\d{10}", nhs_number) and is_valid(nhs_number)):
+        raise ValueError("the NHS number is not valid (10 digits with a correct check digit)")
+    family = family_key(family_name) if family_name else None
+    if family_name is not None and not family:
+        raise ValueError("the family name has no letters")
+    code = postcode_key(postcode) if postcode else None
+    if postcode is not None and not (code and _POSTCODE.fullmatch(code)):
+        raise ValueError("the postcode is not a UK postcode")
+    if nhs_number is None and (family is None or code is None):
+        raise ValueError("give an NHS number, or a family name with a postcode (or all three)")
+    row = {"agent_id": agent_id, "nhs_number": nhs_number, "family_name": family, "postcode": code,
+           "updated": stored_instant(datetime.now(UTC))}
+    privacy.set_staff_person(engine, row)
+    return row
+
+
+def relatives(engine: Engine, person: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(Patient ids with the person's NHS number, Patient ids with their family name at their postcode).
+    Found by the search engine as the node (no audit: nothing is shown to anyone), then checked exactly."""
+    own: set[str] = set()
+    family: set[str] = set()
+    if person.get("nhs_number"):
+        own = {pid for pid, _ in _patients(engine, [("identifier", f"{NHS_NUMBER}|{person['nhs_number']}")])}
+    if person.get("family_name") and person.get("postcode"):
+        code = person["postcode"]  # searched as written with and without its space, then compared exactly
+        for pid, doc in _patients(engine, [("address-postalcode", f"{code[:-3]} {code[-3:]},{code}")]):
+            names = {family_key(n.get("family") or "") for n in doc.get("name") or [] if isinstance(n, dict)}
+            codes = {postcode_key(a.get("postalCode") or "") for a in doc.get("address") or [] if isinstance(a, dict)}
+            if person["family_name"] in names and person["postcode"] in codes:
+                family.add(pid)
+    return own, family
+
+
+def _patients(engine: Engine, params: list[tuple[str, str]]) -> list[tuple[str, dict[str, Any]]]:
+    q = search_query.parse("Patient", params, default_count=MAX_MATCHES, max_count=MAX_MATCHES)
+    with engine.connect().execution_options(**dialects.read_options(engine)) as conn:
+        result = search.page(conn, q, lambda _table: true(), None)
+    return [(r.res_id, loads(decode(r.data))) for r in result.rows if r.data is not None]

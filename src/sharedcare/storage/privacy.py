@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, distinct, func, literal, or_, select
 
-from sharedcare.storage.tables import SHARED_PARTITION, access_grant, audit, restriction
+from sharedcare.storage import dialects
+from sharedcare.storage.tables import SHARED_PARTITION, access_grant, audit, restriction, staff_person
 
 # Interactions that show a patient's data to the caller (what "records viewed" counts).
 VIEWS = ("read", "vread", "search-type", "search-system", "search-compartment", "history-instance",
@@ -67,13 +68,36 @@ def flagged_patients(engine: Engine) -> list[str]:
             restriction.c.kind == "flagged").distinct()).scalars())
 
 
-def looks_at(engine: Engine, w: Window, patients: list[str]) -> list[dict[str, Any]]:
-    """Staff's successful looks at any of `patients` in the window, oldest first."""
+def looks_at(engine: Engine, w: Window, patients: list[str], agent: str | None = None) -> list[dict[str, Any]]:
+    """Staff's (or one member of staff's) successful looks at any of `patients` in the window, oldest first."""
     if not patients:
         return []
+    by_agent = [audit.c.agent_id == agent] if agent is not None else []
     return _rows(engine, select(audit).where(
-        *w.where(), audit.c.agent_kind == "user", audit.c.interaction.in_(VIEWS), audit.c.status == 200,
+        *w.where(), *by_agent, audit.c.agent_kind == "user", audit.c.interaction.in_(VIEWS), audit.c.status == 200,
         or_(*[_touches(p) for p in patients])).order_by(audit.c.seq))
+
+
+def people_looking(engine: Engine, w: Window) -> list[dict[str, Any]]:
+    """The recorded persons (staff_person rows) of staff who looked at anyone's data in the window."""
+    lookers = select(audit.c.agent_id).where(
+        *w.where(), audit.c.agent_kind == "user", audit.c.interaction.in_(VIEWS), audit.c.status == 200,
+        audit.c.partition_key != SHARED_PARTITION).distinct()
+    return _rows(engine, select(staff_person).where(staff_person.c.agent_id.in_(lookers))
+                 .order_by(staff_person.c.agent_id))
+
+
+def set_staff_person(engine: Engine, row: dict[str, Any]) -> None:
+    """Record (or replace) who a member of staff is as a person."""
+    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
+            conn.begin():
+        conn.execute(staff_person.delete().where(staff_person.c.agent_id == row["agent_id"]))
+        conn.execute(staff_person.insert().values(**row))
+
+
+def staff_person_row(engine: Engine, agent_id: str) -> dict[str, Any] | None:
+    found = _rows(engine, select(staff_person).where(staff_person.c.agent_id == agent_id))
+    return found[0] if found else None
 
 
 def volumes(engine: Engine, w: Window, more_than: int) -> list[tuple[str, int, int]]:

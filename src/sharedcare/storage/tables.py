@@ -326,6 +326,19 @@ access_grant = Table(
     Index("ix_access_grant_created", "created"),
 )
 
+# Who a member of staff is as a person (from the organisation's HR or identity records), so privacy
+# officers are alerted when staff look at their own record or a family member's (issue 5 item 9).
+# Kept normalised: NHS number digits, family name as letters only in lower case, postcode without spaces.
+staff_person = Table(
+    "staff_person",
+    metadata,
+    Column("agent_id", String(400), primary_key=True),  # as in the audit trail: user:<name>, cis2:<sub>
+    Column("nhs_number", String(10)),
+    Column("family_name", String(200)),
+    Column("postcode", String(16)),
+    Column("updated", String(32), nullable=False),
+)
+
 # SMART on FHIR clients: backend systems (client credentials) and apps (authorization code + PKCE).
 # A client secret is kept only as its SHA-256 (secrets are 256 random bits, so a slow hash adds nothing).
 oauth_client = Table(

@@ -227,3 +227,61 @@ def test_alerts_name_grants_looks_at_flagged_people_and_unusual_volumes(store: S
         entries = officer.get("/fhir/AuditEvent/$alerts").json()["entry"]
     kinds = [e["resource"]["meta"]["tag"][0]["code"] for e in entries]
     assert sorted(kinds) == ["break-glass", "flagged-person"]
+
+
+def test_staff_looking_at_their_own_or_a_family_members_record_is_alerted(store: Services, settings: Settings,
+                                                                           world: World) -> None:
+    """Item 9: a member of staff whose person is recorded (NHS number, family name, postcode) is
+    alerted when they look at a Patient record with their NHS number, or at someone with their family
+    name at their postcode (compared as letters only, and postcodes without spaces). Others are not."""
+    from sharedcare.access import privacy
+    from tests.spec.access.world import NHS
+
+    nurse = staff("GP1", "R8001", "nurse.obrien")
+    own = world.write(source("GP1"), {
+        "resourceType": "Patient", "identifier": [{"system": NHS, "value": "9000000025"}],
+        "name": [{"family": "O'Brien", "given": ["Niamh"]}], "address": [{"postalCode": "N1 9GU"}],
+        "generalPractitioner": [{"reference": "Organization/gp-one"}]})
+    mother = world.write(source("GP1"), {
+        "resourceType": "Patient", "name": [{"family": "OBRIEN", "given": ["Máire"]}],
+        "address": [{"postalCode": "n19gu"}], "generalPractitioner": [{"reference": "Organization/gp-one"}]})
+    neighbour = world.write(source("GP1"), {
+        "resourceType": "Patient", "name": [{"family": "Okafor"}], "address": [{"postalCode": "N1 9GU"}],
+        "generalPractitioner": [{"reference": "Organization/gp-one"}]})
+    namesake = world.write(source("GP1"), {
+        "resourceType": "Patient", "name": [{"family": "O'Brien"}], "address": [{"postalCode": "SE1 7PB"}],
+        "generalPractitioner": [{"reference": "Organization/gp-one"}]})
+    privacy.record_person(store.engine, nurse.agent_id, nhs_number="9000000025", family_name="O’Brien",
+                          postcode="N1 9GU")
+    with as_(store, settings, nurse) as c:
+        for pid in (own, mother, neighbour, namesake, world.ids["Patient:A"]):
+            assert c.get(f"/fhir/Patient/{pid}").status_code == 200
+    with as_(store, settings, staff("GP1", who="colleague")) as c:  # no person recorded: no such alert
+        assert c.get(f"/fhir/Patient/{own}").status_code == 200
+    with as_(store, settings, OFFICER_GP1) as officer:
+        alerts = [e["resource"] for e in officer.get("/fhir/AuditEvent/$alerts").json()["entry"]]
+    found = sorted((a["meta"]["tag"][0]["code"], next(e["what"]["reference"] for e in a["entity"] if "what" in e),
+                    a["agent"][0]["who"]["identifier"]["value"]) for a in alerts)
+    assert found == sorted([("own-record", f"Patient/{own}", nurse.agent_id),
+                            ("family-record", f"Patient/{mother}", nurse.agent_id)])
+    for alert in alerts:
+        assert validate(alert) == []
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"nhs_number": "9000000026", "family_name": None, "postcode": None}, "NHS number is not valid"),
+    ({"nhs_number": None, "family_name": "Smith", "postcode": None}, "give an NHS number, or a family name"),
+    ({"nhs_number": None, "family_name": "Smith", "postcode": "not a postcode"}, "not a UK postcode"),
+    ({"nhs_number": None, "family_name": "--", "postcode": "N1 9GU"}, "no letters"),
+])
+def test_a_staff_person_with_bad_details_is_refused_and_nothing_changes(store: Services, fields: dict[str, Any],
+                                                                        message: str) -> None:
+    from sharedcare.access import privacy as staff_privacy
+    from sharedcare.storage import privacy as stored
+
+    staff_privacy.record_person(store.engine, "user:kept", nhs_number="9000000009", family_name=None, postcode=None)
+    with pytest.raises(ValueError, match=message):
+        staff_privacy.record_person(store.engine, "user:kept", **fields)
+    kept = stored.staff_person_row(store.engine, "user:kept")
+    assert kept is not None
+    assert kept["nhs_number"] == "9000000009"

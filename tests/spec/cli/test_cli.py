@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,19 @@ def test_db_upgrade_on_postgresql(postgres, monkeypatch: pytest.MonkeyPatch) -> 
         assert is_current(url)
     finally:
         get_settings.cache_clear()
+
+
+def test_users_person_records_who_a_member_of_staff_is(env: Path) -> None:
+    """`sharedcare users person`: what own- and family-record alerts compare (docs/access.md); the
+    output says which details are held, never the details themselves."""
+    made = runner.invoke(app, ["users", "person", "user:jo.bloggs", "--nhs-number", "9000000009",
+                               "--family-name", "Bloggs", "--postcode", "e1 6an"])
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout) == {"agent_id": "user:jo.bloggs", "nhs_number": True, "family_name": True,
+                                       "postcode": True}
+    assert "9000000009" not in made.stdout
+    bad = runner.invoke(app, ["users", "person", "user:jo.bloggs", "--nhs-number", "1234567890"])
+    assert bad.exit_code == 2
+    said = " ".join(bad.output.split())  # the console wraps long lines
+    assert "NHS number is not valid" in said
+    assert "nothing was changed" in said
