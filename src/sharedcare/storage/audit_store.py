@@ -4,12 +4,19 @@ Records are appended inside a write transaction: the write's own (the audit of a
 the write) or a group commit of reads' records (storage/committer.py, which fails reads closed with
 503 if the commit fails: AU2, never serve unaudited).
 
-Each partition's records form a hash chain: the chain head row is locked while a batch is appended,
-so concurrent writers (several processes on PostgreSQL) cannot fork a chain. `verify` re-walks chains.
+Records form hash chains in *lanes*: each transaction appends all its records, in order, to one
+lane, whose head row (in `audit_chain`) it locks until it commits, so a lane never forks. SQLite
+takes one writer at a time and uses one lane; on PostgreSQL each transaction takes any lane no other
+transaction holds (`FOR UPDATE SKIP LOCKED` over `LANES` lanes), so concurrent writers neither wait
+for each other nor fork a chain. A transaction touches one head row however many patients its
+records name. (Before migration 0019 each patient had a chain of its own; those rows, with no
+`chain`, still verify as they were written.) Each record names its lane in `chain`. `verify`
+re-walks every chain.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,81 +28,85 @@ from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
 from sharedcare.storage import dialects
 from sharedcare.storage.tables import audit, audit_chain
 
+LANES = 16  # PostgreSQL: lanes concurrent writers spread over (SQLite writes one at a time: lane 0)
+LANE_PREFIX = "~lane:"  # head keys of lanes ("~" is never in a patient id, the pre-0019 chain keys)
+
 # Statements compiled once per dialect and chunk size and run on the driver: their construction and
 # Core's per-row parameter handling cost more than running them (see dialects.RowsStatement).
 _COLUMNS = [c.name for c in audit.columns if c.name != "seq"]
-_HEAD_COLUMNS = ("partition_key", "last_seq", "last_hash")
 _INSERT_ROWS = dialects.RowsStatement(
     lambda n, _dialect: audit.insert().values(
         [{c: bindparam(f"{c}_{i}") for c in _COLUMNS} for i in range(n)]), _COLUMNS)
-_LOCK_HEADS = dialects.RowsStatement(
-    lambda n, dialect: dialects.for_update(
-        select(audit_chain.c.partition_key, audit_chain.c.last_seq, audit_chain.c.last_hash).where(
-            audit_chain.c.partition_key.in_([bindparam(f"partition_key_{i}") for i in range(n)])
-        ).order_by(audit_chain.c.partition_key), dialect), ("partition_key",), lookup=True)
-_MOVE_HEADS = dialects.RowsStatement(
-    lambda n, dialect: dialects.upsert(
-        audit_chain, ("partition_key",), [{c: bindparam(f"{c}_{i}") for c in _HEAD_COLUMNS} for i in range(n)],
-        dialect), _HEAD_COLUMNS)
+_HEAD = (audit_chain.c.partition_key, audit_chain.c.last_seq, audit_chain.c.last_hash)
+# PostgreSQL: any lane nobody holds, in random order (so writers spread over the lanes).
+_FREE_LANE = dialects.Compiled(lambda _dialect: select(*_HEAD).where(
+    audit_chain.c.partition_key.like(f"{LANE_PREFIX}%")).order_by(func.random()).limit(1)
+    .with_for_update(skip_locked=True))
+_LANE = dialects.Compiled(lambda dialect: dialects.for_update(
+    select(*_HEAD).where(audit_chain.c.partition_key == bindparam("lane")), dialect))
+_MOVE = dialects.Compiled(lambda _dialect: audit_chain.update().where(
+    audit_chain.c.partition_key == bindparam("lane")).values(
+    last_seq=bindparam("last_seq"), last_hash=bindparam("last_hash")))
+
+
+def lane_key(n: int) -> str:
+    return f"{LANE_PREFIX}{n:02d}"
 
 
 def append(conn: Connection, records: Iterable[AuditRecord]) -> None:
-    """Append records to their partitions' chains inside the caller's (write) transaction.
-
-    A batch touches many partitions (reads of many patients), so the chain heads are locked with one
-    SELECT ... FOR UPDATE per chunk (in partition order: no deadlocks between batches), the rows are
-    inserted with multi-row INSERTs and the heads moved with multi-row upserts of rows already locked."""
-    by_partition: dict[str, list[dict[str, object]]] = {}
-    for rec in records:
-        by_partition.setdefault(rec.partition_key, []).append(rec.row())
-    if not by_partition:
+    """Append records, in order, to one lane's chain inside the caller's (write) transaction."""
+    rows = [rec.row() for rec in records]
+    if not rows:
         return
-    partitions = sorted(by_partition)
-    heads = _lock_heads(conn, partitions)
-    missing = [p for p in partitions if p not in heads]
-    if missing:
-        # A partition's first record: create its head, then lock it like the others (on PostgreSQL a
-        # concurrent batch creating the same head waits here and then sees the winner's head).
-        dialects.insert_ignore(conn, audit_chain, [{"partition_key": p, "last_seq": 0, "last_hash": GENESIS}
-                                                   for p in missing])
-        heads.update(_lock_heads(conn, missing))
-    all_rows: list[dict[str, object]] = []
-    moves: list[dict[str, object]] = []
-    for partition in partitions:
-        count, prev = heads[partition]
-        rows = by_partition[partition]
-        for row in rows:
-            row["prev_hash"] = prev
-            row["hash"] = prev = chain_hash(prev, row)
-        all_rows.extend(rows)
-        moves.append({"partition_key": partition, "last_seq": count + len(rows), "last_hash": prev})
-    _INSERT_ROWS.execute(conn, all_rows)
-    _MOVE_HEADS.execute(conn, moves)
+    lane, count, prev = _take_lane(conn)
+    for row in rows:
+        row["chain"] = lane
+        row["prev_hash"] = prev
+        row["hash"] = prev = chain_hash(prev, row)
+    _INSERT_ROWS.execute(conn, rows)
+    _MOVE.execute(conn, {"lane": lane, "last_seq": count + len(rows), "last_hash": prev})
 
 
-def _lock_heads(conn: Connection, partitions: list[str]) -> dict[str, tuple[int, str]]:
-    rows = _LOCK_HEADS.execute(conn, [{"partition_key": p} for p in partitions])
-    return {r[0]: (r[1], r[2]) for r in rows}
+def _take_lane(conn: Connection) -> tuple[str, int, str]:
+    """Lock a lane's head for this transaction: (lane, records so far, last hash)."""
+    if not dialects.is_sqlite(conn):
+        free = _FREE_LANE.execute(conn, {}).first()
+        if free is not None:
+            return free[0], free[1], free[2]
+    lane = lane_key(0 if dialects.is_sqlite(conn) else secrets.randbelow(LANES))
+    head = _LANE.execute(conn, {"lane": lane}).first()
+    if head is None:  # the first records since migration 0019: create every lane, then take this one
+        dialects.insert_ignore(conn, audit_chain, [{"partition_key": lane_key(n), "last_seq": 0,
+                                                    "last_hash": GENESIS} for n in range(LANES)])
+        head = _LANE.execute(conn, {"lane": lane}).first()
+    assert head is not None
+    return head[0], head[1], head[2]
 
 
 def verify(engine: Engine) -> list[str]:
-    """Re-walk every partition's chain; return the partitions whose chain does not verify."""
-    broken: list[str] = []
+    """Re-walk every chain, oldest record first; the keys of chains that do not verify (lanes, and
+    patients' chains from before migration 0019)."""
+    broken: set[str] = set()
+    last: dict[str, str] = {}
     with engine.connect() as conn:
         heads = {r.partition_key: r.last_hash for r in conn.execute(select(audit_chain))}
-        for partition, last_hash in heads.items():
-            prev = GENESIS
-            rows = conn.execute(select(audit).where(audit.c.partition_key == partition).order_by(audit.c.seq))
-            ok = True
-            for r in rows:
-                row = dict(r._mapping)
-                if row["prev_hash"] != prev or chain_hash(prev, row) != row["hash"]:
-                    ok = False
-                    break
-                prev = row["hash"]
-            if not ok or prev != last_hash:
-                broken.append(partition)
-    return broken
+        for r in conn.execution_options(yield_per=2000).execute(select(audit).order_by(audit.c.seq)):
+            row = dict(r._mapping)
+            key = row["chain"]
+            if key is None:  # written before lanes: chained per patient, and without the `chain` field
+                key = row["partition_key"]
+                del row["chain"]
+            if key in broken:
+                continue
+            prev = last.get(key, GENESIS)
+            if row["prev_hash"] != prev or chain_hash(prev, row) != row["hash"]:
+                broken.add(key)
+                continue
+            last[key] = row["hash"]
+    for key, head in heads.items():
+        if last.get(key, GENESIS) != head:
+            broken.add(key)
+    return sorted(broken)
 
 
 @dataclass(frozen=True)

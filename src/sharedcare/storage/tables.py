@@ -216,11 +216,13 @@ audit = Table(
     Column("source_ip", String(64)),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("chain", String(16)),  # the lane whose hash chain the record is in (None: before 0019, its patient's)
     Index("ix_audit_partition", "partition_key", "seq"),
     Index("ix_audit_agent", "agent_id", "seq"),
 )
 
-# The head of each partition's hash chain; locked while a batch is appended so chains never fork.
+# The head of each hash chain (lanes `~lane:NN`; before migration 0019, one per patient), locked by
+# the transaction appending to it so a chain never forks (storage/audit_store.py).
 audit_chain = Table(
     "audit_chain",
     metadata,

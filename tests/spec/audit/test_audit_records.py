@@ -7,12 +7,14 @@ from unittest import mock
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 
+from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
+from sharedcare.access.context import system_caller
 from sharedcare.app import Services
-from sharedcare.storage.audit_store import verify
-from sharedcare.storage.tables import audit
+from sharedcare.storage.audit_store import append, verify
+from sharedcare.storage.tables import audit, audit_chain
 from tests.spec.rest.helpers import FHIR_JSON, create, patient
 
 
@@ -63,8 +65,10 @@ def test_hash_chains_verify_and_detect_tampering(client: TestClient, store: Serv
     with store.engine.begin() as conn:
         conn.execute(text("DROP TRIGGER audit_no_update" if sqlite else "DROP TRIGGER audit_append_only ON audit"))
         conn.execute(update(audit).where(audit.c.seq == 2).values(status=404))
+        lane = conn.execute(select(audit.c.chain).where(audit.c.seq == 2)).scalar_one()
     try:
-        assert verify(store.engine) == [p["id"]]
+        assert lane.startswith("~lane:")
+        assert verify(store.engine) == [lane]  # the chain the changed record is in
     finally:  # the PostgreSQL test database is shared by the session's tests: put the guard back
         with store.engine.begin() as conn:
             conn.execute(text(
@@ -72,6 +76,66 @@ def test_hash_chains_verify_and_detect_tampering(client: TestClient, store: Serv
                 "'the audit trail is append-only'); END" if sqlite else
                 "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit "
                 "FOR EACH ROW EXECUTE FUNCTION audit_append_only()"))
+
+
+def test_a_transaction_appends_all_its_records_to_one_lane(client: TestClient, store: Services) -> None:
+    """However many patients a transaction's records name, it extends one chain and moves one head."""
+    people = [create(client, patient()) for _ in range(3)]
+    rec = [AuditRecord("read", 200, system_caller(), "2026-11-28T23:00:00.000000", "Patient", p["id"], 1,
+                       (p["id"],)) for p in people]
+    with store.engine.begin() as conn:
+        before = {r.partition_key: r.last_seq for r in conn.execute(select(audit_chain))}
+        append(conn, rec)
+    with store.engine.connect() as conn:
+        after = {r.partition_key: r.last_seq for r in conn.execute(select(audit_chain))}
+        appended = conn.execute(select(audit).order_by(audit.c.seq.desc()).limit(3)).mappings().all()
+    moved = {k for k in after if after[k] != before.get(k, 0)}
+    assert len(moved) == 1
+    assert {r["chain"] for r in appended} == moved
+    assert after[moved.pop()] - before.get(appended[0]["chain"], 0) == 3
+    assert [r["prev_hash"] for r in appended[:2]] == [r["hash"] for r in appended[1:]]  # chained in order
+    assert verify(store.engine) == []
+
+
+def test_records_chained_per_patient_before_lanes_still_verify(store: Services) -> None:
+    """Records written before migration 0019 have no `chain`: each patient's chain is re-walked as it
+    was written (the hash covers no `chain` field), beside the lanes; a change to one still shows."""
+    rows, prev = [], GENESIS
+    for n in range(3):
+        row = AuditRecord("read", 200, system_caller(), f"2026-01-01T00:00:0{n}.000000", "Patient", "old-p", 1,
+                          ("old-p",)).row()
+        row["prev_hash"], row["hash"] = prev, chain_hash(prev, row)
+        prev = row["hash"]
+        rows.append(row)
+    with store.engine.begin() as conn:
+        conn.execute(insert(audit), rows)
+        conn.execute(insert(audit_chain).values(partition_key="old-p", last_seq=3, last_hash=prev))
+    with store.engine.begin() as conn:  # and new records, in a lane
+        append(conn, [AuditRecord("read", 200, system_caller(), "2026-11-28T23:00:00.000000", "Patient", "old-p",
+                                  1, ("old-p",))])
+    assert verify(store.engine) == []
+    with store.engine.begin() as conn:  # a head that does not match its chain's last record
+        conn.execute(update(audit_chain).where(audit_chain.c.partition_key == "old-p").values(last_hash="0" * 64))
+    assert verify(store.engine) == ["old-p"]
+
+
+def test_concurrent_writers_on_postgresql_take_different_lanes_without_waiting(store: Services) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("lanes are taken concurrently on PostgreSQL only (SQLite has one writer)")
+    rec = AuditRecord("read", 200, system_caller(), "2026-11-28T23:00:00.000000", "Patient", "x", 1, ("x",))
+    with store.engine.begin() as conn:  # the lanes exist (made by the migration; the test store empties tables)
+        append(conn, [rec])
+    with store.engine.connect() as first, store.engine.connect() as second:
+        with first.begin():
+            first.execute(text("SET LOCAL lock_timeout = '2s'"))
+            append(first, [rec])
+            held = first.execute(select(audit.c.chain).order_by(audit.c.seq.desc()).limit(1)).scalar_one()
+            with second.begin():  # would time out if it waited for the first transaction's lane
+                second.execute(text("SET LOCAL lock_timeout = '2s'"))
+                append(second, [rec])
+                other = second.execute(select(audit.c.chain).order_by(audit.c.seq.desc()).limit(1)).scalar_one()
+    assert held != other
+    assert verify(store.engine) == []
 
 
 def test_reads_fail_closed_when_audit_cannot_be_committed(client: TestClient, store: Services) -> None:
