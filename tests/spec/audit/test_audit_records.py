@@ -125,15 +125,14 @@ def test_concurrent_writers_on_postgresql_take_different_lanes_without_waiting(s
     rec = AuditRecord("read", 200, system_caller(), "2026-11-28T23:00:00.000000", "Patient", "x", 1, ("x",))
     with store.engine.begin() as conn:  # the lanes exist (made by the migration; the test store empties tables)
         append(conn, [rec])
-    with store.engine.connect() as first, store.engine.connect() as second:
-        with first.begin():
-            first.execute(text("SET LOCAL lock_timeout = '2s'"))
-            append(first, [rec])
-            held = first.execute(select(audit.c.chain).order_by(audit.c.seq.desc()).limit(1)).scalar_one()
-            with second.begin():  # would time out if it waited for the first transaction's lane
-                second.execute(text("SET LOCAL lock_timeout = '2s'"))
-                append(second, [rec])
-                other = second.execute(select(audit.c.chain).order_by(audit.c.seq.desc()).limit(1)).scalar_one()
+    with store.engine.connect() as first, store.engine.connect() as second, first.begin():
+        first.execute(text("SET LOCAL lock_timeout = '2s'"))
+        append(first, [rec])
+        held = first.execute(select(audit.c.chain).order_by(audit.c.seq.desc()).limit(1)).scalar_one()
+        with second.begin():  # would time out if it waited for the first transaction's lane
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))
+            append(second, [rec])
+            other = second.execute(select(audit.c.chain).order_by(audit.c.seq.desc()).limit(1)).scalar_one()
     assert held != other
     assert verify(store.engine) == []
 

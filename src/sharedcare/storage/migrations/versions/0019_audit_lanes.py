@@ -7,9 +7,9 @@ Create Date: 2026-11-28 23:00:00
 A transaction appended each record to its patient's chain: a group commit of 32 reads of 32 patients
 locked, and rewrote, 32 chain heads scattered through `audit_chain` (a table as big as the patient
 population). Now a transaction appends all its records to one lane (storage/audit_store.py) and each
-record names its lane in the new `chain` column, and the lanes' heads are created here. Existing records keep their per-patient chains
-(`chain` is NULL) and still verify; their heads stay in `audit_chain`. Adding a column does not touch
-the rows, so the append-only triggers of 0017 are not involved.
+record names its lane in the new `chain` column; the lanes' heads are created here. Existing records
+keep their per-patient chains (`chain` is NULL) and still verify; their heads stay in `audit_chain`.
+Adding a column does not touch the rows, so the append-only triggers of 0017 are not involved.
 """
 
 from __future__ import annotations
