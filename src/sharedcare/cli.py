@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -227,13 +227,7 @@ def users_add(
     from sharedcare.storage import database
     from sharedcare.storage.accounts import AccountStore
 
-    roles = []
-    for item in role or []:
-        org, _, code = item.partition(":")
-        if not org or not code:
-            console.print(f"[red]--role takes ODS:JOBROLE (e.g. RRU:R8003), not {item!r}[/red]")
-            raise typer.Exit(2)
-        roles.append((org, code))
+    roles = _parse_roles(role or [])
     password = sys.stdin.readline().rstrip("\n") if password_stdin else accounts.new_password()
     engine = database.make_engine(get_settings().database_url)
     try:
@@ -267,6 +261,76 @@ def users_list() -> None:
             typer.echo(name)
     finally:
         engine.dispose()
+
+
+def _parse_roles(items: list[str]) -> list[tuple[str, str]]:
+    """--role values ODS:JOBROLE as (organisation, job role); exits 2 on a malformed one."""
+    roles = []
+    for item in items:
+        org, _, code = item.partition(":")
+        if not org or not code:
+            console.print(f"[red]--role takes ODS:JOBROLE (e.g. RRU:R8003), not {item!r}[/red]")
+            raise typer.Exit(2)
+        roles.append((org, code))
+    return roles
+
+
+def _account_change(change: Any) -> None:
+    """Run `change(account_store, oauth_store)` on the configured database, reporting a refusal."""
+    from sharedcare.access import accounts
+    from sharedcare.storage import database
+    from sharedcare.storage.accounts import AccountStore
+    from sharedcare.storage.oauth import OAuthStore
+
+    engine = database.make_engine(get_settings().database_url)
+    try:
+        database.upgrade(engine)
+        change(AccountStore(engine), OAuthStore(engine))
+    except accounts.AccountError as exc:
+        console.print(f"[red]{exc}; nothing was changed[/red]")
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="The account to disable.")]) -> None:
+    """Disable an account: it can no longer sign in, and its sessions and tokens end at once."""
+    from sharedcare.access import accounts
+
+    def change(store: Any, oauth: Any) -> None:
+        revoked = accounts.disable(store, oauth, username)
+        typer.echo(json.dumps({"username": username, "disabled": True, "tokens_revoked": revoked}))
+    _account_change(change)
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument(help="The account to enable again.")]) -> None:
+    """Enable a disabled account (it signs in afresh: nothing it held before comes back)."""
+    from sharedcare.access import accounts
+
+    def change(store: Any, _oauth: Any) -> None:
+        accounts.enable(store, username)
+        typer.echo(json.dumps({"username": username, "disabled": False}))
+    _account_change(change)
+
+
+@users_app.command("roles")
+def users_roles(
+    username: Annotated[str, typer.Argument(help="The staff account.")],
+    role: Annotated[list[str], typer.Option(help="Every role profile it keeps, ODS:JOBROLE (repeatable).")],
+) -> None:
+    """Replace a staff account's role profiles. Tokens acting in a profile it no longer holds end at
+    once; its sessions drop such a profile on their next request."""
+    from sharedcare.access import accounts
+
+    roles = _parse_roles(role)
+
+    def change(store: Any, oauth: Any) -> None:
+        revoked = accounts.set_roles(store, oauth, username, tuple(roles))
+        typer.echo(json.dumps({"username": username, "roles": [f"{o}:{r}" for o, r in sorted(set(roles))],
+                               "tokens_revoked": revoked}))
+    _account_change(change)
 
 
 @users_app.command("person")

@@ -29,11 +29,13 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 
+from sharedcare.access import accounts as local_accounts
 from sharedcare.access import scopes as smart
 from sharedcare.access.accounts import ODS_CODE
 from sharedcare.access.context import TREAT, Caller
 from sharedcare.access.tokens import TokenService, digest, new_secret
 from sharedcare.settings import Settings
+from sharedcare.storage.accounts import AccountStore
 from sharedcare.storage.oauth import ClientRow, CodeRow, OAuthStore, TokenRow, at, now
 
 log = logging.getLogger("sharedcare.access")
@@ -190,10 +192,12 @@ def claimed_client_id(form: Mapping[str, str], authorization: str | None) -> str
 
 
 class AuthorizationServer:
-    def __init__(self, store: OAuthStore, tokens: TokenService, settings: Settings) -> None:
+    def __init__(self, store: OAuthStore, tokens: TokenService, settings: Settings,
+                 accounts: AccountStore | None = None) -> None:
         self.store = store
         self.tokens = tokens
         self.urls = endpoints(settings)
+        self.accounts = accounts if accounts is not None else AccountStore(store.engine)
 
     def authenticate_client(self, form: Mapping[str, str], authorization: str | None) -> ClientRow:
         """The client, authenticated by the method it registered; invalid_client (401) otherwise."""
@@ -316,13 +320,18 @@ class AuthorizationServer:
             self.store.revoke_family(row.family)
             log.warning("refresh token reuse: its family was revoked")
             raise OAuthError("invalid_grant", "the refresh token has been used")
+        caller = Caller.from_json(row.context)
+        if not local_accounts.still_valid(self.accounts, caller):
+            # The account was disabled or lost the role profile since: nothing it held lives on.
+            self.store.revoke_family(row.family)
+            raise OAuthError("invalid_grant", "the account is disabled or no longer holds this role")
         scope = row.scope
         if form.get("scope"):
             narrowed = self._narrow(form["scope"], row.scope)
             if not grants_resources(narrowed):
                 raise OAuthError("invalid_scope", "a refresh may only narrow the scopes granted")
             scope = " ".join(narrowed)
-        return self._respond(client, Caller.from_json(row.context), scope, row.family, row)
+        return self._respond(client, caller, scope, row.family, row)
 
     def _respond(self, client: ClientRow, caller: Caller, scope: str, family: str,
                  refreshed: TokenRow | None) -> dict[str, object]:

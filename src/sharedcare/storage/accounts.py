@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from sharedcare.storage.tables import account, account_role
@@ -53,6 +53,20 @@ class AccountStore:
                                  .order_by(account_role.c.organisation, account_role.c.job_role)).all()
         return AccountRow(row.username, row.kind, row.password_hash, row.nhs_number, bool(row.disabled),
                           tuple((r.organisation, r.job_role) for r in roles))
+
+    def set_disabled(self, username: str, disabled: bool) -> bool:
+        """Disable or enable an account; False when there is no such account."""
+        with self.engine.begin() as conn:
+            return conn.execute(update(account).where(account.c.username == username)
+                                .values(disabled=disabled)).rowcount == 1
+
+    def set_roles(self, username: str, roles: tuple[tuple[str, str], ...]) -> None:
+        """Replace a staff account's role profiles (one transaction)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(account_role).where(account_role.c.username == username))
+            if roles:
+                conn.execute(insert(account_role), [
+                    {"username": username, "organisation": org, "job_role": role} for org, role in roles])
 
     def usernames(self) -> list[str]:
         with self.engine.connect() as conn:

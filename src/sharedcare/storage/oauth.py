@@ -175,6 +175,27 @@ class OAuthStore:
         with self.engine.begin() as conn:
             conn.execute(update(oauth_token).where(oauth_token.c.token_hash == token_hash).values(revoked=True))
 
+    def live_tokens_naming(self, agent_id: str) -> list[TokenRow]:
+        """Access and refresh tokens, neither revoked nor expired, whose caller context may be
+        `agent_id`'s (a text match: callers check the parsed context)."""
+        pattern = '%"agent_id":"' + agent_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + '"%'
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(oauth_token).where(
+                oauth_token.c.kind.in_(["access", "refresh"]), oauth_token.c.revoked.is_(False),
+                oauth_token.c.expires > now(), oauth_token.c.context.like(pattern, escape="\\"))).all()
+        return [TokenRow(**{**r._mapping, "revoked": bool(r.revoked), "used": bool(r.used)}) for r in rows]
+
+    def revoke_tokens(self, token_hashes: list[str]) -> None:
+        if token_hashes:
+            with self.engine.begin() as conn:
+                conn.execute(update(oauth_token).where(oauth_token.c.token_hash.in_(token_hashes)).values(revoked=True))
+
+    def revoke_sessions_of(self, username: str) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(update(web_session).where(web_session.c.username == username,
+                                                          web_session.c.revoked.is_(False))
+                                .values(revoked=True)).rowcount
+
     def revoke_family(self, family: str) -> int:
         """Revoke every token of one family (one sign-in, or one authorization code); how many."""
         with self.engine.begin() as conn:

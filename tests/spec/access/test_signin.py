@@ -11,7 +11,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2 as httpx
 import pytest
@@ -393,3 +393,77 @@ def test_on_https_the_cookies_are_host_only_and_secure(store: Services, settings
     assert "Secure" in cookie
     assert "Path=/" in cookie
     assert "Domain" not in cookie
+
+
+# account changes reach what was already issued --------------------------------------------------------
+
+def test_disabling_an_account_ends_its_sessions_and_tokens_at_once(
+        client: TestClient, store: Services, settings: Settings, app_client: ClientRow, people: None) -> None:
+    verifier, challenge = pkce()
+    first = exchange(client, app_client.client_id, staff_code(client, app_client, challenge), verifier).json()
+    assert client.get("/auth/session").status_code == 200  # signed in
+    bearer = {"Authorization": f"Bearer {first['access_token']}"}
+    assert client.get("/fhir/Patient", headers=bearer).status_code == 200
+    revoked = accounts.disable(AccountStore(store.engine), OAuthStore(store.engine), "jo.bloggs")
+    assert revoked == 2  # the access token and the refresh token
+    assert client.get("/fhir/Patient", headers=bearer).status_code == 401
+    assert refresh(client, app_client.client_id, first["refresh_token"]).json()["error"] == "invalid_grant"
+    assert client.get("/auth/session", follow_redirects=False).status_code != 200  # the session is over
+    assert sign_in(client, "jo.bloggs").status_code == 401  # and no new one
+    accounts.enable(AccountStore(store.engine), "jo.bloggs")
+    assert sign_in(client, "jo.bloggs").status_code == 303
+    # Enabling brings nothing back: the old tokens stay revoked.
+    assert client.get("/fhir/Patient", headers=bearer).status_code == 401
+
+
+def test_removing_a_role_profile_ends_the_tokens_acting_in_it_and_keeps_the_others(
+        client: TestClient, store: Services, settings: Settings, app_client: ClientRow, people: None) -> None:
+    def token_in(profile: str) -> dict[str, Any]:
+        verifier, challenge = pkce()
+        url = authorize_url(app_client.client_id, challenge)
+        with TestClient(create_app(settings, store), base_url="http://testserver") as web:
+            sign_in(web, "amara.okafor", url)
+            choose = web.get(f"/auth/role?{urlencode({'next': url})}")
+            web.post("/auth/role", data={"csrf": csrf_of(choose), "profile": profile, "next": url})
+            body: dict[str, Any] = exchange(web, app_client.client_id, code_from(web.get(url, follow_redirects=False)),
+                                            verifier).json()
+            return body
+
+    trust, community = token_in("RJ1|R8000"), token_in("RRU|R8003")
+    revoked = accounts.set_roles(AccountStore(store.engine), OAuthStore(store.engine), "amara.okafor",
+                                 (("RRU", "R8003"),))
+    assert revoked == 2  # the RJ1 profile's access and refresh tokens
+    with pytest.raises(Unauthorized):
+        tokens(store, settings).authenticate(f"Bearer {trust['access_token']}")
+    assert refresh(client, app_client.client_id, trust["refresh_token"]).json()["error"] == "invalid_grant"
+    kept = tokens(store, settings).authenticate(f"Bearer {community['access_token']}")
+    assert (kept.organisation, kept.role) == ("RRU", "R8003")
+    assert refresh(client, app_client.client_id, community["refresh_token"]).status_code == 200
+
+
+def test_a_refresh_is_refused_once_the_account_no_longer_holds_the_role(
+        client: TestClient, store: Services, settings: Settings, app_client: ClientRow, people: None) -> None:
+    """Even a refresh token the revocation missed (written by another process at that moment) is
+    checked against the account when it is used, and its family is revoked."""
+    verifier, challenge = pkce()
+    first = exchange(client, app_client.client_id, staff_code(client, app_client, challenge), verifier).json()
+    AccountStore(store.engine).set_roles("jo.bloggs", (("F84001", "R8010"),))  # behind the back of the tokens
+    refused = refresh(client, app_client.client_id, first["refresh_token"])
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+    with pytest.raises(Unauthorized):  # the family went with it
+        tokens(store, settings).authenticate(f"Bearer {first['access_token']}")
+
+
+@pytest.mark.parametrize(("username", "roles", "message"), [
+    ("nobody.here", (("RJ1", "R8000"),), "no account"),
+    ("pat.9000000009", (("RJ1", "R8000"),), "only staff"),
+    ("amara.okafor", (), "at least one role"),
+    ("amara.okafor", (("RJ1", "R9999"),), "not a known SDS job role"),
+])
+def test_bad_role_changes_are_refused_and_change_nothing(store: Services, people: None, username: str,
+                                                         roles: tuple[tuple[str, str], ...], message: str) -> None:
+    with pytest.raises(accounts.AccountError, match=message):
+        accounts.set_roles(AccountStore(store.engine), OAuthStore(store.engine), username, roles)
+    kept = AccountStore(store.engine).get("amara.okafor")
+    assert kept is not None
+    assert kept.roles == (("RJ1", "R8000"), ("RRU", "R8003"))

@@ -98,3 +98,21 @@ def test_users_person_records_who_a_member_of_staff_is(env: Path) -> None:
     said = " ".join(bad.output.split())  # the console wraps long lines
     assert "NHS number is not valid" in said
     assert "nothing was changed" in said
+
+
+def test_users_disable_enable_and_roles(env: Path) -> None:
+    """Account changes from the command line; a refused change exits 2 and changes nothing."""
+    made = runner.invoke(app, ["users", "add", "amara.okafor", "--role", "RJ1:R8000", "--role", "RRU:R8003"])
+    assert made.exit_code == 0, made.output
+    roles = runner.invoke(app, ["users", "roles", "amara.okafor", "--role", "RRU:R8003"])
+    assert roles.exit_code == 0, roles.output
+    assert json.loads(roles.stdout) == {"username": "amara.okafor", "roles": ["RRU:R8003"], "tokens_revoked": 0}
+    bad = runner.invoke(app, ["users", "roles", "amara.okafor", "--role", "RJ1:R9999"])
+    assert bad.exit_code == 2
+    assert "nothing was changed" in " ".join(bad.output.split())
+    off = runner.invoke(app, ["users", "disable", "amara.okafor"])
+    assert json.loads(off.stdout) == {"username": "amara.okafor", "disabled": True, "tokens_revoked": 0}
+    assert json.loads(runner.invoke(app, ["users", "enable", "amara.okafor"]).stdout)["disabled"] is False
+    missing = runner.invoke(app, ["users", "disable", "no.such.person"])
+    assert missing.exit_code == 2
+    assert "no account" in missing.output
