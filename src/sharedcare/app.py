@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,9 +38,10 @@ from sharedcare.fhir import formats
 from sharedcare.fhir import responses as resp
 from sharedcare.fhir.routes import FhirApi
 from sharedcare.settings import Settings, get_settings
-from sharedcare.storage import codec, database
+from sharedcare.storage import audit_store, codec, database
 from sharedcare.storage.committer import Committer
 from sharedcare.storage.grants import GrantStore
+from sharedcare.storage.indexing import stored_instant
 from sharedcare.storage.oauth import OAuthStore
 from sharedcare.storage.repository import Repository
 from sharedcare.web.auth import install_auth
@@ -97,11 +98,20 @@ def warm_up(settings: Settings | None = None) -> None:
         gc.freeze()
 
 
+HOUSEKEEPING_INDEX_ROUNDS = 10  # audit records indexed per round: at most this many batches of 20,000
+
+
 def housekeep(svc: Services) -> None:
     """The node's routine chores: end access grants whose time is up (each with its "override stopped"
-    audit record) and drop expired tokens, codes and sessions (refused anyway; this keeps them few)."""
-    grants.end_expired(GrantStore(svc.engine), datetime.now(UTC))
+    audit record), drop expired tokens, codes and sessions (refused anyway; this keeps them few), and
+    index the patients audit records name (storage/audit_store.index_patients)."""
+    now = datetime.now(UTC)
+    grants.end_expired(GrantStore(svc.engine), now)
     OAuthStore(svc.engine).purge_expired()
+    settled = stored_instant(now - timedelta(seconds=audit_store.SETTLE_S))
+    for _ in range(HOUSEKEEPING_INDEX_ROUNDS):
+        if audit_store.index_patients(svc.engine, settled) == 0:
+            break
 
 
 async def _housekeeping(svc: Services, every_s: float) -> None:

@@ -12,6 +12,11 @@ for each other nor fork a chain. A transaction touches one head row however many
 records name. (Before migration 0019 each patient had a chain of its own; those rows, with no
 `chain`, still verify as they were written.) Each record names its lane in `chain`. `verify`
 re-walks every chain.
+
+Finding every record about a patient: the home partition is indexed with the record; the other
+patients a record names (a search that showed several) are indexed in `audit_patient` by
+housekeeping (`index_patients`), behind the trail, so the request path writes nothing more. A query
+by patient reads both indexes, and scans only the records newer than the indexed watermark.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, bindparam, func, literal, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Engine, and_, bindparam, cast, func, literal, or_, select
 from sqlalchemy.engine import Connection
 
 from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
 from sharedcare.storage import dialects
-from sharedcare.storage.tables import audit, audit_chain
+from sharedcare.storage.tables import audit, audit_chain, audit_patient, node_setting
 
 LANES = 16  # PostgreSQL: lanes concurrent writers spread over (SQLite writes one at a time: lane 0)
 LANE_PREFIX = "~lane:"  # head keys of lanes ("~" is never in a patient id, the pre-0019 chain keys)
@@ -83,6 +88,50 @@ def _take_lane(conn: Connection) -> tuple[str, int, str]:
     return head[0], head[1], head[2]
 
 
+WATERMARK = "audit_patient_indexed"  # node_setting: every record up to this seq is in audit_patient
+SETTLE_S = 60.0  # records are indexed once this old: PostgreSQL may commit a lower seq after a higher one
+
+
+def _watermark() -> Any:
+    return func.coalesce(select(cast(node_setting.c.value, BigInteger)).where(
+        node_setting.c.name == WATERMARK).scalar_subquery(), 0)
+
+
+def touches(patients: Iterable[str]) -> ColumnElement[bool]:
+    """Records naming any of `patients`: their home partition, the patient index, and a scan of the
+    records newer than the index's watermark."""
+    ids = sorted(set(patients))
+    named = [(literal(" ") + audit.c.patients + literal(" ")).contains(f" {p} ") for p in ids]
+    return or_(audit.c.partition_key.in_(ids),
+               audit.c.seq.in_(select(audit_patient.c.seq).where(audit_patient.c.patient_id.in_(ids))),
+               and_(audit.c.seq > _watermark(), or_(*named)))
+
+
+def index_patients(engine: Engine, settled_before: str, *, limit: int = 20_000) -> int:
+    """Index the non-home patients of records after the watermark recorded before `settled_before`
+    (a stored timestamp, SETTLE_S ago), up to `limit` records, and move the watermark past them; the
+    number of records passed (0: up to date). One transaction: a failure changes nothing."""
+    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
+            conn.begin():
+        mark = int(conn.execute(select(_watermark())).scalar_one())
+        rows = conn.execute(select(audit.c.seq, audit.c.recorded, audit.c.partition_key, audit.c.patients)
+                            .where(audit.c.seq > mark).order_by(audit.c.seq).limit(limit)).all()
+        pairs: list[dict[str, object]] = []
+        passed = 0
+        for seq, recorded, home, named in rows:
+            if recorded >= settled_before:
+                break  # too new: a lower seq may still be committing (PostgreSQL)
+            pairs += [{"patient_id": p, "seq": seq} for p in dict.fromkeys((named or "").split()) if p != home]
+            mark, passed = seq, passed + 1
+        if not passed:
+            return 0
+        if pairs:
+            dialects.insert_ignore(conn, audit_patient, pairs)
+        conn.execute(dialects.upsert(node_setting, ("name",), [{"name": WATERMARK, "value": str(mark)}],
+                                     conn.dialect.name))
+        return passed
+
+
 def verify(engine: Engine) -> list[str]:
     """Re-walk every chain, oldest record first; the keys of chains that do not verify (lanes, and
     patients' chains from before migration 0019)."""
@@ -135,11 +184,7 @@ def _where(f: AuditFilter) -> list[ColumnElement[bool]]:
     if f.agent_role is not None:
         where.append(audit.c.agent_role == f.agent_role)
     if f.patients is not None:
-        # The home partition is the first patient touched (indexed); a search that showed several
-        # patients names the others in `patients` (a scan: see docs/access.md).
-        where.append(or_(audit.c.partition_key.in_(sorted(f.patients)),
-                         *[(literal(" ") + audit.c.patients + literal(" ")).contains(f" {p} ")
-                           for p in sorted(f.patients)]))
+        where.append(touches(f.patients))
     if f.resource is not None:
         where.extend([audit.c.res_type == f.resource[0], audit.c.res_id == f.resource[1]])
     if f.interactions is not None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, distinct, func, literal, or_, select
+from sqlalchemy import ColumnElement, Engine, distinct, func, select
 
 from sharedcare.storage import dialects
+from sharedcare.storage.audit_store import touches
 from sharedcare.storage.tables import SHARED_PARTITION, access_grant, audit, restriction, staff_person
 
 # Interactions that show a patient's data to the caller (what "records viewed" counts).
@@ -49,16 +50,11 @@ def grants(engine: Engine, grant_ids: list[str]) -> dict[str, dict[str, Any]]:
     return {r["grant_id"]: r for r in rows}
 
 
-def _touches(patient_id: str) -> ColumnElement[bool]:
-    return or_(audit.c.partition_key == patient_id,
-               (literal(" ") + audit.c.patients + literal(" ")).contains(f" {patient_id} "))
-
-
 def views(engine: Engine, agent_id: str, patient_id: str, start: str, end: str) -> int:
     """How many successful looks `agent_id` had at `patient_id`'s data in [start, end)."""
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(audit).where(
-            audit.c.agent_id == agent_id, _touches(patient_id), audit.c.recorded >= start, audit.c.recorded < end,
+            audit.c.agent_id == agent_id, touches([patient_id]), audit.c.recorded >= start, audit.c.recorded < end,
             audit.c.interaction.in_(VIEWS), audit.c.status == 200)).scalar_one())
 
 
@@ -75,7 +71,7 @@ def looks_at(engine: Engine, w: Window, patients: list[str], agent: str | None =
     by_agent = [audit.c.agent_id == agent] if agent is not None else []
     return _rows(engine, select(audit).where(
         *w.where(), *by_agent, audit.c.agent_kind == "user", audit.c.interaction.in_(VIEWS), audit.c.status == 200,
-        or_(*[_touches(p) for p in patients])).order_by(audit.c.seq))
+        touches(patients)).order_by(audit.c.seq))
 
 
 def people_looking(engine: Engine, w: Window) -> list[dict[str, Any]]:

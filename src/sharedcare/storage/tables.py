@@ -221,6 +221,18 @@ audit = Table(
     Index("ix_audit_agent", "agent_id", "seq"),
 )
 
+# Every patient an audit record names besides its home partition (a search that showed several
+# patients), so "who looked at this patient" is an index lookup, not a scan of `patients`. Written by
+# housekeeping behind the trail (up to the seq kept in node_setting `audit_patient_indexed`); newer
+# records are found by scanning that short tail (storage/audit_store.py).
+audit_patient = Table(
+    "audit_patient",
+    metadata,
+    Column("patient_id", String(ID), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("patient_id", "seq"),
+)
+
 # The head of each hash chain (lanes `~lane:NN`; before migration 0019, one per patient), locked by
 # the transaction appending to it so a chain never forks (storage/audit_store.py).
 audit_chain = Table(

@@ -13,8 +13,8 @@ from sqlalchemy.exc import DBAPIError
 from sharedcare.access.audit import GENESIS, AuditRecord, chain_hash
 from sharedcare.access.context import system_caller
 from sharedcare.app import Services
-from sharedcare.storage.audit_store import append, verify
-from sharedcare.storage.tables import audit, audit_chain
+from sharedcare.storage.audit_store import WATERMARK, AuditFilter, append, index_patients, search, verify
+from sharedcare.storage.tables import audit, audit_chain, audit_patient, node_setting
 from tests.spec.rest.helpers import FHIR_JSON, create, patient
 
 
@@ -135,6 +135,35 @@ def test_concurrent_writers_on_postgresql_take_different_lanes_without_waiting(s
             other = second.execute(select(audit.c.chain).order_by(audit.c.seq.desc()).limit(1)).scalar_one()
     assert held != other
     assert verify(store.engine) == []
+
+
+def test_every_patient_a_search_showed_finds_its_record_before_and_after_indexing(client: TestClient,
+                                                                                 store: Services) -> None:
+    """A search's record names each patient whose data it showed. The first is its home partition;
+    the others are found by scanning the newest records until housekeeping indexes them
+    (`index_patients`), then through `audit_patient`, with the scan no longer reaching them."""
+    people = [create(client, patient(family=f"Each{n}")) for n in range(3)]
+    client.get("/fhir/Patient?family=Each&_count=10")
+    with store.engine.connect() as conn:
+        seq, home, named = conn.execute(select(audit.c.seq, audit.c.partition_key, audit.c.patients)
+                                        .where(audit.c.interaction == "search-type")).one()
+    assert set(named.split()) == {p["id"] for p in people}
+    others = [p["id"] for p in people if p["id"] != home]
+
+    def found(pid: str) -> list[int]:
+        return [r["seq"] for r in search(store.engine, AuditFilter(patients=frozenset({pid}),
+                                                                   interactions=("search-type",)), 10)]
+
+    assert all(found(pid) == [seq] for pid in [home, *others])  # the tail scan
+    assert index_patients(store.engine, "2000-01-01T00:00:00.000000") == 0  # nothing that old: nothing moves
+    assert index_patients(store.engine, "9999-01-01T00:00:00.000000") >= 1
+    assert index_patients(store.engine, "9999-01-01T00:00:00.000000") == 0  # up to date
+    with store.engine.connect() as conn:
+        indexed = conn.execute(select(audit_patient.c.patient_id).where(audit_patient.c.seq == seq)).scalars().all()
+        mark = int(conn.execute(select(node_setting.c.value).where(node_setting.c.name == WATERMARK)).scalar_one())
+    assert sorted(indexed) == sorted(others)  # the home partition is indexed with the record itself
+    assert mark >= seq  # the scan no longer reaches this record: the index answers
+    assert all(found(pid) == [seq] for pid in [home, *others])
 
 
 def test_reads_fail_closed_when_audit_cannot_be_committed(client: TestClient, store: Services) -> None:
