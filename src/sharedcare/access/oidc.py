@@ -46,6 +46,7 @@ from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 from joserfc.jws import extract_compact
 from nhs_number.validate import is_valid
 
+from sharedcare.access import assurance
 from sharedcare.access.accounts import ODS_CODE
 from sharedcare.access.oauth import ASSERTION_TYPE, endpoints, pkce_challenge
 from sharedcare.access.roles import JOB_ROLES
@@ -297,6 +298,16 @@ AAL_TOO_LOW = ("This service needs you to sign in to NHS CIS2 with a stronger me
                "Sign in again with one.")
 
 
+def acr_enough(acr: object, required: frozenset[str]) -> bool:
+    """Whether an ID token's acr meets the configured ones: one of them, or a level at least the
+    lowest they name (a step-up to AAL3 answers AAL3_ANY where AAL2_OR_ABOVE is configured)."""
+    if acr in required:
+        return True
+    need = [n for n in (assurance.level(r) for r in required) if n is not None]
+    got = assurance.level(acr)
+    return bool(need) and got is not None and got >= min(need)
+
+
 def staff_identity(sub: str, claims: Mapping[str, Any]) -> ExternalIdentity:
     """A member of staff from CIS2 claims: each `nhsid_nrbac_roles` item is a role profile
     (`person_roleid`, `org_code`, `role_code`); only those whose job role this node knows count, and
@@ -452,8 +463,9 @@ class RelyingParty:
 
     # the flow --------------------------------------------------------------------------------------
 
-    def start(self, next_url: str | None) -> tuple[str, PendingSignIn]:
-        """Where to send the browser, and what to keep in its cookie."""
+    def start(self, next_url: str | None, aal: int | None = None) -> tuple[str, PendingSignIn]:
+        """Where to send the browser, and what to keep in its cookie. `aal`: ask the staff provider for
+        at least this assurance level (its `acr_values`, in place of the configured ones), for step-up."""
         meta = self.metadata()
         pending = PendingSignIn(self.config.name, secrets.token_urlsafe(32), secrets.token_urlsafe(32),
                                 secrets.token_urlsafe(48), local_path(next_url), time.time())
@@ -461,6 +473,8 @@ class RelyingParty:
                   "redirect_uri": self.config.redirect_uri, "scope": self.config.scopes, "state": pending.state,
                   "nonce": pending.nonce, "code_challenge": pkce_challenge(pending.verifier),
                   "code_challenge_method": "S256", **dict(self.config.extra)}
+        if aal is not None and self.config.name == "staff":
+            params["acr_values"] = assurance.acr_values(aal)
         endpoint = meta["authorization_endpoint"]
         return f"{endpoint}{'&' if urlsplit(endpoint).query else '?'}{urlencode(params)}", pending
 
@@ -491,7 +505,7 @@ class RelyingParty:
             if info.get("sub") != sub:
                 raise self._failed("userinfo is about someone else")
             claims = {**info, **claims}  # the signed ID token wins where both speak
-        if self.config.required_acr and claims.get("acr") not in self.config.required_acr:
+        if self.config.required_acr and not acr_enough(claims.get("acr"), self.config.required_acr):
             raise SignInRefused(AAL_TOO_LOW, "acr is not one asked for")
         return staff_identity(sub, claims) if self.config.name == "staff" else patient_identity(sub, claims)
 

@@ -185,9 +185,12 @@ class AuthRoutes:
         if session.needs_role:
             return redirect(f"/auth/role?{here}")
         if self.signin.assurance_short(auth_request, session):
-            return page("message.html", 401, title="A stronger sign-in is needed", message=(
+            again = urlencode({"next": f"{request.url.path}?{request.url.query}", "aal": auth_request.aal})
+            links = [{"href": f"/auth/oidc/staff/start?{again}", "label": f"Sign in again with {rp.label}"}
+                     for name, rp in self.providers.items() if name == "staff"]
+            return page("message.html", 401, title="A stronger sign-in is needed", links=links, message=(
                 f"This application needs you to sign in with a stronger method (AAL{auth_request.aal}, such as a "
-                "smartcard) than you used. Sign out, then sign in again with one."))
+                "smartcard) than you used. Sign in again with one."))
         try:
             location = await run_in_threadpool(self.signin.grant, auth_request, session)
         except AuthorizeRedirect as exc:
@@ -297,7 +300,9 @@ class AuthRoutes:
         if rp is None:
             return page("message.html", 404, title="Page not found", message="This way of signing in is not set up.")
         try:
-            location, pending = await run_in_threadpool(rp.start, local_path(request.query_params.get("next")))
+            asked = request.query_params.get("aal")
+            aal = int(asked) if asked in ("1", "2", "3") else None  # step-up: ask the provider for this level
+            location, pending = await run_in_threadpool(rp.start, local_path(request.query_params.get("next")), aal)
         except SignInError as exc:
             return self._oidc_refused(request, exc)
         response = redirect(location, 302)

@@ -63,7 +63,7 @@ ROUTES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/auth/oidc/{provider}/start"): {
         "summary": "Start sign-in at an external OpenID Connect provider (staff or patient)",
         "parameters": [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}},
-                       *_query("next")],
+                       *_query("next", "aal")],
         "responses": PAGE_RESPONSES},
     ("GET", "/auth/oidc/{provider}/callback"): {
         "summary": "Return from an external OpenID Connect provider",

@@ -9,6 +9,8 @@ Security cases: AN4 (P5 refused), AN5 (no role refused), CF5 (provider down: fai
 from __future__ import annotations
 
 import base64
+import html
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from pydantic import SecretStr
 from sharedcare.access import accounts
 from sharedcare.access.context import Caller, system_caller
 from sharedcare.access.oauth import register_client
+from sharedcare.access.oidc import acr_enough
 from sharedcare.app import Services, create_app
 from sharedcare.errors import ConfigurationError
 from sharedcare.settings import Settings
@@ -198,6 +201,39 @@ def test_an_acr_below_the_one_asked_for_is_refused(store: Services, oidc_setting
         assert idp.calls.authorize[-1]["acr_values"] == "AAL3_ANY"
         idp.claims = {"acr": "AAL3_ANY"}
         assert at_provider(web, "staff").status_code == 303
+
+
+def test_an_app_asking_for_aal3_steps_the_person_up_at_cis2(web: TestClient, store: Services, oidc_settings: Settings,
+                                                            idp: FakeIdP, app_client: ClientRow) -> None:
+    """AN3 end to end: a session signed in at AAL2 gets no code for an app asking `acr_values=AAL3_ANY`;
+    the page offers to sign in again at CIS2, which is asked for AAL3_ANY; the new session's token
+    carries AAL3, and break-glass is then allowed."""
+    idp.userinfo = {"nhsid_nrbac_roles": TWO_ROLES[:1]}
+    idp.claims = {"acr": "AAL2_OR_AAL3_ANY"}  # a password and a one-time code, say
+    verifier, challenge = pkce()
+    url = authorize_url(app_client.client_id, challenge, "user/*.rs offline_access", acr_values="AAL3_ANY")
+    assert at_provider(web, "staff", url).headers["location"] == url
+    weak = web.get(url, follow_redirects=False)
+    assert weak.status_code == 401
+    link = re.search(r'href="(/auth/oidc/staff/start\?[^"]+)"', weak.text)
+    assert link, weak.text
+    start = web.get(html.unescape(link[1]), follow_redirects=False)
+    idp.claims = CIS2_AAL3  # the smartcard
+    approved = httpx.get(start.headers["location"], follow_redirects=False)
+    assert idp.calls.authorize[-1]["acr_values"] == "AAL3_ANY"  # CIS2 was asked for the stronger method
+    back = urlsplit(approved.headers["location"])
+    assert web.get(f"{back.path}?{back.query}", follow_redirects=False).headers["location"] == url
+    body = exchange(web, app_client.client_id, code_from(web.get(url, follow_redirects=False)), verifier).json()
+    assert tokens(store, oidc_settings).authenticate("Bearer " + body["access_token"]).aal == 3
+
+
+@pytest.mark.parametrize(("acr", "required", "enough"), [
+    ("AAL3_ANY", "AAL3_ANY", True), ("AAL3_ANY", "AAL2_OR_ABOVE", True), ("AAL2_OR_ABOVE", "AAL3_ANY", False),
+    ("AAL2_OR_AAL3_ANY", "AAL3_ANY", False), (None, "AAL2_OR_ABOVE", False), ("custom-strong", "custom-strong", True),
+    ("other", "custom-strong", False),
+])
+def test_an_acr_is_enough_when_asked_for_or_at_least_as_strong(acr: str | None, required: str, enough: bool) -> None:
+    assert acr_enough(acr, frozenset(required.split())) is enough
 
 
 # patients (NHS login) ------------------------------------------------------------------------------
