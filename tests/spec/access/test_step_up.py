@@ -126,6 +126,13 @@ def test_changing_a_care_plan_below_aal3_changes_nothing(store: Services, settin
         changed = plan(a, "Changed without a smartcard") | {"id": plan_id}
         assert_step_up(c.put(f"/fhir/CarePlan/{plan_id}", json=changed, headers=FHIR))
         assert_step_up(c.delete(f"/fhir/CarePlan/{plan_id}"))
+        patch = [{"op": "replace", "path": "/status", "value": "revoked"}]
+        assert_step_up(c.patch(f"/fhir/CarePlan/{plan_id}", json=patch,
+                               headers={"Content-Type": "application/json-patch+json"}))
+        assert_step_up(c.put(f"/fhir/CarePlan?_id={plan_id}", json=changed, headers=FHIR))  # conditional update
+        assert_step_up(c.delete(f"/fhir/CarePlan?_id={plan_id}"))  # conditional delete
+        assert_step_up(c.post("/fhir/CarePlan", json=plan(a, "Conditional"),
+                              headers=FHIR | {"If-None-Exist": f"patient={a}"}))
         goal = {"resourceType": "Goal", "lifecycleStatus": "active", "description": {"text": "Comfort"},
                 "subject": ref("Patient", a)}
         assert_step_up(c.post("/fhir/Goal", json=goal, headers=FHIR))
@@ -136,6 +143,7 @@ def test_changing_a_care_plan_below_aal3_changes_nothing(store: Services, settin
         read = c.get(f"/fhir/CarePlan/{plan_id}")
         assert read.status_code == 200
         assert read.json()["title"] == "Ceiling of care agreed"
+        assert read.json()["status"] == "active"
         assert read.json()["meta"]["versionId"] == "1"
         assert c.get(f"/fhir/CarePlan?patient={a}&_total=accurate").json()["total"] == 1
         assert c.get(f"/fhir/Goal?patient={a}&_total=accurate").json()["total"] == 0
