@@ -271,10 +271,37 @@ def bench_policy(database_url: str, stored: int, workdir: Path) -> dict[str, Any
     return out
 
 
+def bench_policy_pg(workdir: Path, stored: int) -> dict[str, Any]:
+    """`bench_policy` on PostgreSQL: a cluster of the benchmark's own (bench/search.py), pinned to core
+    0 with the server, since the database's work is the server side's too."""
+    from bench.search import PgCluster
+    from sharedcare.storage import database
+
+    root = Path(tempfile.mkdtemp(prefix="sharedcare-bench-pg-"))
+    root.chmod(0o755)  # PostgreSQL runs as its own user and must reach its folder
+    pg = PgCluster(root / "pg")
+    pg.start(pin=True)
+    try:
+        pg.sql("CREATE DATABASE policy")
+        url = pg.url("policy")
+        engine = database.make_engine(url)
+        try:
+            database.upgrade(engine)
+        finally:
+            engine.dispose()
+        out = bench_policy(url, stored, workdir)
+        out["backend"] = f"PostgreSQL {pg.version()}"
+        return out
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def report_policy(r: dict[str, Any]) -> None:
     for kind in ("read", "search"):
         got = r[kind]
-        print(f"policy+audit [{kind}, {r['stored_patients']:,} patients]: clinician {got['rps']['staff']}/s, "
+        print(f"policy+audit [{r.get('backend', 'SQLite')}, {kind}, {r['stored_patients']:,} patients]: "
+              f"clinician {got['rps']['staff']}/s, "
               f"node client {got['rps']['node']}/s, unguarded {got['rps']['unguarded']}/s; overhead "
               f"{1 - got['staff_ratio']:.1%} (goal at most 15%), of which policy {1 - got['policy_ratio']:.1%}")
 
@@ -364,7 +391,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="slope up to 100k stored resources, not 1M")
     parser.add_argument("--only", default="read,policy,load,slope",
-                        help="comma-separated: read, policy, load, slope")
+                        help="comma-separated: read, policy, policy-pg, load, slope")
     args = parser.parse_args()
     only = set(args.only.split(","))
     ensure_wrk()
@@ -377,6 +404,9 @@ def main() -> None:
         if "policy" in only:
             results["policy"] = bench_policy(f"sqlite:///{work / 'policy.db'}", 10_000, work)
             report_policy(results["policy"])
+        if "policy-pg" in only:
+            results["policy_pg"] = bench_policy_pg(work, 10_000)
+            report_policy(results["policy_pg"])
         if "load" in only:
             results["load"] = bench_load(f"sqlite:///{work / 'load.db'}", f"sqlite:///{work / 'raw.db'}", work)
             load = results["load"]
