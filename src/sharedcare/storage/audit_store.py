@@ -43,10 +43,12 @@ _INSERT_ROWS = dialects.RowsStatement(
     lambda n, _dialect: audit.insert().values(
         [{c: bindparam(f"{c}_{i}") for c in _COLUMNS} for i in range(n)]), _COLUMNS)
 _HEAD = (audit_chain.c.partition_key, audit_chain.c.last_seq, audit_chain.c.last_hash)
-# PostgreSQL: any lane nobody holds, in random order (so writers spread over the lanes).
+# PostgreSQL: any lane nobody holds, in random order (so writers spread over the lanes). The lanes
+# are named one by one (a primary-key lookup whatever the collation: `audit_chain` also holds a head
+# per patient from before migration 0019, which a LIKE could scan).
 _FREE_LANE = dialects.Compiled(lambda _dialect: select(*_HEAD).where(
-    audit_chain.c.partition_key.like(f"{LANE_PREFIX}%")).order_by(func.random()).limit(1)
-    .with_for_update(skip_locked=True))
+    audit_chain.c.partition_key.in_([literal(f"{LANE_PREFIX}{n:02d}") for n in range(LANES)]))
+    .order_by(func.random()).limit(1).with_for_update(skip_locked=True))
 _LANE = dialects.Compiled(lambda dialect: dialects.for_update(
     select(*_HEAD).where(audit_chain.c.partition_key == bindparam("lane")), dialect))
 _MOVE = dialects.Compiled(lambda _dialect: audit_chain.update().where(
