@@ -39,6 +39,7 @@ from sharedcare.fhir import responses as resp
 from sharedcare.fhir.routes import FhirApi
 from sharedcare.settings import Settings, get_settings
 from sharedcare.storage import audit_store, codec, database
+from sharedcare.storage import privacy as privacy_store
 from sharedcare.storage.committer import Committer
 from sharedcare.storage.grants import GrantStore
 from sharedcare.storage.indexing import stored_instant
@@ -103,8 +104,8 @@ HOUSEKEEPING_INDEX_ROUNDS = 10  # audit records indexed per round: at most this 
 
 def housekeep(svc: Services) -> None:
     """The node's routine chores: end access grants whose time is up (each with its "override stopped"
-    audit record), drop expired tokens, codes and sessions (refused anyway; this keeps them few), and
-    index the patients audit records name (storage/audit_store.index_patients)."""
+    audit record), drop expired tokens, codes and sessions (refused anyway; this keeps them few), index
+    the patients audit records name (storage/audit_store.index_patients) and announce new grants."""
     now = datetime.now(UTC)
     grants.end_expired(GrantStore(svc.engine), now)
     OAuthStore(svc.engine).purge_expired()
@@ -112,6 +113,17 @@ def housekeep(svc: Services) -> None:
     for _ in range(HOUSEKEEPING_INDEX_ROUNDS):
         if audit_store.index_patients(svc.engine, settled) == 0:
             break
+    announce_grants(svc.engine)
+
+
+def announce_grants(engine: Engine) -> None:
+    """Say in the log (for the operator's alerting, e.g. a SIEM) how many break-glass, declared
+    relationships and launch contexts were granted since the last round: counts only, never who or
+    whom. Privacy officers see each one, with its reason, at `AuditEvent/$alerts`."""
+    counts = privacy_store.new_grant_counts(engine)
+    if counts:
+        said = ", ".join(f"{counts[k]} {k}" for k in sorted(counts))
+        log.warning("privacy alerts: %s since the last round (see AuditEvent/$alerts)", said)
 
 
 async def _housekeeping(svc: Services, every_s: float) -> None:

@@ -10,7 +10,14 @@ from sqlalchemy import ColumnElement, Engine, distinct, func, select
 
 from sharedcare.storage import dialects
 from sharedcare.storage.audit_store import touches
-from sharedcare.storage.tables import SHARED_PARTITION, access_grant, audit, restriction, staff_person
+from sharedcare.storage.tables import (
+    SHARED_PARTITION,
+    access_grant,
+    audit,
+    node_setting,
+    restriction,
+    staff_person,
+)
 
 # Interactions that show a patient's data to the caller (what "records viewed" counts).
 VIEWS = ("read", "vread", "search-type", "search-system", "search-compartment", "history-instance",
@@ -112,3 +119,28 @@ def audit_rows(engine: Engine, seqs: list[int]) -> dict[int, dict[str, Any]]:
     if not seqs:
         return {}
     return {r["seq"]: r for r in _rows(engine, select(audit).where(audit.c.seq.in_(seqs)))}
+
+
+ANNOUNCED = "privacy_alerts_announced"  # node_setting: the audit seq up to which grants were announced
+
+
+def new_grant_counts(engine: Engine) -> dict[str, int]:
+    """Grants (break-glass, declared relationships, launch contexts) audited since the last call, by
+    interaction, and move the mark past them (one transaction; concurrent callers may both count)."""
+    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
+            conn.begin():
+        mark = conn.execute(select(node_setting.c.value).where(node_setting.c.name == ANNOUNCED)).scalar()
+        if mark is None:  # the first round: start from now, not from the whole history
+            last = conn.execute(select(func.max(audit.c.seq))).scalar() or 0
+            conn.execute(dialects.upsert(node_setting, ("name",), [{"name": ANNOUNCED, "value": str(last)}],
+                                         conn.dialect.name))
+            return {}
+        rows = conn.execute(select(audit.c.interaction, func.count(), func.max(audit.c.seq)).where(
+            audit.c.seq > int(mark), audit.c.status == 201,
+            audit.c.interaction.in_(["break-glass", "declare-relationship", "launch-context"]))
+            .group_by(audit.c.interaction)).all()
+        if rows:
+            last = max(int(r[2]) for r in rows)
+            conn.execute(dialects.upsert(node_setting, ("name",), [{"name": ANNOUNCED, "value": str(last)}],
+                                         conn.dialect.name))
+        return {str(r[0]): int(r[1]) for r in rows}

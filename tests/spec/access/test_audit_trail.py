@@ -285,3 +285,31 @@ def test_a_staff_person_with_bad_details_is_refused_and_nothing_changes(store: S
     kept = stored.staff_person_row(store.engine, "user:kept")
     assert kept is not None
     assert kept["nhs_number"] == "9000000009"
+
+
+def test_housekeeping_announces_new_grants_in_the_log_with_counts_only(store: Services, world: World,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """AU5/BG1: besides `$alerts`, each housekeeping round says in the log how many break-glass and
+    declared relationships were granted since the last (for the operator's alerting); never who,
+    whom or why. The first round starts from then; a round with nothing new says nothing."""
+    import logging
+    from datetime import UTC, datetime
+
+    from sharedcare.access import grants
+    from sharedcare.app import housekeep
+    from sharedcare.storage.grants import GrantStore
+
+    housekeep(store)  # the first round: nothing before it is announced
+    doctor = staff("TR2", "R8000", "ed.doctor")
+    reason = "Unconscious in resus, no records"
+    grants.grant(GrantStore(store.engine), doctor, "break-glass", world.ids["Patient:A"], reason, datetime.now(UTC))
+    grants.grant(GrantStore(store.engine), doctor, "declared", world.ids["Patient:B"], "Admitted to my ward today",
+                 datetime.now(UTC))
+    with caplog.at_level(logging.WARNING, logger="sharedcare"):
+        housekeep(store)
+        housekeep(store)
+    said = [r.getMessage() for r in caplog.records if "privacy alerts" in r.getMessage()]
+    assert said == ["privacy alerts: 1 break-glass, 1 declare-relationship since the last round "
+                    "(see AuditEvent/$alerts)"]
+    for secret in (world.ids["Patient:A"], world.ids["Patient:B"], doctor.agent_id, reason):
+        assert secret not in said[0]
