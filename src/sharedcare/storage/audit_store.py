@@ -112,26 +112,29 @@ def touches(patients: Iterable[str]) -> ColumnElement[bool]:
 def index_patients(engine: Engine, settled_before: str, *, limit: int = 20_000) -> int:
     """Index the non-home patients of records after the watermark recorded before `settled_before`
     (a stored timestamp, SETTLE_S ago), up to `limit` records, and move the watermark past them; the
-    number of records passed (0: up to date). One transaction: a failure changes nothing."""
-    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
-            conn.begin():
+    number of records passed (0: up to date, and nothing was written). The rows are read first and
+    written in one transaction only when there is something to index; two processes doing it at once
+    insert the same pairs (ignored) and set the same watermark."""
+    with engine.connect() as conn:
         mark = int(conn.execute(select(_watermark())).scalar_one())
         rows = conn.execute(select(audit.c.seq, audit.c.recorded, audit.c.partition_key, audit.c.patients)
                             .where(audit.c.seq > mark).order_by(audit.c.seq).limit(limit)).all()
-        pairs: list[dict[str, object]] = []
-        passed = 0
-        for seq, recorded, home, named in rows:
-            if recorded >= settled_before:
-                break  # too new: a lower seq may still be committing (PostgreSQL)
-            pairs += [{"patient_id": p, "seq": seq} for p in dict.fromkeys((named or "").split()) if p != home]
-            mark, passed = seq, passed + 1
-        if not passed:
-            return 0
+    pairs: list[dict[str, object]] = []
+    passed = 0
+    for seq, recorded, home, named in rows:
+        if recorded >= settled_before:
+            break  # too new: a lower seq may still be committing (PostgreSQL)
+        pairs += [{"patient_id": p, "seq": seq} for p in dict.fromkeys((named or "").split()) if p != home]
+        mark, passed = seq, passed + 1
+    if not passed:
+        return 0
+    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
+            conn.begin():
         if pairs:
             dialects.insert_ignore(conn, audit_patient, pairs)
         conn.execute(dialects.upsert(node_setting, ("name",), [{"name": WATERMARK, "value": str(mark)}],
                                      conn.dialect.name))
-        return passed
+    return passed
 
 
 def verify(engine: Engine) -> list[str]:

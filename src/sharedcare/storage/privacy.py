@@ -126,21 +126,22 @@ ANNOUNCED = "privacy_alerts_announced"  # node_setting: the audit seq up to whic
 
 def new_grant_counts(engine: Engine) -> dict[str, int]:
     """Grants (break-glass, declared relationships, launch contexts) audited since the last call, by
-    interaction, and move the mark past them (one transaction; concurrent callers may both count)."""
-    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
-            conn.begin():
+    interaction, and move the mark past them. Read first; written only when the mark moves (concurrent
+    callers may both count the same grants)."""
+    with engine.connect() as conn:
         mark = conn.execute(select(node_setting.c.value).where(node_setting.c.name == ANNOUNCED)).scalar()
         if mark is None:  # the first round: start from now, not from the whole history
+            rows: list[Any] = []
             last = conn.execute(select(func.max(audit.c.seq))).scalar() or 0
+        else:
+            rows = list(conn.execute(select(audit.c.interaction, func.count(), func.max(audit.c.seq)).where(
+                audit.c.seq > int(mark), audit.c.status == 201,
+                audit.c.interaction.in_(["break-glass", "declare-relationship", "launch-context"]))
+                .group_by(audit.c.interaction)).all())
+            last = max((int(r[2]) for r in rows), default=None)
+    if last is not None:
+        with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
+                conn.begin():
             conn.execute(dialects.upsert(node_setting, ("name",), [{"name": ANNOUNCED, "value": str(last)}],
                                          conn.dialect.name))
-            return {}
-        rows = conn.execute(select(audit.c.interaction, func.count(), func.max(audit.c.seq)).where(
-            audit.c.seq > int(mark), audit.c.status == 201,
-            audit.c.interaction.in_(["break-glass", "declare-relationship", "launch-context"]))
-            .group_by(audit.c.interaction)).all()
-        if rows:
-            last = max(int(r[2]) for r in rows)
-            conn.execute(dialects.upsert(node_setting, ("name",), [{"name": ANNOUNCED, "value": str(last)}],
-                                         conn.dialect.name))
-        return {str(r[0]): int(r[1]) for r in rows}
+    return {str(r[0]): int(r[1]) for r in rows}

@@ -73,18 +73,17 @@ _UPDATE_CURRENT = dialects.Compiled(lambda _d: update(resource).where(
 _NEW_HISTORY = dialects.insert_rows(resource_history, _HISTORY_COLUMNS, returning=("seq", "res_type", "res_id"))
 _NEW_CURRENT = dialects.insert_rows(resource, ("res_type", "res_id", "created_seq", *_CURRENT_COLUMNS))
 # A Patient whose address is restricted, written by an organisation other than :o (one indexed probe).
+# Whether a Patient row's contact details are hidden from a caller of organisation `o`: the person's
+# address is restricted and the row was written by another organisation (or by none).
+_HIDES_CONTACT = and_(
+    or_(resource.c.source_org.is_(None), resource.c.source_org != bindparam("o")),
+    exists(select(restriction.c.patient_id).where(
+        restriction.c.patient_id == resource.c.res_id, restriction.c.kind == labels.RESTRICTED_ADDRESS)))
 _RESTRICTED = dialects.Compiled(lambda _d: select(resource.c.res_id).where(
-    resource.c.res_type == "Patient", resource.c.res_id == bindparam("i"),
-    or_(resource.c.source_org.is_(None), resource.c.source_org != bindparam("o")),
-    exists(select(restriction.c.patient_id).where(
-        restriction.c.patient_id == bindparam("i"), restriction.c.kind == labels.RESTRICTED_ADDRESS))))
-# A Patient read by a caller who may have to see it redacted: whether its contact details are hidden
-# from them comes with the row (one round trip instead of two on the hottest path).
-_READ_PATIENT = _READ.add_columns(and_(
-    or_(resource.c.source_org.is_(None), resource.c.source_org != bindparam("o")),
-    exists(select(restriction.c.patient_id).where(
-        restriction.c.patient_id == resource.c.res_id, restriction.c.kind == labels.RESTRICTED_ADDRESS))
-).label("hide_contact"))
+    resource.c.res_type == "Patient", resource.c.res_id == bindparam("i"), _HIDES_CONTACT))
+# A Patient read by a caller who may have to see it redacted: the answer comes with the row (one round
+# trip instead of two on the hottest path).
+_READ_PATIENT = _READ.add_columns(_HIDES_CONTACT.label("hide_contact"))
 _VREAD = select(resource_history.c.last_updated, resource_history.c.data, resource_history.c.method,
                 resource_history.c.partition_key).where(
     resource_history.c.res_type == bindparam("t"), resource_history.c.res_id == bindparam("i"),
