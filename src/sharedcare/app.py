@@ -126,9 +126,15 @@ def announce_grants(engine: Engine) -> None:
         log.warning("privacy alerts: %s since the last round (see AuditEvent/$alerts)", said)
 
 
-async def _housekeeping(svc: Services, every_s: float) -> None:
-    while True:
-        await asyncio.sleep(every_s)
+async def _housekeeping(svc: Services, every_s: float, stop: asyncio.Event) -> None:
+    """Runs `housekeep` every `every_s` seconds until `stop` is set. A round already running is
+    finished, never abandoned: its worker thread holds a database connection, and the server closes
+    the engine only after the last round has given that connection back."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        if stop.is_set():
+            return
         try:
             await run_in_threadpool(housekeep, svc)
         except Exception as exc:  # a failed round is tried again next time; the kind only, no content
@@ -182,11 +188,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             state["services"] = services or open_services(settings)
             _mount(state["services"])
         await run_in_threadpool(warm_up, settings)
-        chores = asyncio.create_task(_housekeeping(state["services"], settings.housekeeping_seconds))
+        stop = asyncio.Event()
+        chores = asyncio.create_task(_housekeeping(state["services"], settings.housekeeping_seconds, stop))
         yield
-        chores.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await chores
+        stop.set()
+        await chores
         if services is None:
             state["services"].committer.close()
             state["services"].engine.dispose()

@@ -89,3 +89,27 @@ def test_start_up_freezes_its_heap_only_when_asked(store: Services, settings: Se
             TestClient(create_app(settings.model_copy(update={"gc_freeze": True}), store),
                        base_url="http://testserver"):
         assert freeze.call_count == 1
+
+
+def test_shutting_down_waits_for_a_housekeeping_round_to_finish(store: Services, settings: Settings) -> None:
+    """A housekeeping round runs in a worker thread holding a database connection. Shutting the
+    server down finishes that round before it returns, so the engine is closed only after the
+    connection has been given back (an abandoned round would leave it open, and would write to a store
+    that is being closed)."""
+    import threading
+    import time
+    from unittest import mock
+
+    from sharedcare import app as app_module
+
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_round(_svc: Services) -> None:
+        started.set()
+        time.sleep(0.5)
+        finished.set()
+
+    with mock.patch.object(app_module, "housekeep", slow_round):
+        with TestClient(create_app(settings.model_copy(update={"housekeeping_seconds": 0.05}), store)):
+            assert started.wait(10)
+        assert finished.is_set()
