@@ -350,7 +350,7 @@ class FhirApi:
         strict = resp.prefer(request.headers.get("prefer")).get("handling") == "strict"
         q = search_query.parse(res_type, items, default_count=self.settings.default_page_size,
                                max_count=self.settings.max_page_size, strict=strict, compartment=compartment)
-        page = await run_in_threadpool(self.repo.search, self.caller(request), q, self.query_string(request))
+        page = await self.repo.search_async(self.caller(request), q, self.query_string(request))
         path = f"{self.base}/{compartment[0]}/{compartment[1]}/{res_type}" if compartment else f"{self.base}/{res_type}"
         params = [*q.link_params(), ("_count", str(q.count))]
 

@@ -6,6 +6,12 @@ hand their work to this committer and wait; its thread takes everything that has
 one transaction and commits once. Under light load a batch holds one job and nothing waits longer
 than its own commit; under heavy load batches grow while the previous one is being flushed.
 
+Jobs submitted from an event loop (the API's reads and searches) are released to the thread once per
+turn of that loop, after the requests running in the turn have queued theirs; blocking submissions
+are released at once. Otherwise the thread, woken by the first record, would take the interpreter
+lock from the loop each time a request let go of it (during any database call) and commit batches of
+one or two: a commit's fixed cost, and a hand-off, per request.
+
 A job is either audit records only (a read: the data is released once its record is committed, and
 if the commit fails the read fails closed with 503, AU2) or a write: a function run on the batch's
 connection inside its own SAVEPOINT, so a failing write is rolled back alone and reported alone,
@@ -23,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +102,9 @@ class Committer:
         self._conn: Connection | None = None  # used by the commit thread only
         self._last_size = 0
         self._idle = False  # the thread is waiting for a first job (guarded by _cv)
+        self._released = False  # queued jobs may be taken (guarded by _cv)
+        # Loops with a release scheduled (weak: a loop closed before its release ran is forgotten).
+        self._kicks: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
         self._thread.start()
 
@@ -113,11 +123,26 @@ class Committer:
                     fut = batch.waiters[key] = loop.create_future()
                     if job.run is None:  # reads give up (503, no data) if the audit cannot be confirmed
                         loop.call_later(self._read_timeout_s, _expire, fut)
-            # Wake the thread only when it waits for work, or when a lingering batch is full: a wake-up
-            # per job would make it contend for the GIL with the event loop once per request.
-            if self._idle or len(batch.jobs) >= self._max_batch:
-                self._cv.notify()
+            if loop is None or len(batch.jobs) >= self._max_batch:
+                self._release()  # a blocked thread waits, or the batch is full: commit now
+            elif loop not in self._kicks:
+                # Jobs from an event loop are released once per turn of the loop: what the requests
+                # running in this turn queue goes into one batch, instead of the thread waking, and
+                # taking the GIL from the loop, for each request's record.
+                self._kicks.add(loop)
+                loop.call_soon(self._kick, loop)
         return batch, fut
+
+    def _release(self) -> None:
+        """Let the thread take the queued jobs (called holding `_cv`)."""
+        self._released = True
+        if self._idle or len(self._batch.jobs) >= self._max_batch:
+            self._cv.notify()
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._cv:
+            self._kicks.discard(loop)
+            self._release()
 
     @staticmethod
     def _outcome(batch: _Batch, job: Job) -> Any:
@@ -157,7 +182,7 @@ class Committer:
         while True:
             with self._cv:
                 self._idle = True
-                while not self._batch.jobs and not self._closed:
+                while not (self._batch.jobs and self._released) and not self._closed:
                     self._cv.wait()
                 self._idle = False
                 if self._closed and not self._batch.jobs:
@@ -171,6 +196,7 @@ class Committer:
                             break
                         self._cv.wait(left)
                 batch, self._batch = self._batch, _Batch()
+                self._released = False
                 self._last_size = len(batch.jobs)
             self._commit(batch)
 

@@ -295,13 +295,14 @@ class Repository:
         return AuditRecord(interaction, status, caller, self.now(), res_type, res_id, version_id, patients)
 
     @staticmethod
-    def _settle(outcome: tuple[Stored | None, FhirError | None, AuditRecord]) -> Stored:
+    def _settle(outcome: tuple[T | None, FhirError | None, AuditRecord]) -> T:
+        """What a read or search serves, once its audit record is committed: the result, or its error."""
         mark_audited()
-        stored, error, _ = outcome
+        result, error, _ = outcome
         if error is not None:
             raise error
-        assert stored is not None  # _read returns a version or an error
-        return stored
+        assert result is not None  # each outcome holds a result or an error
+        return result
 
     def read(self, caller: Caller, res_type: str, res_id: str) -> Stored:
         outcome = self._read(caller, res_type, res_id)
@@ -380,20 +381,34 @@ class Repository:
         with self.engine.connect() as conn:
             return frozenset(conn.execute(own_patients(caller.nhs_number)).scalars())
 
-    def search(self, caller: Caller, query: SearchQuery, query_string: str) -> Page:
+    def _search(self, caller: Caller, query: SearchQuery,
+                query_string: str) -> tuple[Page | None, FhirError | None, AuditRecord]:
+        """A search's page (or why it is refused) and the audit record to commit before it is served."""
         interaction = "search-type"
         refused = self.refusal(caller, query)
         if refused is not None:
-            self._audit_read(caller, interaction, 403, res_type=query.res_type, query=query_string)
-            raise Forbidden(refused)
+            return None, Forbidden(refused), AuditRecord(interaction, 403, caller, self.now(), query.res_type,
+                                                         query=query_string)
         cursor = search.open_cursor(self._cursor_key, caller.agent_id, query.cursor) if query.cursor else None
         with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
             result = search.page(conn, query, self.visible(caller), cursor, self.base_url, keep=self._keep_sorted)
         sign = self._sign(caller)
         page = self._redacted_page(caller, _page(result, sign(result.next), sign(result.previous)))
-        self._audit_read(caller, interaction, 200, res_type=query.res_type, query=query_string,
-                         patients=_patients_of(page, query.compartment[1] if query.compartment else None))
-        return page
+        return page, None, AuditRecord(interaction, 200, caller, self.now(), query.res_type,
+                                       patients=_patients_of(page, query.compartment[1] if query.compartment
+                                                             else None), query=query_string)
+
+    def search(self, caller: Caller, query: SearchQuery, query_string: str) -> Page:
+        outcome = self._search(caller, query, query_string)
+        self.committer.record(outcome[2])
+        return self._settle(outcome)
+
+    async def search_async(self, caller: Caller, query: SearchQuery, query_string: str) -> Page:
+        """search() for the event loop: the query runs in a worker thread, and the response waits for
+        the audit record's group commit on the loop, batched with the other requests' records."""
+        outcome = await asyncio.to_thread(self._search, caller, query, query_string)
+        await self.committer.record_async(outcome[2])
+        return self._settle(outcome)
 
     def everything(self, caller: Caller, patient_id: str, *, types: Sequence[str] = (), since: str | None = None,
                    count: int, cursor_token: str | None = None, query_string: str = "") -> Page:

@@ -105,3 +105,50 @@ def test_concurrent_conditional_creates_make_one_resource(store: Services) -> No
     assert not [r for r in results if isinstance(r, BaseException)]
     assert sorted(r.status for r in results) == [200] * 7 + [201]
     assert _count(store, resource) == 1
+
+
+def test_records_queued_in_one_turn_of_the_event_loop_share_one_commit(store: Services) -> None:
+    """The audit records of requests running in the same turn of the event loop are released to the
+    commit thread together, after the turn: one commit for all of them, not one per request, even
+    though each request lets go of the interpreter lock before it queues its record (as a read does
+    while SQLite looks the resource up), which lets the commit thread run."""
+    import time
+
+    from sharedcare.access.audit import AuditRecord
+
+    records = [AuditRecord("read", 200, system_caller(), store.repo.now(), "Patient", f"p{i}") for i in range(25)]
+
+    async def read(rec: AuditRecord) -> None:
+        time.sleep(0.002)  # the lookup, outside the interpreter lock
+        await store.committer.record_async(rec)
+
+    async def reads() -> None:
+        await asyncio.gather(*(read(rec) for rec in records))
+
+    before = store.committer.batches
+    asyncio.run(reads())
+    assert store.committer.batches - before == 1
+    with store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(audit).where(
+            audit.c.res_id.like("p%"))).scalar_one() == 25
+
+
+def test_a_waiting_thread_is_not_held_back_by_a_loop_that_stopped(store: Services) -> None:
+    """A loop that closed before its release ran (its requests are gone) must not hold back anyone
+    else's records: a blocking submission, and a later loop's, are committed at once."""
+    from sharedcare.access.audit import AuditRecord
+
+    loop = asyncio.new_event_loop()
+    rec = AuditRecord("read", 200, system_caller(), store.repo.now(), "Patient", "orphan")
+    task = loop.create_task(store.committer.record_async(rec))
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # the task queued its record; the release is still pending
+    task.cancel()
+    loop.close()
+    store.committer.record(AuditRecord("read", 200, system_caller(), store.repo.now(), "Patient", "blocking"))
+    asyncio.run(store.committer.record_async(
+        AuditRecord("read", 200, system_caller(), store.repo.now(), "Patient", "later")))
+    with store.engine.connect() as conn:
+        ids = set(conn.execute(select(audit.c.res_id).where(audit.c.res_id.in_(
+            ["orphan", "blocking", "later"]))).scalars())
+    assert ids == {"orphan", "blocking", "later"}
