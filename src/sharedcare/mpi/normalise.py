@@ -74,7 +74,8 @@ def _nicknamer() -> Any:
 
 
 @cache
-def _name_group(word: str) -> frozenset[str]:
+def name_group(word: str) -> frozenset[str]:
+    """A given-name word with its known nicknames and the names it is a nickname of."""
     namer = _nicknamer()
     return frozenset({word} | namer.nicknames_of(word) | namer.canonicals_of(word))
 
@@ -85,7 +86,7 @@ def same_given_name(a: str, b: str) -> bool:
     matches nothing, not even another missing one."""
     if not a or not b:
         return False
-    return a == b or b in _name_group(a) or a in _name_group(b)
+    return a == b or b in name_group(a) or a in name_group(b)
 
 
 def postcode(raw: str | None) -> str | None:
