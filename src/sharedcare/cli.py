@@ -22,6 +22,8 @@ users_app = typer.Typer(help="Local sign-in accounts (the embedded default and t
 app.add_typer(users_app, name="users")
 clients_app = typer.Typer(help="SMART on FHIR clients: backend systems and apps.", no_args_is_help=True)
 app.add_typer(clients_app, name="clients")
+mpi_app = typer.Typer(help="The master patient index: match weights and how well they link.", no_args_is_help=True)
+app.add_typer(mpi_app, name="mpi")
 console = Console(stderr=True)
 
 
@@ -451,6 +453,75 @@ def clients_disable(client_id: Annotated[str, typer.Argument(help="The client to
         console.print("no client has that id; nothing was changed", style="red")
         raise typer.Exit(1)
     console.print("the client is disabled and its tokens are revoked")
+
+
+def _truth_dir(path: Path) -> Path:
+    truth = path / "truth" if (path / "truth").is_dir() else path
+    if not (truth / "source-records.csv").is_file() or not (truth / "people.csv").is_file():
+        raise typer.BadParameter(f"{path} holds no synthetic London truth (truth/source-records.csv and "
+                                 "truth/people.csv, from `sharedcare synth`)")
+    return truth
+
+
+@mpi_app.command("train")
+def mpi_train(
+    synth: Annotated[Path, typer.Option(help="A synthetic London (`sharedcare synth --out DIR`) to train on, "
+                                         "without its truth: only its source records are read.")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the model (default: the one shipped "
+                                             "in the package).")] = None,
+    version: Annotated[str, typer.Option(help="The model's version, recorded in the file.")] = "1",
+    link: Annotated[float, typer.Option(help="Match probability at or above which a pair links.")] = 0.99,
+    review: Annotated[float, typer.Option(help="Match probability at or above which a pair is reviewed.")] = 0.5,
+) -> None:
+    """Train match weights with Splink (needs the `train` extra) and write the model file."""
+    from sharedcare.mpi import evaluate, packaged
+    from sharedcare.mpi.decide import Thresholds
+    from sharedcare.mpi.train import train
+
+    truth = _truth_dir(synth)
+    try:
+        thresholds = Thresholds(link=link, review=review)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    rows = evaluate.synth_records(truth)
+    manifest_file = truth.parent / "manifest.json"
+    made = json.loads(manifest_file.read_text()) if manifest_file.is_file() else {}
+    trained_on = f"synthetic London: {len(rows)} source records" + (
+        f" ({made.get('people')} people, seed {made.get('seed')}, as of {made.get('as_of')})" if made else "")
+    written = packaged.write(out or packaged.MODEL_FILE, train([rows]), version=version, trained_on=trained_on,
+                             thresholds=thresholds)
+    typer.echo(json.dumps({"model": str(out or "package"), "version": written.version,
+                           "trained_on": written.trained_on}))
+
+
+@mpi_app.command("evaluate")
+def mpi_evaluate(
+    synth: Annotated[list[Path] | None, typer.Option(help="A synthetic London to score the shipped model on "
+                                                     "(repeatable); use one it was not trained on.")] = None,
+    febrl: Annotated[Path | None, typer.Option(help="The FEBRL data sets folder (dataset4a/4b.csv, "
+                                               "dataset3.csv); weights are trained on them without labels.")] = None,
+) -> None:
+    """Precision and recall of automatic links, and the share sent to review, against known truth."""
+    from sharedcare.mpi import evaluate, packaged
+    from sharedcare.mpi.model import MatchModel
+    from sharedcare.mpi.train import train
+
+    shipped = packaged.load()
+    results: dict[str, Any] = {"model": shipped.version,
+                               "thresholds": {"link": shipped.thresholds.link, "review": shipped.thresholds.review}}
+    for path in synth or []:
+        rows = evaluate.synth_records(_truth_dir(path))
+        results[f"synth:{path.name}"] = evaluate.evaluate(shipped.model, shipped.splink, [rows],
+                                                          shipped.thresholds).as_dict()
+    if febrl is not None:
+        for name, files in (("febrl4", ["dataset4a.csv", "dataset4b.csv"]), ("febrl3", ["dataset3.csv"])):
+            missing = [f for f in files if not (febrl / f).is_file()]
+            if missing:
+                raise typer.BadParameter(f"{febrl} has no {', '.join(missing)}")
+            tables = [evaluate.febrl_records(febrl / f) for f in files]
+            model = train(tables)
+            results[name] = evaluate.evaluate(MatchModel(model), model, tables, shipped.thresholds).as_dict()
+    typer.echo(json.dumps(results, indent=1))
 
 
 @app.command()

@@ -33,6 +33,7 @@ def features(d: Demographics, address: str | None = None) -> dict[str, Any]:
     outward, _, inward = (d.postcode or "").partition(" ")
     return {
         "nhs_number": d.nhs_number,
+        "nhs_number_checked": d.nhs_number is not None,  # passed modulus 11 (FEBRL's stand-in does not)
         "family": d.family,
         "families": families or None,
         "family_sound": jellyfish.metaphone(d.family) if d.family else None,
@@ -115,6 +116,13 @@ def _same(col: str, label: str) -> Level:
                  lambda a, b: a.get(col) is not None and a.get(col) == b.get(col))
 
 
+def _names_swapped() -> Level:
+    """Given and family names written the wrong way round on one side."""
+    return Level("given and family swapped", '"family_l" = "given1_r" AND "given1_l" = "family_r"',
+                 lambda a, b: (a.get("given1") is not None and b.get("given1") is not None
+                               and a["family"] == b["given1"] and a["given1"] == b["family"]))
+
+
 def _dob_swapped() -> Level:
     return Level("day and month swapped",
                  'substr("birth_date_l", 1, 4) = substr("birth_date_r", 1, 4) AND '
@@ -134,6 +142,7 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("nhs_number", ("nhs_number",), (_eq("nhs_number"),)),
     Comparison("family", ("family",), (
         _eq("family"),
+        _names_swapped(),
         _both_have("families", "a current or former family name shared"),
         _edit("family", 1),
         _same("family_sound", "sounds alike"),
@@ -141,6 +150,7 @@ COMPARISONS: tuple[Comparison, ...] = (
     )),
     Comparison("given", ("given1",), (
         _eq("given1"),
+        _names_swapped(),
         _nickname(),
         _edit("given1", 1),
         _same("given1_sound", "sounds alike"),

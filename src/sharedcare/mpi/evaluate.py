@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from sharedcare.mpi.comparisons import features
-from sharedcare.mpi.normalise import Demographics, birth_date, family_key, name_words
+from sharedcare.mpi.decide import Outcome, Thresholds, decide
+from sharedcare.mpi.model import MatchModel
+from sharedcare.mpi.normalise import Demographics, birth_date, family_key, given_words, name_words, nhs_number, postcode
 
 
 def febrl_records(path: Path) -> list[dict[str, Any]]:
@@ -37,9 +39,38 @@ def febrl_records(path: Path) -> list[dict[str, Any]]:
             address = " ".join(name_words(f"{rec['street_number']} {rec['address_1']}")) or None
             row = features(demographics, address)
             row["nhs_number"] = rec["soc_sec_id"] or None
+            row["nhs_number_checked"] = False  # no check digit: a mistyped one is not a second number
             row["postcode_sector"] = row["postcode_district"] = None  # UK postcode parts only
             row["unique_id"] = rec["rec_id"]
             row["truth"] = rec["rec_id"].split("-")[1]
+            rows.append(row)
+    return rows
+
+
+def synth_records(truth: Path, *, kinds: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Every source record of a synthetic London (`DIR/truth/source-records.csv`) as `features` rows,
+    with `unique_id` (source and local number) and `truth` (the person). Records of unidentified
+    patients (`unknown-patient`: UNKNOWN UNKNOWN, merged by ADT A40, never by matching) are left out.
+    An NHS number failing its check is dropped, as from a Patient."""
+    sexes: dict[str, str] = {}
+    with (truth / "people.csv").open(newline="", encoding="utf-8") as handle:
+        for person in csv.DictReader(handle):
+            sexes[person["person_id"]] = person["sex"]
+    wanted = set(kinds) if kinds is not None else None
+    rows: list[dict[str, Any]] = []
+    with (truth / "source-records.csv").open(newline="", encoding="utf-8") as handle:
+        for rec in csv.DictReader(handle):
+            if "unknown-patient" in rec["variations"].split(";") or (wanted is not None and rec["kind"] not in wanted):
+                continue
+            sex = sexes.get(rec["person_id"])
+            demographics = Demographics(
+                nhs_number=nhs_number(rec["nhs_number"]), unverified_numbers=(), family=family_key(rec["family"]),
+                family_words=name_words(rec["family"]), former_families=(), given=given_words([rec["given"]]),
+                birth_date=birth_date(rec["birth_date"]), sex=sex if sex in ("male", "female") else None,
+                postcode=postcode(rec["postcode"]))
+            row = features(demographics)
+            row["unique_id"] = f"{rec['source']}/{rec['local_id']}"
+            row["truth"] = rec["person_id"]
             rows.append(row)
     return rows
 
@@ -76,3 +107,42 @@ def figures(linked: Iterable[tuple[str, str]], truth: set[tuple[str, str]], *, o
     got = {pair if ordered else tuple(sorted(pair)) for pair in linked}
     hits = len(got & truth)
     return Figures(hits / len(got) if got else 1.0, hits / len(truth) if truth else 1.0, len(got), len(truth))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How the index did on data whose truth is known. `linked`: automatic links; `review_share`:
+    the share of records in at least one pair sent to review."""
+
+    links: Figures
+    review_pairs: int
+    review_share: float
+    records: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"precision": round(self.links.precision, 5), "recall": round(self.links.recall, 5),
+                "f1": round(self.links.f1, 5), "automatic_links": self.links.linked,
+                "true_pairs": self.links.true_pairs, "review_pairs": self.review_pairs,
+                "review_share": round(self.review_share, 5), "records": self.records}
+
+
+def evaluate(model: MatchModel, splink_model: dict[str, Any], tables: list[list[dict[str, Any]]],
+             thresholds: Thresholds) -> Evaluation:
+    """Candidate pairs blocked as Splink blocks them, each decided by `decide`, against the truth."""
+    from sharedcare.mpi.train import predict
+
+    linking = len(tables) == 2
+    by_id = {row["unique_id"]: row for table in tables for row in table}
+    links: list[tuple[str, str]] = []
+    review: list[tuple[str, str]] = []
+    for pair in predict({**splink_model, "link_type": "link_only" if linking else "dedupe_only"}, tables,
+                        threshold=min(thresholds.review, 0.01)):
+        ids = (pair["unique_id_l"], pair["unique_id_r"])
+        outcome = decide(model, by_id[ids[0]], by_id[ids[1]], thresholds).outcome
+        if outcome is Outcome.MATCH:
+            links.append(ids)
+        elif outcome is Outcome.POSSIBLE:
+            review.append(ids)
+    in_review = {i for pair in review for i in pair}
+    return Evaluation(figures(links, true_pairs(tables), ordered=linking), len(review),
+                      len(in_review) / len(by_id) if by_id else 0.0, len(by_id))

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sharedcare.errors import SharedcareError
 from sharedcare.mpi.comparisons import COMPARISONS, Comparison, Features
 
 
-class ModelError(ValueError):
+class ModelError(SharedcareError, ValueError):
     """A model file that does not fit the comparisons this code makes."""
 
 

@@ -34,6 +34,10 @@ NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 _NHS_SEPARATORS = re.compile(r"[\s-]")
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
 _FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+# What systems write when they do not know a name (an unidentified emergency patient, a newborn): not
+# a name, so never evidence that two records are one person.
+PLACEHOLDER_NAMES = frozenset({"unknown", "unk", "notknown", "nk", "anon", "anonymous", "noname", "xx", "xxx",
+                               "zz", "zzz", "baby", "babyof", "infant", "newborn"})
 _APOSTROPHES = str.maketrans("", "", "'’‘`")
 # Letters that carry no accent to strip but are written plainly in English records.
 _PLAIN_LETTERS = str.maketrans({"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th",
@@ -61,9 +65,16 @@ def name_words(text: str | None) -> tuple[str, ...]:
 
 
 def family_key(text: str | None) -> str | None:
-    """A family name as one comparable string (`Smith-Jones` and `smith jones` are `smithjones`)."""
-    words = name_words(text)
-    return "".join(words) or None
+    """A family name as one comparable string (`Smith-Jones` and `smith jones` are `smithjones`);
+    None for a placeholder such as UNKNOWN."""
+    key = "".join(name_words(text))
+    return key if key and key not in PLACEHOLDER_NAMES else None
+
+
+def given_words(names: Iterable[str]) -> tuple[str, ...]:
+    """The words of given names, in order; none when the first is a placeholder (UNKNOWN, BABY)."""
+    words = tuple(word for name in names for word in name_words(name))
+    return () if not words or words[0] in PLACEHOLDER_NAMES or "".join(words) in PLACEHOLDER_NAMES else words
 
 
 @cache
@@ -169,13 +180,13 @@ def from_patient(patient: Mapping[str, Any]) -> Demographics:
     number, unverified = _identifiers(patient)
     name, former = _name(patient)
     family = name.get("family") if name else None
-    given = tuple(word for g in (name.get("given") or [] if name else []) for word in name_words(g))
+    given = given_words(name.get("given") or [] if name else [])
     gender = patient.get("gender")
     return Demographics(
         nhs_number=number,
         unverified_numbers=unverified,
         family=family_key(family),
-        family_words=name_words(family),
+        family_words=name_words(family) if family_key(family) else (),
         former_families=tuple(dict.fromkeys(k for k in (family_key(n.get("family")) for n in former) if k)),
         given=given,
         birth_date=birth_date(patient.get("birthDate")),

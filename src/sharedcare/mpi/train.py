@@ -22,11 +22,14 @@ PREDICTION_BLOCKS = (
     "l.birth_date = r.birth_date",
     "l.family_sound = r.family_sound AND l.given1_sound = r.given1_sound",
     "l.postcode = r.postcode AND substr(l.birth_date, 1, 4) = substr(r.birth_date, 1, 4)",
-    "l.family = r.family",
+    "l.family = r.family AND l.given1 = r.given1",
+    "l.family = r.family AND substr(l.birth_date, 1, 4) = substr(r.birth_date, 1, 4)",
     "l.given1 = r.given1 AND l.postcode = r.postcode",
 )
-# Expectation maximisation, one blocking field per round.
-TRAINING_BLOCKS = ("l.birth_date = r.birth_date", "l.family = r.family", "l.postcode = r.postcode")
+# Expectation maximisation, a round per blocking rule; each round trains the comparisons its rule
+# does not use. (A family name alone is too broad: London's commonest are shared by thousands.)
+TRAINING_BLOCKS = ("l.birth_date = r.birth_date", "l.family = r.family AND l.given1 = r.given1",
+                   "l.postcode = r.postcode")
 PRIOR_RULES = ("l.nhs_number = r.nhs_number AND l.birth_date = r.birth_date",)
 
 

@@ -156,3 +156,16 @@ def test_a_patient_with_almost_nothing_has_empty_demographics() -> None:
     got = from_patient(patient(gender="not-a-gender", birthDate="yesterday", name=[{"text": "J Smith"}]))
     assert got == type(got)(nhs_number=None, unverified_numbers=(), family=None, family_words=(),
                             former_families=(), given=(), birth_date=None, sex=None, postcode=None)
+
+
+@pytest.mark.parametrize("written", ["UNKNOWN", "Unknown", "unk", "Not Known", "ZZZ", "anonymous"])
+def test_a_placeholder_is_not_a_name(written: str) -> None:
+    """An unidentified emergency patient is registered as UNKNOWN UNKNOWN: two such records must
+    never look alike by name."""
+    got = from_patient(patient(name=[{"family": written, "given": [written]}]))
+    assert (got.family, got.family_words, got.given) == (None, (), ())
+
+
+def test_a_newborn_named_baby_has_no_given_name_yet() -> None:
+    got = from_patient(patient(name=[{"family": "Okafor", "given": ["Baby", "Boy"]}]))
+    assert (got.family, got.given) == ("okafor", ())
