@@ -80,6 +80,7 @@ def capability_statement(base_url: str, software_date: str = "2026-11-24") -> di
         if res_type == "Patient":
             operations.append({"name": "everything",
                                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"})
+            operations.append({"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"})
         writable = res_type not in SERVER_WRITTEN
         if res_type == "AuditEvent":
             resources.append(_audit_event())

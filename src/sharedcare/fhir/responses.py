@@ -72,6 +72,19 @@ def searchset(page: Page, base_url: str, self_link: str, link_for: dict[str, str
     return orjson.dumps(bundle)
 
 
+def match_bundle(chosen: list[tuple[Stored, Any]], base_url: str, grade_extension: str) -> bytes:
+    """Patient/$match's answer: a searchset of the chosen Patients, best first, each with its match
+    probability as `search.score` and its match grade (certain, probable, possible)."""
+    entries = [{"fullUrl": f"{base_url}/{s.res_type}/{s.res_id}", "resource": orjson.Fragment(s.data or b"{}"),
+                "search": {"extension": [{"url": grade_extension, "valueCode": decision.grade}],
+                           "mode": "match", "score": round(decision.score.probability, 6)}}
+               for s, decision in chosen]
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(entries)}
+    if entries:
+        bundle["entry"] = entries
+    return orjson.dumps(bundle)
+
+
 def history_bundle(page: Page, base_url: str, self_link: str, next_link: str | None) -> bytes:
     links = [{"relation": "self", "url": self_link}]
     if next_link:

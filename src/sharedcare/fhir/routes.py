@@ -278,6 +278,10 @@ class FhirApi:
         async def everything(request: Request, res_id: str) -> Response:
             return await self._everything(request, res_id)
 
+        @r("POST", "/Patient/$match")
+        async def match(request: Request) -> Response:
+            return await self._match(request)
+
         @r("GET", "/{comp_type}/{comp_id}/{res_type}")
         async def compartment_search(request: Request, comp_type: str, comp_id: str, res_type: str) -> Response:
             interactions.check_type(comp_type)
@@ -408,6 +412,30 @@ class FhirApi:
         next_link = f"{prefix}?" + urlencode([*keep, ("_count", str(count)), ("_cursor", page.next_cursor)]) \
             if page.next_cursor else None
         return resp.fhir_response(resp.history_bundle(page, self.base, self_link, next_link), fmt)
+
+    async def _match(self, request: Request) -> Response:
+        """Patient/$match (mpi/match.py): the input is never stored; answered as a searchset whose
+        entries carry a score and a match grade."""
+        from sharedcare.mpi import match as mpi_match
+        from sharedcare.mpi import packaged
+        from sharedcare.mpi.normalise import from_patient
+
+        fmt = self.fmt(request)
+        body = await self.resource_body(request)
+        try:
+            wanted = mpi_match.parse_request(body, max_count=self.settings.max_page_size)
+        except mpi_match.MatchInputError as exc:
+            raise BadRequest(str(exc)) from None
+        shipped = packaged.load()
+        queries = [search_query.parse("Patient", items, default_count=self.settings.default_page_size,
+                                      max_count=self.settings.max_page_size)
+                   for items in mpi_match.candidate_searches(from_patient(wanted.patient))]
+
+        def choose(candidates: list[Any]) -> list[tuple[int, Any]]:
+            return mpi_match.choose(shipped.model, shipped.thresholds, wanted,
+                                    [jsonio.loads(c.data) for c in candidates])
+        chosen = await run_in_threadpool(self.repo.match, self.caller(request), queries, choose)
+        return resp.fhir_response(resp.match_bundle(chosen, self.base, mpi_match.GRADE_EXTENSION), fmt)
 
     async def _validate(self, request: Request, res_type: str, res_id: str | None) -> Response:
         """$validate: the body is a resource or a Parameters with a `resource` parameter; never stored."""

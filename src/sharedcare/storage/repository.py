@@ -410,6 +410,29 @@ class Repository:
         await self.committer.record_async(outcome[2])
         return self._settle(outcome)
 
+    def match(self, caller: Caller, queries: Sequence[SearchQuery],
+              choose: Callable[[list[Stored]], list[tuple[int, T]]]) -> list[tuple[Stored, T]]:
+        """Patient/$match: the union of the blocking `queries` (Patient searches, each under the
+        caller's policy, redacted as the caller sees them), narrowed by `choose` (indexes into the
+        candidates, best first, each with what the caller is told about it). One audit record for the
+        operation names every patient returned; a query outside the caller's scope refuses it all."""
+        for query in queries:
+            refused = self.refusal(caller, query)
+            if refused is not None:
+                self._audit_read(caller, "operation", 403, res_type="Patient", query="$match")
+                raise Forbidden(refused)
+        found: dict[str, Stored] = {}
+        with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
+            for query in queries:
+                result = search.page(conn, query, self.visible(caller), None, self.base_url)
+                for stored in self.redacted(caller, _page(result).items, conn):
+                    found.setdefault(stored.res_id, stored)
+        candidates = list(found.values())
+        chosen = [(candidates[i], told) for i, told in choose(candidates)]
+        self._audit_read(caller, "operation", 200, res_type="Patient", query="$match",
+                         patients=tuple(stored.res_id for stored, _ in chosen))
+        return chosen
+
     def everything(self, caller: Caller, patient_id: str, *, types: Sequence[str] = (), since: str | None = None,
                    count: int, cursor_token: str | None = None, query_string: str = "") -> Page:
         """Patient/$everything: the patient's record, paged (see search.everything_page). A patient

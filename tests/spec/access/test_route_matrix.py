@@ -27,7 +27,7 @@ from sharedcare.fhir.routes import FhirApi
 from sharedcare.settings import Settings
 from sharedcare.storage import audit_store
 from tests.conftest import token_for
-from tests.spec.access.world import A_NHS, World, build, observation, patient, ref, source, staff
+from tests.spec.access.world import A_NHS, B_NHS, World, build, observation, patient, ref, source, staff
 
 FHIR = {"Content-Type": "application/fhir+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
@@ -75,6 +75,15 @@ def care_plan(ctx: Ctx) -> dict[str, Any]:
 
 def params(reason: str) -> dict[str, Any]:
     return {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]}
+
+
+def match(c: Ctx) -> Response:
+    """Patient/$match with the target's demographics (never their id)."""
+    given, family, nhs = ("Ada", "Able", A_NHS) if c.target == "A" else ("Ben", "Baker", B_NHS)
+    wanted = {"resourceType": "Patient", "name": [{"family": family, "given": [given]}],
+              "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs}]}
+    return c.client.post("/fhir/Patient/$match", headers=FHIR,
+                         json={"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": wanted}]})
 
 
 def batch_read(c: Ctx) -> Response:
@@ -141,6 +150,7 @@ MATRIX: dict[tuple[str, str], Row] = {
                                             NO_WRITE),
     ("GET", "/Patient/{res_id}/$everything"): Row(lambda c: c.client.get(f"/fhir/Patient/{c.patient}/$everything"),
                                                   READ),
+    ("POST", "/Patient/$match"): Row(match, {"gp": (OK, EMPTY), "patient": (OK, EMPTY)}),
     ("POST", "/Patient/{res_id}/$declare-relationship"): Row(
         lambda c: c.client.post(f"/fhir/Patient/{c.patient}/$declare-relationship",
                                 json=params("Seen in clinic today on referral"), headers=FHIR),
@@ -189,6 +199,7 @@ MORE: dict[tuple[str, str], dict[str, tuple[set[int], set[int]]]] = {
     ("PATCH", "/{res_type}/{res_id}"): {"reception": (DENIED, DENIED), "feed": (OK, NONE)},
     ("DELETE", "/{res_type}/{res_id}"): {"reception": (DENIED, DENIED), "feed": ({204}, {204})},  # B's: nothing
     ("GET", "/Patient/{res_id}/$everything"): {"reception": READ["gp"], "feed": READ["gp"]},
+    ("POST", "/Patient/$match"): {"reception": (OK, EMPTY), "feed": (OK, EMPTY)},
     ("POST", "/Patient/{res_id}/$declare-relationship"): {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)},
     ("POST", "/Patient/{res_id}/$break-glass"): {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)},
     ("POST", "/{res_type}/{res_id}/$validate"): {"reception": (OK, OK), "feed": (OK, OK)},
