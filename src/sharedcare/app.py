@@ -178,6 +178,9 @@ def _fmt_or_json(request: Request) -> formats.Format:
         return "json"
 
 
+PDS_SANDBOX_PREFIX = "/pds/FHIR/R4"
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or get_settings()
     state: dict[str, Services] = {}
@@ -202,6 +205,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     def _mount(svc: Services) -> None:
         FhirApi(svc.repo, settings).install(app)
         install_auth(app, svc, settings)
+        if settings.pds_sandbox_people is not None:
+            from sharedcare.mpi import pds
+
+            app.include_router(pds.sandbox_router(pds.people_from_synth(settings.pds_sandbox_people)),
+                               prefix=PDS_SANDBOX_PREFIX, include_in_schema=False)
 
     if services is not None:
         state["services"] = services

@@ -204,6 +204,9 @@ def demo(
     if not serve_app:
         return
     os.environ["SHAREDCARE_DATABASE_URL"] = url
+    people_csv = (directory / "synth" / "truth" / "people.csv").resolve()
+    os.environ.setdefault("SHAREDCARE_PDS_SANDBOX_PEOPLE", str(people_csv))
+    console.print(f"demo only: a PDS sandbox of the synthetic people at {base}/pds/FHIR/R4")
     # The demo's accounts sign in with passwords (AAL1) and it has no smartcards, so unless the operator
     # says otherwise its clinicians may break the glass and edit care plans without stepping up.
     if "SHAREDCARE_STEP_UP_AAL" not in os.environ:

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000/fhir",
         description="The public base URL of the FHIR API, used in Location headers, links and fullUrls.",
     )
+    pds_sandbox_people: Path | None = Field(
+        default=None,
+        description="A synthetic London's truth/people.csv: serve a PDS-compatible sandbox of those people at "
+        "/pds/FHIR/R4 (open, like NHS England's own sandbox). For the demo and tests only: never set it where "
+        "real people's records are served.",
+    )
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, description="Largest request body accepted; larger bodies get 413."
     )
