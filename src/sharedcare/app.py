@@ -68,6 +68,7 @@ def open_services(settings: Settings, *, migrate: bool | None = None) -> Service
         database.upgrade(engine)
     elif not database.is_current(engine):
         raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
+    database.refresh_statistics(engine)
     committer = Committer(engine, flush_ms=settings.group_commit_ms)
     code_sets = labels.load_code_sets(settings.sensitive_codes_file)
     return Services(engine, committer, Repository(engine, committer, base_url=settings.base_url, code_sets=code_sets,
@@ -105,7 +106,8 @@ HOUSEKEEPING_INDEX_ROUNDS = 10  # audit records indexed per round: at most this 
 def housekeep(svc: Services) -> None:
     """The node's routine chores: end access grants whose time is up (each with its "override stopped"
     audit record), drop expired tokens, codes and sessions (refused anyway; this keeps them few), index
-    the patients audit records name (storage/audit_store.index_patients) and announce new grants."""
+    the patients audit records name (storage/audit_store.index_patients), announce new grants, and
+    keep SQLite's planner statistics in step with the store (storage/database.refresh_statistics)."""
     now = datetime.now(UTC)
     grants.end_expired(GrantStore(svc.engine), now)
     OAuthStore(svc.engine).purge_expired()
@@ -114,6 +116,7 @@ def housekeep(svc: Services) -> None:
         if audit_store.index_patients(svc.engine, settled) == 0:
             break
     announce_grants(svc.engine)
+    database.refresh_statistics(svc.engine)
 
 
 def announce_grants(engine: Engine) -> None:

@@ -118,12 +118,14 @@ class Evaluation:
     review_pairs: int
     review_share: float
     records: int
+    top3: float  # of records with another record of their person: one is among their best three candidates
 
     def as_dict(self) -> dict[str, Any]:
         return {"precision": round(self.links.precision, 5), "recall": round(self.links.recall, 5),
                 "f1": round(self.links.f1, 5), "automatic_links": self.links.linked,
                 "true_pairs": self.links.true_pairs, "review_pairs": self.review_pairs,
-                "review_share": round(self.review_share, 5), "records": self.records}
+                "review_share": round(self.review_share, 5), "records": self.records,
+                "true_person_in_top_three": round(self.top3, 5)}
 
 
 def evaluate(model: MatchModel, splink_model: dict[str, Any], tables: list[list[dict[str, Any]]],
@@ -135,14 +137,24 @@ def evaluate(model: MatchModel, splink_model: dict[str, Any], tables: list[list[
     by_id = {row["unique_id"]: row for table in tables for row in table}
     links: list[tuple[str, str]] = []
     review: list[tuple[str, str]] = []
+    # Each record's candidates as `Patient/$match` would rank them (certainly-not left out), by weight.
+    ranked: dict[str, list[tuple[float, str]]] = {}
     for pair in predict({**splink_model, "link_type": "link_only" if linking else "dedupe_only"}, tables,
-                        threshold=min(thresholds.review, 0.01)):
+                        threshold=0.0):
         ids = (pair["unique_id_l"], pair["unique_id_r"])
-        outcome = decide(model, by_id[ids[0]], by_id[ids[1]], thresholds).outcome
-        if outcome is Outcome.MATCH:
+        decision = decide(model, by_id[ids[0]], by_id[ids[1]], thresholds)
+        if decision.outcome is Outcome.MATCH:
             links.append(ids)
-        elif outcome is Outcome.POSSIBLE:
+        elif decision.outcome is Outcome.POSSIBLE:
             review.append(ids)
+        if decision.outcome is not Outcome.NO_MATCH:
+            ranked.setdefault(ids[0], []).append((decision.score.weight, ids[1]))
+            ranked.setdefault(ids[1], []).append((decision.score.weight, ids[0]))
     in_review = {i for pair in review for i in pair}
-    return Evaluation(figures(links, true_pairs(tables), ordered=linking), len(review),
-                      len(in_review) / len(by_id) if by_id else 0.0, len(by_id))
+    truth = true_pairs(tables)
+    partnered = {i for pair in truth for i in pair}
+    found = sum(1 for rec in partnered if any(
+        by_id[other]["truth"] == by_id[rec]["truth"] for _, other in sorted(ranked.get(rec, []), reverse=True)[:3]))
+    return Evaluation(figures(links, truth, ordered=linking), len(review),
+                      len(in_review) / len(by_id) if by_id else 0.0, len(by_id),
+                      found / len(partnered) if partnered else 1.0)

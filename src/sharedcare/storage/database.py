@@ -91,3 +91,36 @@ def is_current(engine: Engine) -> bool:
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision() == head
+
+
+STATISTICS_AT = "sqlite_statistics_at"  # node_setting: the store's size (last created_seq) at the last ANALYZE
+
+
+def refresh_statistics(engine: Engine, *, force: bool = False) -> bool:
+    """Keep SQLite's query-planner statistics in step with the store; whether they were refreshed.
+
+    SQLite keeps no statistics by itself. Without them it guesses, and for a search on two criteria
+    (a family name and a birth date) it may test the second by scanning half an index instead of
+    looking up each candidate's rows: 300 ms instead of 3 ms at 10,000 Patients. So ANALYZE runs
+    (sampling at most 1,000 rows an index, tens of milliseconds at any size) when the store has no
+    statistics yet, or has doubled or grown by 10,000 resources since they were taken. PostgreSQL's
+    autovacuum keeps its own: nothing to do there."""
+    if engine.dialect.name != "sqlite":
+        return False
+    from sqlalchemy import func, select
+
+    from sharedcare.storage.tables import node_setting, resource
+
+    with engine.connect() as conn:
+        size = int(conn.execute(select(func.coalesce(func.max(resource.c.created_seq), 0))).scalar_one())
+        taken = conn.execute(select(node_setting.c.value).where(node_setting.c.name == STATISTICS_AT)).scalar()
+    last = int(taken) if taken is not None else None
+    if not force and last is not None and size < 2 * last and size - last < 10_000:
+        return False
+    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
+            conn.begin():
+        conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+        conn.exec_driver_sql("ANALYZE")
+        conn.execute(dialects.upsert(node_setting, ("name",), [{"name": STATISTICS_AT, "value": str(size)}],
+                                     conn.dialect.name))
+    return True

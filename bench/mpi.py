@@ -1,0 +1,128 @@
+"""The master patient index's online match: `python -m bench.mpi [--people N]`.
+
+A synthetic London of N people is generated, and every source record of it is stored as a Patient (the
+GP's, each hospital's, the ambulance service's, 111's, the councils'), as the feeds will store them.
+Then, side by side on the same server:
+
+- `POST /fhir/Patient/$match` with the demographics of one of 500 sampled source records (its
+  blocking searches, scoring and decision), and
+- `GET /fhir/Patient?identifier=...` for the same records' NHS numbers (one indexed search), the
+  baseline of the same stack.
+
+wrk at one connection (the latency of one record's match, not throughput), server on core 0; p50, p99
+and requests a second.
+The goal (issue 6) is a p99 of at most 20 ms for one record's online match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from bench.run import RESULTS, Server, lua_headers, write_batches, wrk
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+
+
+def patients(truth: Path) -> list[dict[str, Any]]:
+    """Every source record of a synthetic London as the Patient its source would send."""
+    sexes = {row["person_id"]: row["sex"] for row in csv.DictReader((truth / "people.csv").open())}
+    out = []
+    for rec in csv.DictReader((truth / "source-records.csv").open()):
+        body: dict[str, Any] = {
+            "resourceType": "Patient",
+            "identifier": [{"system": f"https://example.org/{rec['source']}", "value": rec["local_id"]}],
+            "name": [{"family": rec["family"], "given": [rec["given"]]}],
+            "gender": sexes.get(rec["person_id"], "unknown")}
+        if rec["nhs_number"]:
+            body["identifier"].append({"system": NHS, "value": rec["nhs_number"]})
+        if rec["birth_date"]:
+            body["birthDate"] = rec["birth_date"]
+        if rec["postcode"]:
+            body["address"] = [{"use": "home", "postalCode": rec["postcode"]}]
+        out.append(body)
+    return out
+
+
+def load(database_url: str, bodies: list[dict[str, Any]]) -> None:
+    from sharedcare.access.context import system_caller
+    from sharedcare.app import open_services
+    from sharedcare.settings import Settings
+
+    svc = open_services(Settings(database_url=database_url))
+    try:
+        write_batches(svc, system_caller(), len(bodies), lambda unit, i: unit.create(bodies[i]).stored.res_id)
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
+
+
+def lua_posts(path: str, bodies: list[str], workdir: Path, headers: dict[str, str], name: str) -> Path:
+    script = workdir / f"{name}.lua"
+    quoted = ",".join("[==[" + b + "]==]" for b in bodies)
+    script.write_text(lua_headers({**headers, "Content-Type": "application/fhir+json"}) +
+                      f"bodies = {{{quoted}}}\n"
+                      "request = function()\n"
+                      f'  return wrk.format("POST", "{path}", nil, bodies[math.random(#bodies)])\nend\n')
+    return script
+
+
+def lua_gets(paths: list[str], workdir: Path, headers: dict[str, str], name: str) -> Path:
+    script = workdir / f"{name}.lua"
+    script.write_text(lua_headers(headers) + "paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n"
+                      "request = function()\n  return wrk.format(\"GET\", paths[math.random(#paths)])\nend\n")
+    return script
+
+
+def bench(people: int, workdir: Path, *, seed: int = 5) -> dict[str, Any]:
+    from sharedcare import synth
+
+    synth.generate(people, seed, date(2026, 4, 1), workdir / "london")
+    bodies = patients(workdir / "london" / "truth")
+    url = f"sqlite:///{workdir / 'mpi.db'}"
+    load(url, bodies)
+    sample = random.Random(seed).sample([b for b in bodies if any(i["system"] == NHS for i in b["identifier"])],
+                                        min(500, len(bodies)))
+    posts = [json.dumps({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": {
+        k: v for k, v in b.items() if k != "identifier"} | {"identifier": [i for i in b["identifier"]
+                                                                           if i["system"] == NHS]}}]})
+             for b in sample]
+    gets = [f"/fhir/Patient?identifier={NHS}|{next(i['value'] for i in b['identifier'] if i['system'] == NHS)}"
+            for b in sample]
+    with Server(url, workdir / "server.log", app="sharedcare.app:create_app", factory=True) as srv:
+        match_script = lua_posts("/fhir/Patient/$match", posts, workdir, srv.headers, "match")
+        search_script = lua_gets(gets, workdir, srv.headers, "search")
+        wrk(f"{srv.base}/", match_script, connections=1, duration=3)  # warm-up
+        runs: dict[str, list[dict[str, Any]]] = {"match": [], "search": []}
+        for order in (("match", "search"), ("search", "match")):
+            for name in order:
+                runs[name].append(wrk(f"{srv.base}/", match_script if name == "match" else search_script,
+                                      connections=1))
+    best = {name: min(got, key=lambda r: r["p99_ms"]) for name, got in runs.items()}
+    return {"people": people, "patients": len(bodies), "runs": runs, "best": best,
+            "p99_ratio": round(best["match"]["p99_ms"] / best["search"]["p99_ms"], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--people", type=int, default=10_000, help="people in the synthetic London")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sharedcare-bench-mpi-") as tmp:
+        result = bench(args.people, Path(tmp))
+    m, s = result["best"]["match"], result["best"]["search"]
+    print(f"Patient/$match [SQLite, {result['people']:,} people, {result['patients']:,} Patients]: "
+          f"p50 {m['p50_ms']} ms, p99 {m['p99_ms']} ms, {m['rps']}/s one at a time (goal p99 <= 20 ms); "
+          f"identifier search p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, {s['rps']}/s; "
+          f"p99 ratio {result['p99_ratio']}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "mpi.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
