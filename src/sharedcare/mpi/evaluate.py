@@ -20,6 +20,9 @@ from sharedcare.mpi.decide import Outcome, Thresholds, decide
 from sharedcare.mpi.model import MatchModel
 from sharedcare.mpi.normalise import Demographics, birth_date, family_key, given_words, name_words, nhs_number, postcode
 
+# Link thresholds (match probabilities) every evaluation also reports, to choose the threshold from.
+SWEEP = (0.5, 0.9, 0.99, 0.999, 0.9999)
+
 
 def febrl_records(path: Path) -> list[dict[str, Any]]:
     """The rows of a FEBRL CSV as `features` rows, with `unique_id` (rec_id) and `truth` (the
@@ -119,13 +122,17 @@ class Evaluation:
     review_share: float
     records: int
     top3: float  # of records with another record of their person: one is among their best three candidates
+    # Precision and recall of automatic links had the link threshold been each of SWEEP instead.
+    sweep: tuple[tuple[float, Figures], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {"precision": round(self.links.precision, 5), "recall": round(self.links.recall, 5),
                 "f1": round(self.links.f1, 5), "automatic_links": self.links.linked,
                 "true_pairs": self.links.true_pairs, "review_pairs": self.review_pairs,
                 "review_share": round(self.review_share, 5), "records": self.records,
-                "true_person_in_top_three": round(self.top3, 5)}
+                "true_person_in_top_three": round(self.top3, 5),
+                "link_threshold_sweep": [{"link": t, "precision": round(f.precision, 5), "recall": round(f.recall, 5)}
+                                         for t, f in self.sweep]}
 
 
 def evaluate(model: MatchModel, splink_model: dict[str, Any], tables: list[list[dict[str, Any]]],
@@ -139,6 +146,7 @@ def evaluate(model: MatchModel, splink_model: dict[str, Any], tables: list[list[
     review: list[tuple[str, str]] = []
     # Each record's candidates as `Patient/$match` would rank them (certainly-not left out), by weight.
     ranked: dict[str, list[tuple[float, str]]] = {}
+    unguarded: list[tuple[float, tuple[str, str]]] = []  # pairs no guard held back, by probability
     for pair in predict({**splink_model, "link_type": "link_only" if linking else "dedupe_only"}, tables,
                         threshold=0.0):
         ids = (pair["unique_id_l"], pair["unique_id_r"])
@@ -147,6 +155,8 @@ def evaluate(model: MatchModel, splink_model: dict[str, Any], tables: list[list[
             links.append(ids)
         elif decision.outcome is Outcome.POSSIBLE:
             review.append(ids)
+        if not decision.held_back:
+            unguarded.append((decision.score.probability, ids))
         if decision.outcome is not Outcome.NO_MATCH:
             ranked.setdefault(ids[0], []).append((decision.score.weight, ids[1]))
             ranked.setdefault(ids[1], []).append((decision.score.weight, ids[0]))
@@ -155,6 +165,7 @@ def evaluate(model: MatchModel, splink_model: dict[str, Any], tables: list[list[
     partnered = {i for pair in truth for i in pair}
     found = sum(1 for rec in partnered if any(
         by_id[other]["truth"] == by_id[rec]["truth"] for _, other in sorted(ranked.get(rec, []), reverse=True)[:3]))
+    sweep = tuple((t, figures([ids for p, ids in unguarded if p >= t], truth, ordered=linking)) for t in SWEEP)
     return Evaluation(figures(links, truth, ordered=linking), len(review),
                       len(in_review) / len(by_id) if by_id else 0.0, len(by_id),
-                      found / len(partnered) if partnered else 1.0)
+                      found / len(partnered) if partnered else 1.0, sweep)

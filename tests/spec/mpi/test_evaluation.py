@@ -31,6 +31,11 @@ def test_the_shipped_model_on_a_synthetic_london_it_was_not_trained_on(tmp_path:
     assert got.links.recall >= 0.95
     assert got.review_share <= 0.035
     assert got.top3 >= 0.99
+    # The sweep of link thresholds agrees with the decisions at the shipped one, and a stricter
+    # threshold never links more.
+    assert dict(got.sweep)[shipped.thresholds.link] == got.links
+    linked = [figures.linked for _, figures in got.sweep]
+    assert linked == sorted(linked, reverse=True)
 
 
 @pytest.mark.parametrize(("files", "recall"), [(("dataset4a.csv", "dataset4b.csv"), 0.97), (("dataset3.csv",), 0.93)],
