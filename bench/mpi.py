@@ -25,7 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bench.run import RESULTS, Server, lua_headers, write_batches, wrk
+from bench.run import RESULTS, Server, lua_headers, pinned_pg_database, write_batches, wrk
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 
@@ -119,30 +119,9 @@ def bench(people: int, workdir: Path, *, seed: int = 5, database_url: str | None
 
 
 def bench_pg(people: int, workdir: Path) -> dict[str, Any]:
-    """`bench` on PostgreSQL: a cluster of the benchmark's own, pinned to core 0 with the server."""
-    import shutil
-
-    from bench.search import PgCluster
-    from sharedcare.storage import database
-
-    root = Path(tempfile.mkdtemp(prefix="sharedcare-bench-pg-"))
-    root.chmod(0o755)  # PostgreSQL runs as its own user and must reach its folder
-    pg = PgCluster(root / "pg")
-    pg.start(pin=True)
-    try:
-        pg.sql("CREATE DATABASE mpi")
-        url = pg.url("mpi")
-        engine = database.make_engine(url)
-        try:
-            database.upgrade(engine)
-        finally:
-            engine.dispose()
-        result = bench(people, workdir, database_url=url)
-        result["backend"] = f"PostgreSQL {pg.version()}"
-        return result
-    finally:
-        pg.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    """`bench` on PostgreSQL (`bench.run.pinned_pg_database`)."""
+    with pinned_pg_database("mpi") as (url, version):
+        return bench(people, workdir, database_url=url) | {"backend": version}
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Every loop is bounded in time and count. Results go to stdout and bench/results/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -271,9 +273,11 @@ def bench_policy(database_url: str, stored: int, workdir: Path) -> dict[str, Any
     return out
 
 
-def bench_policy_pg(workdir: Path, stored: int) -> dict[str, Any]:
-    """`bench_policy` on PostgreSQL: a cluster of the benchmark's own (bench/search.py), pinned to core
-    0 with the server, since the database's work is the server side's too."""
+@contextlib.contextmanager
+def pinned_pg_database(name: str) -> Iterator[tuple[str, str]]:
+    """A migrated database `name` on a PostgreSQL cluster of the benchmark's own (bench/search.py),
+    pinned to core 0 with the server, since the database's work is the server side's too: yields its
+    URL and the server's version; the cluster is removed afterwards."""
     from bench.search import PgCluster
     from sharedcare.storage import database
 
@@ -282,19 +286,23 @@ def bench_policy_pg(workdir: Path, stored: int) -> dict[str, Any]:
     pg = PgCluster(root / "pg")
     pg.start(pin=True)
     try:
-        pg.sql("CREATE DATABASE policy")
-        url = pg.url("policy")
+        pg.sql(f"CREATE DATABASE {name}")
+        url = pg.url(name)
         engine = database.make_engine(url)
         try:
             database.upgrade(engine)
         finally:
             engine.dispose()
-        out = bench_policy(url, stored, workdir)
-        out["backend"] = f"PostgreSQL {pg.version()}"
-        return out
+        yield url, f"PostgreSQL {pg.version()}"
     finally:
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_policy_pg(workdir: Path, stored: int) -> dict[str, Any]:
+    """`bench_policy` on PostgreSQL (`pinned_pg_database`)."""
+    with pinned_pg_database("policy") as (url, version):
+        return bench_policy(url, stored, workdir) | {"backend": version}
 
 
 def report_policy(r: dict[str, Any]) -> None:

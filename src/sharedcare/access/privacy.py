@@ -20,13 +20,11 @@ with no recorded person get no such alerts.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-from nhs_number.validate import is_valid
 from sqlalchemy import Engine, true
 
 from sharedcare.access import audit_events
@@ -36,6 +34,7 @@ from sharedcare.access.policy import NHS_NUMBER
 from sharedcare.errors import BadRequest, FhirError, Forbidden
 from sharedcare.fhir.jsonio import dumps, loads
 from sharedcare.fhir.search import query as search_query
+from sharedcare.mpi import normalise
 from sharedcare.storage import dialects, privacy, search
 from sharedcare.storage.codec import decode
 from sharedcare.storage.indexing import stored_instant
@@ -145,7 +144,6 @@ def _grant_id(row: dict[str, Any]) -> str | None:
 # -- who a member of staff is, and whose records are theirs or their family's --------------------------
 
 MAX_MATCHES = 1000  # Patient records looked at per person and question (an NHS number; everyone at a postcode)
-_POSTCODE = re.compile(r"[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}")
 
 
 def family_key(name: str) -> str:
@@ -164,17 +162,19 @@ def record_person(engine: Engine, agent_id: str, *, nhs_number: str | None, fami
     for an invalid NHS number or postcode, or when nothing is given."""
     if not agent_id.strip() or len(agent_id) > 400:
         raise ValueError("give the member of staff's id as the audit trail names them (e.g. user:jo.bloggs)")
-    if nhs_number is not None and not (re.fullmatch(r"\d{10}", nhs_number) and is_valid(nhs_number)):
+    number = normalise.nhs_number(nhs_number)
+    if nhs_number is not None and number is None:
         raise ValueError("the NHS number is not valid (10 digits with a correct check digit)")
     family = family_key(family_name) if family_name else None
     if family_name is not None and not family:
         raise ValueError("the family name has no letters")
-    code = postcode_key(postcode) if postcode else None
-    if postcode is not None and not (code and _POSTCODE.fullmatch(code)):
+    standard = normalise.postcode(postcode)
+    if postcode is not None and standard is None:
         raise ValueError("the postcode is not a UK postcode")
-    if nhs_number is None and (family is None or code is None):
+    code = postcode_key(standard) if standard else None
+    if number is None and (family is None or code is None):
         raise ValueError("give an NHS number, or a family name with a postcode (or all three)")
-    row = {"agent_id": agent_id, "nhs_number": nhs_number, "family_name": family, "postcode": code,
+    row = {"agent_id": agent_id, "nhs_number": number, "family_name": family, "postcode": code,
            "updated": stored_instant(datetime.now(UTC))}
     privacy.set_staff_person(engine, row)
     return row
