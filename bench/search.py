@@ -1115,7 +1115,7 @@ def explain(engine: Any, case: Case, base_url: str) -> list[dict[str, Any]]:
     try:
         with engine.connect() as conn:
             if segs[-1] == "$everything":
-                search.everything_page(conn, segs[1], types=(), since=None, count=20, cursor=None,
+                search.everything_page(conn, [segs[1]], types=(), since=None, count=20, cursor=None,
                                        visible=visible, base_url=base_url)
             else:
                 q = search_query.parse(segs[0], parse_qsl(parts.query), default_count=20, max_count=1000)
@@ -1480,7 +1480,7 @@ def check_code() -> None:
                     ("Encounter", [("patient", "x"), ("_include", "Encounter:practitioner")])):
                 q = search_query.parse(res_type, items, default_count=20, max_count=1000)
                 search.page(conn, q, lambda _t: true(), None, "http://127.0.0.1/fhir")
-            search.everything_page(conn, "x", types=(), since=None, count=20, cursor=None,
+            search.everything_page(conn, ["x"], types=(), since=None, count=20, cursor=None,
                                    visible=lambda _t: true(), base_url="http://127.0.0.1/fhir")
         engine.dispose()
     import sharedcare

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sharedcare.errors import FhirError, SharedcareError
+from sharedcare.errors import ConfigurationError, FhirError, SharedcareError
 from sharedcare.settings import get_settings
 
 app = typer.Typer(help="sharedcare: joined-up health and care records over one FHIR R4 store.",
@@ -206,7 +206,9 @@ def demo(
     os.environ["SHAREDCARE_DATABASE_URL"] = url
     people_csv = (directory / "synth" / "truth" / "people.csv").resolve()
     os.environ.setdefault("SHAREDCARE_PDS_SANDBOX_PEOPLE", str(people_csv))
-    console.print(f"demo only: a PDS sandbox of the synthetic people at {base}/pds/FHIR/R4")
+    os.environ.setdefault("SHAREDCARE_PDS_URL", f"{base}/pds/FHIR/R4")
+    console.print(f"demo only: a PDS sandbox of the synthetic people at {base}/pds/FHIR/R4 "
+                  "(`sharedcare mpi trace` checks the index against it)")
     # The demo's accounts sign in with passwords (AAL1) and it has no smartcards, so unless the operator
     # says otherwise its clinicians may break the glass and edit care plans without stepping up.
     if "SHAREDCARE_STEP_UP_AAL" not in os.environ:
@@ -525,6 +527,61 @@ def mpi_evaluate(
             model = train(tables)
             results[name] = evaluate.evaluate(MatchModel(model), model, tables, shipped.thresholds).as_dict()
     typer.echo(json.dumps(results, indent=1))
+
+
+@mpi_app.command("rebuild")
+def mpi_rebuild() -> None:
+    """Index and link every stored Patient the patient index does not hold yet, oldest first (a store
+    loaded with linking deferred, or restored from a copy without the index); print counts."""
+    import time
+
+    from sharedcare.storage import database, mpi_store
+
+    settings = get_settings()
+    engine = database.make_engine(settings.database_url)
+    try:
+        if not database.is_current(engine):
+            raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
+        started = time.perf_counter()
+        done = mpi_store.rebuild(engine, node=settings.node_id)
+        with engine.connect() as conn:
+            persons = mpi_store.count_persons(conn)
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps({"indexed": done, "persons": persons, "seconds": round(time.perf_counter() - started, 1)}))
+
+
+@mpi_app.command("trace")
+def mpi_trace(
+    limit: Annotated[int, typer.Option(min=1, help="Most records to check in this round.")] = 1000,
+    pds: Annotated[str | None, typer.Option(help="PDS FHIR API base URL (default SHAREDCARE_PDS_URL).")] = None,
+) -> None:
+    """Check the index's records not yet checked against PDS: verify their NHS numbers, or trace one
+    for records without; print what was found (counts only)."""
+    from sharedcare.mpi import packaged
+    from sharedcare.mpi.pds import PdsClient
+    from sharedcare.mpi.trace import trace_pending
+    from sharedcare.storage import database, mpi_store
+
+    settings = get_settings()
+    url = pds or settings.pds_url
+    if not url:
+        raise typer.BadParameter("no PDS to ask: give --pds or set SHAREDCARE_PDS_URL", param_hint="--pds")
+    engine = database.make_engine(settings.database_url)
+    try:
+        if not database.is_current(engine):
+            raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
+        shipped = packaged.load()
+        done = trace_pending(engine, PdsClient(url, token=settings.pds_token),
+                             mpi_store.Matcher(shipped.model, shipped.thresholds), limit=limit)
+        with engine.connect() as conn:
+            totals = mpi_store.trace_counts(conn)
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps({"checked": dict(done.checked), "relinked": done.relinked, "stopped": done.stopped,
+                           "index": totals}))
+    if done.stopped:
+        raise typer.Exit(1)
 
 
 @app.command()

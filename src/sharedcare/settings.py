@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         "/pds/FHIR/R4 (open, like NHS England's own sandbox). For the demo and tests only: never set it where "
         "real people's records are served.",
     )
+    pds_url: str | None = Field(
+        default=None,
+        description="Base URL of the NHS Personal Demographics Service FHIR API (ending /FHIR/R4) that "
+        "`sharedcare mpi trace` checks the patient index's records against. The demo points it at its own "
+        "sandbox.",
+    )
+    pds_token: str | None = Field(default=None, description="A bearer token for the PDS FHIR API, when it needs one.")
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, description="Largest request body accepted; larger bodies get 413."
     )

@@ -357,3 +357,15 @@ def _patient_ids(res_type: str, crit: Criterion, base_url: str) -> set[str]:
         elif "/" not in ref and ":" not in ref and ("Patient" in targets or crit.modifier == "Patient"):
             out.add(ref)
     return out
+
+
+def may_keep_index(caller: Caller) -> bool:
+    """Whether the caller may decide possible matches and merge, unmerge or unlink persons in the
+    patient index: staff whose role grants `review-matches`, or the node's own system clients (no
+    source organisation) with a scope to write Person. A source's system never may: it writes only
+    about its own records."""
+    if caller.kind == "user":
+        return Activity.REVIEW_MATCHES in caller.activities
+    if caller.kind == "system" and caller.organisation is None:
+        return smart.permits(caller.resource_scopes, "system", "Person", "update")
+    return False

@@ -27,6 +27,7 @@ class Activity(StrEnum):
     PRIVACY_OFFICER = "privacy-officer"  # investigate the audit trail and alerts
     ANALYST = "analyst"  # de-identified population analytics, no records
     ADMINISTRATOR = "administrator"  # users, clients, sources; never records
+    REVIEW_MATCHES = "review-matches"  # the patient index: decide possible matches, merge and unmerge persons
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ JOB_ROLES: dict[str, JobRole] = {r.code: r for r in (
                                                            Activity.DECLARE_RELATIONSHIP})),
     JobRole("R8008", "Admin/Clinical Support Access Role", frozenset({Activity.DEMOGRAPHICS})),
     JobRole("R8009", "Receptionist Access Role", frozenset({Activity.DEMOGRAPHICS})),
-    JobRole("R8010", "Clerical Access Role", frozenset({Activity.DEMOGRAPHICS})),
+    JobRole("R8010", "Clerical Access Role", frozenset({Activity.DEMOGRAPHICS, Activity.REVIEW_MATCHES})),
     JobRole("R0001", "Privacy Officer", frozenset({Activity.PRIVACY_OFFICER})),
     JobRole("R8012", "Information Officer Access Role", frozenset({Activity.ANALYST})),
     JobRole("R8015", "Systems Support Access Role", frozenset({Activity.ADMINISTRATOR})),

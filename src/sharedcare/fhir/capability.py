@@ -71,6 +71,23 @@ def _audit_event() -> dict[str, Any]:
             "searchParam": params}
 
 
+def _person() -> dict[str, Any]:
+    """Person is the patient index's (fhir/mpi_routes.py): read, and search by the Patient it links."""
+    from sharedcare.fhir.search.extract import parameters_for
+
+    standard = parameters_for("Person")
+    return {"type": "Person", "profile": "http://hl7.org/fhir/StructureDefinition/Person",
+            "documentation": "The person behind linked source Patient records, kept by the patient index. Only "
+                             "links to Patients the caller may see are shown.",
+            "interaction": [{"code": "read"}, {"code": "search-type"}], "versioning": "no-version",
+            "readHistory": False, "updateCreate": False, "conditionalCreate": False,
+            "conditionalRead": "not-supported", "conditionalUpdate": False, "conditionalDelete": "not-supported",
+            "searchParam": [{"name": p, "type": "reference", "definition": standard[p].url}
+                            for p in ("link", "patient")],
+            "operation": [{"name": name, "definition": f"https://sharedcare.example/OperationDefinition/Person-{name}"}
+                          for name in ("review-queue", "review-decide", "merge", "unmerge", "unlink")]}
+
+
 @cache
 def capability_statement(base_url: str, software_date: str = "2026-11-24") -> dict[str, Any]:
     """Built once per base URL (callers must not change it)."""
@@ -84,6 +101,9 @@ def capability_statement(base_url: str, software_date: str = "2026-11-24") -> di
         writable = res_type not in SERVER_WRITTEN
         if res_type == "AuditEvent":
             resources.append(_audit_event())
+            continue
+        if res_type == "Person":
+            resources.append(_person())
             continue
         resources.append({
             "type": res_type,

@@ -49,7 +49,10 @@ def check_type(res_type: str) -> str:
 
 # Types only the server writes: an AuditEvent comes from the audit trail (safety property 3), never
 # from a client, so a client could not forge, change or delete the record of who looked.
-SERVER_WRITTEN = {"AuditEvent": "AuditEvents are written by the server's audit trail, never by clients"}
+# A Person is the patient index's (issue 6): its links change only through the index's operations.
+SERVER_WRITTEN = {"AuditEvent": "AuditEvents are written by the server's audit trail, never by clients",
+                  "Person": "Persons are kept by the patient index: link or separate records with its operations "
+                            "($review-decide, $merge, $unmerge, $unlink)"}
 
 
 def check_writable(res_type: str) -> None:

@@ -7,7 +7,7 @@ Repository, which applies the access policy and writes the audit record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -35,6 +35,7 @@ from sharedcare.fhir.bundles import BundleProcessor, Entry
 from sharedcare.fhir.capability import capability_statement
 from sharedcare.fhir.definitions import resource_types
 from sharedcare.fhir.formats import Format
+from sharedcare.fhir.mpi_routes import install_mpi_routes
 from sharedcare.fhir.search import query as search_query
 from sharedcare.fhir.search import shape
 from sharedcare.fhir.validation import validate
@@ -300,6 +301,7 @@ class FhirApi:
             return resp.fhir_response(stored.data, fmt, 200, resp.version_headers(stored, self.base))
 
         install_access_routes(self)
+        self.mpi = install_mpi_routes(self)
         for candidates in self._table.values():  # literal segments win over parameters (_history, $validate)
             candidates.sort(key=lambda c: c[1])
 
@@ -382,10 +384,13 @@ class FhirApi:
         unknown = [t for t in types if t not in resource_types()]
         if unknown:
             raise BadRequest(f"_type names unknown resource types: {', '.join(unknown)[:200]}")
+        mdm = params.get("_mdm", "false")
+        if mdm not in ("true", "false"):
+            raise BadRequest("_mdm is true or false")
         page = await run_in_threadpool(lambda: self.repo.everything(
             self.caller(request), res_id, types=types, since=since, count=count,
-            cursor_token=params.get("_cursor"), query_string=self.query_string(request)))
-        keep = [(k, v) for k, v in params.multi_items() if k in ("_since", "_type")] + [("_count", str(count))]
+            cursor_token=params.get("_cursor"), query_string=self.query_string(request), mdm=mdm == "true"))
+        keep = [(k, v) for k, v in params.multi_items() if k in ("_since", "_type", "_mdm")] + [("_count", str(count))]
         path = f"{self.base}/Patient/{res_id}/$everything"
 
         def link(cursor: str | None) -> str | None:
@@ -418,7 +423,7 @@ class FhirApi:
         entries carry a score and a match grade."""
         from sharedcare.mpi import match as mpi_match
         from sharedcare.mpi import packaged
-        from sharedcare.mpi.normalise import from_patient
+        from sharedcare.storage.mpi_store import record_values
 
         fmt = self.fmt(request)
         body = await self.resource_body(request)
@@ -427,14 +432,11 @@ class FhirApi:
         except mpi_match.MatchInputError as exc:
             raise BadRequest(str(exc)) from None
         shipped = packaged.load()
-        queries = [search_query.parse("Patient", items, default_count=self.settings.default_page_size,
-                                      max_count=self.settings.max_page_size)
-                   for items in mpi_match.candidate_searches(from_patient(wanted.patient))]
+        values = record_values("", wanted.patient, restricted=False, node=self.settings.node_id, now="")
 
-        def choose(candidates: list[Any]) -> list[tuple[int, Any]]:
-            return mpi_match.choose(shipped.model, shipped.thresholds, wanted,
-                                    [jsonio.loads(c.data) for c in candidates])
-        chosen = await run_in_threadpool(self.repo.match, self.caller(request), queries, choose)
+        def choose(candidates: list[tuple[str, Mapping[str, Any]]]) -> list[tuple[int, Any]]:
+            return mpi_match.choose(shipped.model, shipped.thresholds, wanted, candidates)
+        chosen = await run_in_threadpool(self.repo.match, self.caller(request), values, choose)
         return resp.fhir_response(resp.match_bundle(chosen, self.base, mpi_match.GRADE_EXTENSION), fmt)
 
     async def _validate(self, request: Request, res_type: str, res_id: str | None) -> Response:

@@ -1,12 +1,12 @@
 """`Patient/$match` (FHIR R4 operation; issue 6, item 5): the stored Patients most likely to be the
 person an input Patient describes, each with a score and a match grade.
 
-Candidates are found by blocking searches on the Patients the caller may see (an NHS number; a birth
-date with a family name that sounds alike; a birth date with the first given name; family and given
-name; a postcode with the birth year), run under the caller's access policy like any search. Each
-candidate is then scored and decided (`decide.py`) against the input; candidates graded
-certainly-not are not returned. The input is never stored: an NHS number failing its check is
-treated as absent, as it is for stored records.
+Candidates are the patient index's records (storage/mpi_store.py) of Patients the caller may see that
+share a blocking key with the input (an NHS number; a birth date with a family name that sounds alike;
+a birth date with the first given name; family and given name; a postcode with the birth year). Each
+is scored on its stored features (a restricted address's place left out) and decided (`decide.py`)
+against the input; candidates graded certainly-not are not returned. The input is never stored: an
+NHS number failing its check is treated as absent, as it is for stored records.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from typing import Any
 from sharedcare.mpi.comparisons import features
 from sharedcare.mpi.decide import Decision, Outcome, Thresholds, decide
 from sharedcare.mpi.model import MatchModel
-from sharedcare.mpi.normalise import NHS_NUMBER_SYSTEM, Demographics, from_patient
+from sharedcare.mpi.normalise import from_patient
 
-CANDIDATES_PER_SEARCH = 50
 GRADE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/match-grade"
 
 
@@ -60,32 +59,14 @@ def parse_request(body: Any, *, max_count: int) -> MatchRequest:
     return MatchRequest(resources[0], only_certain, count)
 
 
-def candidate_searches(d: Demographics) -> list[list[tuple[str, str]]]:
-    """The blocking searches for an input's demographics (Patient search parameters); none when it
-    holds too little to search on."""
-    searches: list[list[tuple[str, str]]] = []
-    count = ("_count", str(CANDIDATES_PER_SEARCH))
-    full_date = d.birth_date if d.birth_date and len(d.birth_date) == 10 else None
-    if d.nhs_number:
-        searches.append([("identifier", f"{NHS_NUMBER_SYSTEM}|{d.nhs_number}"), count])
-    if full_date and d.family:
-        searches.append([("birthdate", full_date), ("phonetic", d.family), count])
-    if full_date and d.given:
-        searches.append([("birthdate", full_date), ("given", d.given[0]), count])
-    if d.family and d.given:
-        searches.append([("family", d.family), ("given", d.given[0]), count])
-    if d.postcode and d.birth_date:
-        searches.append([("address-postalcode", d.postcode), ("birthdate", d.birth_date[:4]), count])
-    return searches
-
-
 def choose(model: MatchModel, thresholds: Thresholds, request: MatchRequest,
-           candidates: Sequence[Mapping[str, Any]]) -> list[tuple[int, Decision]]:
-    """Which candidates to return, best first: (index in `candidates`, decision). Certainly-not is
-    left out; with `only_certain`, only a single certain match is returned (none if there are two or
-    more, which is for a person to resolve); at most `count`."""
+           candidates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[int, Decision]]:
+    """Which candidates ((id, features) of stored records) to return, best first: (index in
+    `candidates`, decision). Certainly-not is left out; with `only_certain`, only a single certain
+    match is returned (none if there are two or more, which is for a person to resolve); at most
+    `count`."""
     wanted = features(from_patient(request.patient))
-    decided = [(i, decide(model, wanted, features(from_patient(c)), thresholds)) for i, c in enumerate(candidates)]
+    decided = [(i, decide(model, wanted, dict(f), thresholds)) for i, (_, f) in enumerate(candidates)]
     kept = sorted(((i, d) for i, d in decided if d.outcome is not Outcome.NO_MATCH),
                   key=lambda pair: -pair[1].score.weight)
     if request.only_certain:

@@ -17,7 +17,7 @@ import dataclasses
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -34,7 +34,7 @@ from sharedcare.access.policy import AccessPolicy, Policy, own_patients, query_r
 from sharedcare.errors import FhirError, Forbidden, Gone, NotFound, PreconditionFailed, ServiceUnavailable
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.search.query import SearchQuery
-from sharedcare.storage import audit_store, codec, dialects, indexing, search
+from sharedcare.storage import audit_store, codec, dialects, indexing, mpi_store, search
 from sharedcare.storage.committer import Committer, Job
 from sharedcare.storage.search import Cursor, Visible
 from sharedcare.storage.tables import (
@@ -197,8 +197,11 @@ def _may_be_redacted(caller: Caller) -> bool:
 class Repository:
     def __init__(self, engine: Engine, committer: Committer, policy: Policy | None = None,
                  clock: Callable[[], datetime] = utcnow, base_url: str = "",
-                 code_sets: labels.CodeSets | None = None, step_up_aal: int = assurance.DEFAULT_STEP_UP) -> None:
+                 code_sets: labels.CodeSets | None = None, step_up_aal: int = assurance.DEFAULT_STEP_UP,
+                 node_id: str = "local", matcher: mpi_store.Matcher | None = None) -> None:
         self.engine = engine
+        self.node_id = node_id  # recorded in the patient index with each source record it holds
+        self._matcher = matcher
         self.step_up_aal = step_up_aal  # the sign-in a person needs to change a care plan
         self.base_url = base_url  # absolute references to this server are searched as local ones
         self.committer = committer
@@ -226,6 +229,16 @@ class Repository:
             dialects.insert_ignore(conn, node_setting, {"name": name, "value": secrets.token_hex(32)})
             value = conn.execute(select(node_setting.c.value).where(node_setting.c.name == name)).scalar_one()
         return bytes.fromhex(value)
+
+    @property
+    def matcher(self) -> mpi_store.Matcher:
+        """The patient index's model and thresholds (the packaged model unless one was given)."""
+        if self._matcher is None:
+            from sharedcare.mpi import packaged
+
+            shipped = packaged.load()
+            self._matcher = mpi_store.Matcher(shipped.model, shipped.thresholds)
+        return self._matcher
 
     def now(self) -> str:
         """The clock as a stored timestamp (TS_FORMAT: fixed width, UTC, microseconds)."""
@@ -410,33 +423,38 @@ class Repository:
         await self.committer.record_async(outcome[2])
         return self._settle(outcome)
 
-    def match(self, caller: Caller, queries: Sequence[SearchQuery],
-              choose: Callable[[list[Stored]], list[tuple[int, T]]]) -> list[tuple[Stored, T]]:
-        """Patient/$match: the union of the blocking `queries` (Patient searches, each under the
-        caller's policy, redacted as the caller sees them), narrowed by `choose` (indexes into the
-        candidates, best first, each with what the caller is told about it). One audit record for the
-        operation names every patient returned; a query outside the caller's scope refuses it all."""
-        for query in queries:
-            refused = self.refusal(caller, query)
-            if refused is not None:
-                self._audit_read(caller, "operation", 403, res_type="Patient", query="$match")
-                raise Forbidden(refused)
-        found: dict[str, Stored] = {}
+    def match(self, caller: Caller, values: dict[str, Any],
+              choose: Callable[[list[tuple[str, Mapping[str, Any]]]], list[tuple[int, T]]]) -> list[tuple[Stored, T]]:
+        """Patient/$match: the patient index's records the caller may see that share a blocking key
+        with the input (`values`: mpi_store.record_values of the input), narrowed by `choose`
+        (indexes into the (id, features) candidates, best first, each with what the caller is told);
+        the chosen Patients are returned as the caller may see them. One audit record for the
+        operation names every patient returned."""
+        if not self.policy.may_search(caller, "Patient"):
+            self._audit_read(caller, "operation", 403, res_type="Patient", query="$match")
+            raise Forbidden("you may not search this resource type")
+        visible = self.visible(caller)
         with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
-            for query in queries:
-                result = search.page(conn, query, self.visible(caller), None, self.base_url)
-                for stored in self.redacted(caller, _page(result).items, conn):
-                    found.setdefault(stored.res_id, stored)
-        candidates = list(found.values())
-        chosen = [(candidates[i], told) for i, told in choose(candidates)]
+            candidates = mpi_store.visible_candidates(conn, values, visible)
+            picked = choose(candidates)
+            ids = [candidates[i][0] for i, _ in picked]
+            rows = {r.res_id: r for r in conn.execute(select(
+                resource.c.res_id, resource.c.version_id, resource.c.last_updated, resource.c.data).where(
+                resource.c.res_type == "Patient", resource.c.res_id.in_(ids), resource.c.deleted.is_(False),
+                visible(resource)))} if ids else {}
+            found = [Stored("Patient", i, rows[i].version_id, rows[i].last_updated, codec.decode(rows[i].data))
+                     for i in ids if i in rows]
+            shown = {s.res_id: s for s in self.redacted(caller, found, conn)}
+        chosen = [(shown[candidates[i][0]], told) for i, told in picked if candidates[i][0] in shown]
         self._audit_read(caller, "operation", 200, res_type="Patient", query="$match",
                          patients=tuple(stored.res_id for stored, _ in chosen))
         return chosen
 
     def everything(self, caller: Caller, patient_id: str, *, types: Sequence[str] = (), since: str | None = None,
-                   count: int, cursor_token: str | None = None, query_string: str = "") -> Page:
+                   count: int, cursor_token: str | None = None, query_string: str = "", mdm: bool = False) -> Page:
         """Patient/$everything: the patient's record, paged (see search.everything_page). A patient
-        the caller may not see, or that does not exist, is 404 either way."""
+        the caller may not see, or that does not exist, is 404 either way. With `mdm`, the records of
+        every Patient the patient index links to the same person, as far as the caller may see them."""
         cursor = search.open_cursor(self._cursor_key, caller.agent_id, cursor_token) if cursor_token else None
         with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
             visible = self.visible(caller)
@@ -446,11 +464,21 @@ class Repository:
             if exists_ is None:
                 self._audit_read(caller, "operation", 404, res_type="Patient", res_id=patient_id, query=query_string)
                 raise NotFound("Patient resource not found")
-            result = search.everything_page(conn, patient_id, types=types, since=since, count=count, cursor=cursor,
+            patients = [patient_id]
+            if mdm:
+                person = mpi_store.person_of(conn, patient_id)
+                others = [link.res_id for link in mpi_store.person_links(conn, person) if link.res_id != patient_id] \
+                    if person else []
+                if others:
+                    seen = {r[0] for r in conn.execute(select(resource.c.res_id).where(
+                        visible(resource), resource.c.res_type == "Patient", resource.c.res_id.in_(others),
+                        resource.c.deleted.is_(False)))}
+                    patients += [i for i in others if i in seen]
+            result = search.everything_page(conn, patients, types=types, since=since, count=count, cursor=cursor,
                                             visible=visible, base_url=self.base_url)
         sign = self._sign(caller)
         page = self._redacted_page(caller, _page(result, sign(result.next), sign(result.previous)))
-        self._audit_read(caller, "operation", 200, res_type="Patient", res_id=patient_id, patients=(patient_id,),
+        self._audit_read(caller, "operation", 200, res_type="Patient", res_id=patient_id, patients=tuple(patients),
                          query=query_string)
         return page
 
@@ -562,6 +590,9 @@ class Unit:
         self.pending = indexing.PendingRows()
         self.new_rows: list[dict[str, Any]] = []  # history rows of resources created in this unit
         self.org_ods: dict[str, str | None] = {}  # Organization id -> ODS code, as relationships name them
+        # Patients written or deleted in this unit, in order, for the patient index (at flush):
+        # (id, the Patient as stored or None once deleted, whether its address is restricted).
+        self.mpi_pending: list[tuple[str, dict[str, Any] | None, bool]] = []
 
     def flush(self) -> None:
         """Write what this unit has gathered: new resources (history, then current rows with the
@@ -579,6 +610,24 @@ class Unit:
             except IntegrityError:
                 raise PreconditionFailed("a resource with this id already exists") from None
         self.pending.flush(self.conn, seqs)
+        if self.mpi_pending:
+            self._index_patients()
+
+    def _index_patients(self) -> None:
+        """Link the Patients written since the last flush in the patient index, in the order written."""
+        pending, self.mpi_pending = self.mpi_pending, []
+        now = self.repo.now()
+        run: list[tuple[str, dict[str, Any], bool]] = []
+        for res_id, doc, restricted in pending:
+            if doc is not None:
+                run.append((res_id, doc, restricted))
+                continue
+            if run:
+                mpi_store.link_written(self.conn, self.repo.matcher, run, node=self.repo.node_id, now=now)
+                run = []
+            mpi_store.unlink_deleted(self.conn, [res_id], now=now)
+        if run:
+            mpi_store.link_written(self.conn, self.repo.matcher, run, node=self.repo.node_id, now=now)
 
     def audit(self, interaction: str, status: int, stored: Stored | None, patients: tuple[str, ...] = (),
               query: str | None = None, res_type: str | None = None) -> None:
@@ -711,6 +760,9 @@ class Unit:
         if res_type == "Organization":
             self._organisation_written(res_id, doc)
         indexing.add_access(rows, res_type, res_id, indexing.with_ods_keys(self.conn, facts, self.org_ods))
+        if res_type == "Patient":
+            self.mpi_pending.append((res_id, doc, any(kind == labels.RESTRICTED_ADDRESS
+                                                      for _, kind in facts.restrictions)))
         source = meta.get("source")
         hist = {
             "res_type": res_type, "res_id": res_id, "version_id": version, "last_updated": now,
@@ -774,6 +826,8 @@ class Unit:
         # so do the relationships and restrictions the resource gave.
         self.pending.discard(res_type, res_id)
         indexing.clear_deleted(self.conn, res_type, res_id)
+        if res_type == "Patient":
+            self.mpi_pending.append((res_id, None, False))
         stored = Stored(res_type, res_id, version, now, None, "DELETE", seq)
         self.audit("delete", 204, stored, patients)
         return stored

@@ -1277,12 +1277,13 @@ def _sorted_page(conn: Connection, query: SearchQuery, where: list[ColumnElement
 
 # -- Patient/$everything ------------------------------------------------------------------------------
 
-def everything_page(conn: Connection, patient_id: str, *, types: Sequence[str], since: str | None, count: int,
-                    cursor: Cursor | None, visible: Visible, base_url: str) -> PageRows:
+def everything_page(conn: Connection, patient_ids: Sequence[str], *, types: Sequence[str], since: str | None,
+                    count: int, cursor: Cursor | None, visible: Visible, base_url: str) -> PageRows:
     """One page of a patient's record: every current resource in the patient's compartment (the
     Patient itself included), plus the resources they reference that sit in no patient's compartment
     (practitioners, organisations, locations, medications ...), so nothing of another patient is ever
-    included. Ordered by created_seq and bounded by a snapshot like any search."""
+    included. Ordered by created_seq and bounded by a snapshot like any search. Several `patient_ids`
+    (source records of one person) give the union of their compartments, each resource once."""
     snapshot = cursor.snapshot if cursor else conn.execute(select(_SNAPSHOT)).scalar_one()
     common = [visible(resource), resource.c.deleted.is_(False), resource.c.created_seq <= snapshot]
     if types:
@@ -1291,13 +1292,20 @@ def everything_page(conn: Connection, patient_id: str, *, types: Sequence[str], 
         common.append(resource.c.last_updated >= since)
     # Two disjoint parts (a shared resource is in no compartment), each driven by its own join: one
     # list of keys or an OR of two would make one database or the other scan every resource.
-    in_compartment = select(*_COLS).join(compartment, and_(
-        compartment.c.res_type == resource.c.res_type, compartment.c.res_id == resource.c.res_id)).where(
-        compartment.c.patient_id == patient_id, *common)
+    ids = list(patient_ids)
+    in_patients = compartment.c.patient_id == ids[0] if len(ids) == 1 else compartment.c.patient_id.in_(ids)
+    if len(ids) == 1:
+        in_compartment = select(*_COLS).join(compartment, and_(
+            compartment.c.res_type == resource.c.res_type, compartment.c.res_id == resource.c.res_id)).where(
+            in_patients, *common)
+    else:  # a resource in two of the compartments (it names both records) is listed once
+        in_compartment = select(*_COLS).where(exists().where(
+            compartment.c.res_type == resource.c.res_type, compartment.c.res_id == resource.c.res_id, in_patients),
+            *common)
     r = idx_reference
     targets = select(r.c.target_type, r.c.target_id).join(compartment, and_(
         compartment.c.res_type == r.c.res_type, compartment.c.res_id == r.c.res_id)).where(
-        compartment.c.patient_id == patient_id, r.c.target_id.isnot(None), local_reference(r, base_url)
+        in_patients, r.c.target_id.isnot(None), local_reference(r, base_url)
     ).distinct().subquery()
     referenced = select(*_COLS).join(targets, and_(
         targets.c.target_type == resource.c.res_type, targets.c.target_id == resource.c.res_id)).where(

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -418,4 +419,101 @@ web_session = Table(
     Column("expires", String(32), nullable=False),
     Column("revoked", Boolean, nullable=False),
     Index("ix_web_session_expires", "expires"),
+)
+
+# The master patient index (mpi/; docs/mpi.md). One row per current source Patient: what the matcher
+# compares (`features`, JSON from mpi.comparisons.features) and the blocking keys candidates are found
+# by, each indexed. Rewritten in the Patient's own write transaction; gone when the Patient is deleted.
+# `node` names the sharedcare node that holds the Patient, ready for federation.
+MPI_KEY = 160
+mpi_record = Table(
+    "mpi_record",
+    metadata,
+    Column("res_id", String(ID), primary_key=True),  # the Patient's id
+    Column("node", String(64), nullable=False),
+    Column("features", Text, nullable=False),
+    Column("restricted", Boolean, nullable=False),  # a restricted address: its postcode is never matched on for callers
+    Column("k_nhs", String(10)),  # an NHS number that passed its check
+    Column("k_birth_sound", String(MPI_KEY)),  # birth date | family name's sound
+    Column("k_birth_given", String(MPI_KEY)),  # birth date | first given name
+    Column("k_name", String(MPI_KEY)),  # family name | first given name
+    Column("k_place", String(MPI_KEY)),  # postcode | birth year
+    Column("updated", String(32), nullable=False),
+    # National tracing (mpi/trace.py): verified (PDS holds the record's number for someone with its birth
+    # date), traced (PDS found the number of a record that had none: `pds_number`, used for linking),
+    # mismatch (PDS holds the number for someone else, or not at all: not used for linking), not-found,
+    # ambiguous. Reset when the record's demographics change. The source's Patient is never changed.
+    Column("pds_status", String(16)),
+    Column("pds_number", String(10)),
+    Column("pds_checked", String(32)),
+    Index("ix_mpi_record_k_nhs", "k_nhs"),
+    Index("ix_mpi_record_k_birth_sound", "k_birth_sound"),
+    Index("ix_mpi_record_k_birth_given", "k_birth_given"),
+    Index("ix_mpi_record_k_name", "k_name"),
+    Index("ix_mpi_record_k_place", "k_place"),
+    Index("ix_mpi_record_pds_checked", "pds_checked"),
+)
+
+# A person: the one human behind the source Patients linked to it (served as a FHIR Person).
+mpi_person = Table(
+    "mpi_person",
+    metadata,
+    Column("person_id", String(36), primary_key=True),
+    Column("created", String(32), nullable=False),
+)
+
+# Which person each source Patient belongs to now. `how`: automatic (the matcher), manual (a reviewer),
+# merge (a merge of two persons). `grade` and `score` are the matcher's, for an automatic link.
+mpi_link = Table(
+    "mpi_link",
+    metadata,
+    Column("res_id", String(ID), primary_key=True),
+    Column("person_id", String(36), nullable=False),
+    Column("how", String(16), nullable=False),
+    Column("grade", String(16), nullable=False),  # match grade: certain (and manual links: certain)
+    Column("score", Float),  # match probability against the best record it was linked by; NULL for a first record
+    Column("agent_id", Text, nullable=False),  # who linked it: the node's matcher or a member of staff
+    Column("linked", String(32), nullable=False),
+    Index("ix_mpi_link_person", "person_id"),
+)
+
+# Every change to a link, oldest first: what it was and what it became. A change of several links at
+# once (a merge, a review decision) shares a `change_id`, so an unmerge can put them back as they were.
+mpi_link_history = Table(
+    "mpi_link_history",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("change_id", String(36), nullable=False),
+    Column("event", String(24), nullable=False),  # linked, relinked, unlinked, merged, unmerged, reviewed
+    Column("res_id", String(ID), nullable=False),
+    Column("old_person", String(36)),
+    Column("new_person", String(36)),
+    Column("old_how", String(16)),
+    Column("new_how", String(16)),
+    Column("agent_id", Text, nullable=False),
+    Column("reason", Text),
+    Column("at", String(32), nullable=False),
+    Index("ix_mpi_link_history_change", "change_id"),
+    Index("ix_mpi_link_history_res", "res_id", "seq"),
+)
+
+# Possible matches for a person to decide: a source Patient and a record it may be the same person as.
+# `status`: open, linked, kept-apart (decided by `decided_by`), withdrawn (a record changed or went).
+mpi_review = Table(
+    "mpi_review",
+    metadata,
+    Column("review_id", String(36), primary_key=True),
+    Column("res_id", String(ID), nullable=False),  # the record the matcher was deciding
+    Column("other_id", String(ID), nullable=False),  # the stored record it may be
+    Column("score", Float, nullable=False),
+    Column("grade", String(16), nullable=False),  # probable, possible
+    Column("held_back", Text),  # guards that stopped an automatic link, space-separated
+    Column("status", String(16), nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("decided_by", Text),
+    Column("decided", String(32)),
+    Column("reason", Text),
+    Index("ix_mpi_review_status", "status", "created"),
+    Index("ix_mpi_review_res", "res_id"),
+    Index("ix_mpi_review_other", "other_id"),
 )

@@ -25,7 +25,7 @@ from httpx2 import Response
 from sharedcare.app import Services, create_app
 from sharedcare.fhir.routes import FhirApi
 from sharedcare.settings import Settings
-from sharedcare.storage import audit_store
+from sharedcare.storage import audit_store, mpi_store
 from tests.conftest import token_for
 from tests.spec.access.world import A_NHS, B_NHS, World, build, observation, patient, ref, source, staff
 
@@ -169,6 +169,48 @@ MATRIX: dict[tuple[str, str], Row] = {
         lambda c: c.client.get(f"/fhir/Patient/{c.patient}/Observation"), SEARCH, names_target=True),
     ("GET", "/{res_type}/{res_id}/_history/{version}"): Row(
         lambda c: c.client.get(f"/fhir/Observation/{c.id('Observation:X-bp')}/_history/1"), READ),
+    # The patient index's Person (read-only: only the links the caller may see) and its operations.
+    ("GET", "/Person/{person_id}"): Row(lambda c: c.client.get(f"/fhir/Person/{c.id('Person:X')}"), READ),
+    ("GET", "/Person"): Row(lambda c: c.client.get(f"/fhir/Person?link=Patient/{c.patient}"),
+                            {"gp": (OK, EMPTY), "patient": (OK, EMPTY)}, names_target=True),
+    ("GET", "/Person/$review-queue"): Row(lambda c: c.client.get("/fhir/Person/$review-queue"), NO_WRITE),
+    ("POST", "/Person/$review-decide"): Row(lambda c: c.client.post("/fhir/Person/$review-decide", headers=FHIR, json={
+        "resourceType": "Parameters", "parameter": [{"name": "review", "valueString": "r"},
+                                                    {"name": "decision", "valueCode": "link"},
+                                                    {"name": "reason", "valueString": "same"}]}), NO_WRITE),
+    ("POST", "/Person/$merge"): Row(lambda c: c.client.post("/fhir/Person/$merge", headers=FHIR, json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "source", "valueReference": {"reference": f"Person/{c.id('Person:X')}"}},
+            {"name": "target", "valueReference": {"reference": f"Person/{c.id('Person:A')}"}},
+            {"name": "reason", "valueString": "same"}]}), NO_WRITE),
+    ("POST", "/Person/$unmerge"): Row(lambda c: c.client.post("/fhir/Person/$unmerge", headers=FHIR, json={
+        "resourceType": "Parameters", "parameter": [{"name": "change", "valueString": "c"},
+                                                    {"name": "reason", "valueString": "undo"}]}), NO_WRITE),
+    ("POST", "/Person/$unlink"): Row(lambda c: c.client.post("/fhir/Person/$unlink", headers=FHIR, json={
+        "resourceType": "Parameters", "parameter": [
+            {"name": "patient", "valueReference": {"reference": f"Patient/{c.patient}"}},
+            {"name": "reason", "valueString": "wrong"}]}), NO_WRITE, names_target=True),
+    ("POST", "/Person"): Row(lambda c: c.client.post("/fhir/Person", json={"resourceType": "Person"}, headers=FHIR),
+                             {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("PUT", "/Person"): Row(lambda c: c.client.put("/fhir/Person?link=x", json={"resourceType": "Person"},
+                                                   headers=FHIR), {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("DELETE", "/Person"): Row(lambda c: c.client.delete("/fhir/Person?link=x"),
+                               {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("PUT", "/Person/{person_id}"): Row(lambda c: c.client.put(f"/fhir/Person/{c.id('Person:X')}", headers=FHIR,
+                                                               json={"resourceType": "Person"}),
+                                        {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("PATCH", "/Person/{person_id}"): Row(lambda c: c.client.patch(f"/fhir/Person/{c.id('Person:X')}", json=[],
+                                                                   headers=JSON_PATCH),
+                                          {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("DELETE", "/Person/{person_id}"): Row(lambda c: c.client.delete(f"/fhir/Person/{c.id('Person:X')}"),
+                                           {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("GET", "/Person/_history"): Row(lambda c: c.client.get("/fhir/Person/_history"),
+                                     {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("GET", "/Person/{person_id}/_history"): Row(lambda c: c.client.get(f"/fhir/Person/{c.id('Person:X')}/_history"),
+                                                 {"gp": ({405}, {405}), "patient": ({405}, {405})}),
+    ("GET", "/Person/{person_id}/_history/{version}"): Row(
+        lambda c: c.client.get(f"/fhir/Person/{c.id('Person:X')}/_history/1"),
+        {"gp": ({405}, {405}), "patient": ({405}, {405})}),
 }
 H405 = {405}
 # What the receptionist (demographics only) and GP1's own feed get, route by route.
@@ -206,6 +248,15 @@ MORE: dict[tuple[str, str], dict[str, tuple[set[int], set[int]]]] = {
     ("GET", "/{res_type}/{res_id}/_history"): {"reception": (NONE, NONE), "feed": READ["gp"]},
     ("GET", "/{comp_type}/{comp_id}/{res_type}"): {"reception": (DENIED, DENIED), "feed": (OK, EMPTY)},
     ("GET", "/{res_type}/{res_id}/_history/{version}"): {"reception": (NONE, NONE), "feed": READ["gp"]},
+    ("GET", "/Person/{person_id}"): {"reception": READ["gp"], "feed": READ["gp"]},
+    ("GET", "/Person"): {"reception": (OK, EMPTY), "feed": (OK, EMPTY)},
+    **{route: {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)} for route in (
+        ("GET", "/Person/$review-queue"), ("POST", "/Person/$review-decide"), ("POST", "/Person/$merge"),
+        ("POST", "/Person/$unmerge"), ("POST", "/Person/$unlink"))},
+    **{route: {"reception": (H405, H405), "feed": (H405, H405)} for route in (
+        ("POST", "/Person"), ("PUT", "/Person"), ("DELETE", "/Person"), ("PUT", "/Person/{person_id}"),
+        ("PATCH", "/Person/{person_id}"), ("DELETE", "/Person/{person_id}"), ("GET", "/Person/_history"),
+        ("GET", "/Person/{person_id}/_history"), ("GET", "/Person/{person_id}/_history/{version}"))},
 }
 for _route, _more in MORE.items():  # a new dict per row: rows share READ, SEARCH, NO_WRITE
     MATRIX[_route] = dataclasses.replace(MATRIX[_route], expect={**MATRIX[_route].expect, **_more})
@@ -219,6 +270,7 @@ NOT_FHIR = {
     "/auth/login": "test_signin.py", "/auth/role": "test_signin.py", "/auth/session": "test_signin.py",
     "/auth/logout": "test_signin.py", "/auth/oidc/{provider}/start": "test_oidc.py",
     "/auth/oidc/{provider}/callback": "test_oidc.py",
+    "/mpi/review": "test_review_page.py", "/mpi/review/{review_id}": "test_review_page.py",
 }
 
 
@@ -245,6 +297,9 @@ def world(store: Services) -> World:
         events = audit_store.search(store.engine, audit_store.AuditFilter(
             patients=frozenset({w.ids[f"Patient:{name}"]}), interactions=("read",)), 1)
         w.ids[f"AuditEvent:{name}"] = str(events[0]["seq"])
+    with store.engine.connect() as conn:  # the patient index's person of each
+        for name in ("A", "B"):
+            w.ids[f"Person:{name}"] = str(mpi_store.person_of(conn, w.ids[f"Patient:{name}"]))
     return w
 
 
