@@ -47,6 +47,7 @@ from sharedcare.storage.oauth import OAuthStore
 from sharedcare.storage.repository import Repository
 from sharedcare.web.auth import install_auth
 from sharedcare.web.openapi import ROUTES
+from sharedcare.web.review import install_review
 
 log = logging.getLogger("sharedcare")
 
@@ -72,7 +73,7 @@ def open_services(settings: Settings, *, migrate: bool | None = None) -> Service
     committer = Committer(engine, flush_ms=settings.group_commit_ms)
     code_sets = labels.load_code_sets(settings.sensitive_codes_file)
     return Services(engine, committer, Repository(engine, committer, base_url=settings.base_url, code_sets=code_sets,
-                                                 step_up_aal=settings.step_up_aal))
+                                                 step_up_aal=settings.step_up_aal, node_id=settings.node_id))
 
 
 _WARM_UP_RESOURCE = {
@@ -208,6 +209,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     def _mount(svc: Services) -> None:
         FhirApi(svc.repo, settings).install(app)
         install_auth(app, svc, settings)
+        install_review(app, svc, settings)
         if settings.pds_sandbox_people is not None:
             from sharedcare.mpi import pds
 

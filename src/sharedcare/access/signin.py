@@ -66,9 +66,14 @@ def csrf_ok(expected: str | None, given: str | None) -> bool:
     return bool(expected and given and _TOKEN.fullmatch(given) and secrets.compare_digest(expected, given))
 
 
+# The pages of this server a sign-in may return to: an authorization request, or a staff page.
+_NEXT = re.compile(r"/auth/authorize\?.*|/mpi/review(/[A-Za-z0-9.-]{1,64})?(\?[A-Za-z0-9=&%._-]*)?")
+
+
 def safe_next(value: str | None) -> str | None:
-    """Where to go after signing in: only back to an authorization request on this server."""
-    return value if value and value.startswith("/auth/authorize?") else None
+    """Where to go after signing in: only back to an authorization request or a staff page on this
+    server (never another site: an open redirect would help a phishing page)."""
+    return value if value and _NEXT.fullmatch(value) and "\\" not in value else None
 
 
 def redirect_to(uri: str, params: dict[str, str | None]) -> str:

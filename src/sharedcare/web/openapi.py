@@ -1,9 +1,10 @@
-"""OpenAPI descriptions of the routes outside the FHIR API (sign-in, tokens, discovery, health).
+"""OpenAPI descriptions of the routes outside the FHIR API (sign-in, tokens, discovery, health, and
+the patient index's review pages).
 
 The FHIR API at /fhir is described by its CapabilityStatement (`/fhir/metadata`); these are the other
 routes, served at `/openapi.json` so they can be checked by Schemathesis (tests/integration/
 test_openapi.py) and read by integrators. The handlers parse their own forms (access/oauth.py,
-web/auth.py), so the parameters are declared here.
+web/auth.py, web/review.py), so the parameters are declared here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def _responses(*statuses: int, content: dict[str, Any]) -> dict[str, Any]:
 TOKEN_RESPONSES = _responses(200, 400, 401, 429, content=JSON_ANY)
 PAGE_RESPONSES = {**_responses(200, 400, 403, 404, 429, 503, content=HTML),
                   **{str(s): {"description": "redirect"} for s in (302, 303)}}
+# The review pages answer a decision on a review already closed with 409.
+REVIEW_RESPONSES = {**PAGE_RESPONSES, **_responses(409, content=HTML)}
+REVIEW_ID = {"name": "review_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 # (method, path) -> the `openapi_extra` of the route
 ROUTES: dict[tuple[str, str], dict[str, Any]] = {
@@ -70,6 +74,14 @@ ROUTES: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [{"name": "provider", "in": "path", "required": True, "schema": {"type": "string"}},
                        *_query("code", "state", "error", "error_description")],
         "responses": PAGE_RESPONSES},
+    ("GET", "/mpi/review"): {"summary": "The patient index's possible matches waiting for review (staff)",
+                             "parameters": _query("after", "decided"), "responses": REVIEW_RESPONSES},
+    ("GET", "/mpi/review/{review_id}"): {"summary": "One possible match, the two records side by side",
+                                         "parameters": [REVIEW_ID], "responses": REVIEW_RESPONSES},
+    ("POST", "/mpi/review/{review_id}"): {
+        "summary": "Decide a possible match: link (one person) or keep apart, with a reason",
+        "parameters": [REVIEW_ID], "requestBody": _form("csrf", "decision", "reason"),
+        "responses": REVIEW_RESPONSES},
     ("GET", "/fhir/.well-known/smart-configuration"): {
         "summary": "SMART on FHIR discovery", "responses": _responses(200, content=JSON_ANY)},
     ("GET", "/health/live"): {"summary": "Liveness", "responses": _responses(200, content=JSON_ANY)},

@@ -467,3 +467,22 @@ def test_bad_role_changes_are_refused_and_change_nothing(store: Services, people
     kept = AccountStore(store.engine).get("amara.okafor")
     assert kept is not None
     assert kept.roles == (("RJ1", "R8000"), ("RRU", "R8003"))
+
+
+@pytest.mark.parametrize(("wanted", "kept"), [
+    ("/auth/authorize?client_id=app&state=1", True),
+    ("/mpi/review", True),
+    ("/mpi/review/5f0c1a2b-0000-4000-8000-000000000001", True),
+    ("/mpi/review?after=5f0c1a2b-0000-4000-8000-000000000001", True),
+    ("https://evil.example/mpi/review", False),
+    ("//evil.example/mpi/review", False),
+    ("/mpi/review/../../auth/logout", False),
+    ("/mpi/reviewer", False),
+    ("/fhir/Patient", False),
+    ("", False),
+])
+def test_sign_in_returns_only_to_this_servers_own_pages(wanted: str, kept: bool) -> None:
+    from sharedcare.access.signin import safe_next
+
+    assert (safe_next(wanted) == wanted) is kept
+    assert safe_next(wanted) in (wanted, None)
