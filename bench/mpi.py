@@ -12,6 +12,9 @@ Then, side by side on the same server:
 It also reports how fast the Patients were stored with the index linking each one, and how the index
 linked them against the synthetic truth (pairwise precision and recall, share of records reviewed).
 
+`--batch`: batch deduplication instead. Every record is stored with linking deferred, then all are
+linked in one pass (`sharedcare mpi rebuild`), timed beside the time it took to store them.
+
 wrk at one connection (the latency of one record's match, not throughput), server on core 0; p50, p99
 and requests a second.
 The goal (issue 6) is a p99 of at most 20 ms for one record's online match.
@@ -20,42 +23,18 @@ The goal (issue 6) is a p99 of at most 20 ms for one record's online match.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
 import tempfile
 import time
-from collections import Counter
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from bench.run import RESULTS, Server, lua_headers, pinned_pg_database, write_batches, wrk
+from sharedcare.mpi.evaluate import pairwise, synth_patients
 
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
-
-
-def patients(truth: Path, people: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every source record of a synthetic London as the Patient its source would send (and, into
-    `people`, the true person of each)."""
-    sexes = {row["person_id"]: row["sex"] for row in csv.DictReader((truth / "people.csv").open())}
-    out = []
-    for rec in csv.DictReader((truth / "source-records.csv").open()):
-        if people is not None:
-            people.append(rec["person_id"])
-        body: dict[str, Any] = {
-            "resourceType": "Patient",
-            "identifier": [{"system": f"https://example.org/{rec['source']}", "value": rec["local_id"]}],
-            "name": [{"family": rec["family"], "given": [rec["given"]]}],
-            "gender": sexes.get(rec["person_id"], "unknown")}
-        if rec["nhs_number"]:
-            body["identifier"].append({"system": NHS, "value": rec["nhs_number"]})
-        if rec["birth_date"]:
-            body["birthDate"] = rec["birth_date"]
-        if rec["postcode"]:
-            body["address"] = [{"use": "home", "postalCode": rec["postcode"]}]
-        out.append(body)
-    return out
 
 
 def load(database_url: str, bodies: list[dict[str, Any]]) -> tuple[list[str], float]:
@@ -91,10 +70,6 @@ def lua_gets(paths: list[str], workdir: Path, headers: dict[str, str], name: str
     return script
 
 
-def _pairs(groups: Counter[Any]) -> int:
-    return sum(n * (n - 1) // 2 for n in groups.values())
-
-
 def index_quality(database_url: str, ids: list[str], truth: list[str]) -> dict[str, Any]:
     """How the index linked the stored Patients, against the synthetic truth: pairwise precision and
     recall of its persons, and the share of records with an open review."""
@@ -111,10 +86,9 @@ def index_quality(database_url: str, ids: list[str], truth: list[str]) -> dict[s
                                     .where(mpi_review.c.status == "open")).scalar_one()
     finally:
         engine.dispose()
-    both = Counter((person[i], t) for i, t in zip(ids, truth, strict=True))
-    linked, true, right = _pairs(Counter(person[i] for i in ids)), _pairs(Counter(truth)), _pairs(both)
-    return {"persons": len(set(person.values())), "linked_pairs": linked, "true_pairs": true,
-            "precision": round(right / linked, 5) if linked else 1.0, "recall": round(right / true, 5) if true else 1.0,
+    figures, persons = pairwise((person[i], t) for i, t in zip(ids, truth, strict=True))
+    return {"persons": persons, "linked_pairs": figures.linked, "true_pairs": figures.true_pairs,
+            "precision": round(figures.precision, 5), "recall": round(figures.recall, 5),
             "review_share": round(reviewed / len(ids), 4)}
 
 
@@ -122,8 +96,8 @@ def bench(people: int, workdir: Path, *, seed: int = 5, database_url: str | None
     from sharedcare import synth
 
     synth.generate(people, seed, date(2026, 4, 1), workdir / "london")
-    truth: list[str] = []
-    bodies = patients(workdir / "london" / "truth", truth)
+    records = synth_patients(workdir / "london" / "truth")
+    bodies, truth = [b for b, _ in records], [t for _, t in records]
     url = database_url or f"sqlite:///{workdir / 'mpi.db'}"
     ids, seconds = load(url, bodies)
     quality = index_quality(url, ids, truth) | {"load_per_s": round(len(ids) / seconds)}
@@ -158,6 +132,37 @@ def bench(people: int, workdir: Path, *, seed: int = 5, database_url: str | None
             "p99_ratio": round(best["match"]["p99_ms"] / best["search"]["p99_ms"], 2)}
 
 
+def batch(people: int, workdir: Path, *, seed: int = 5, database_url: str | None = None) -> dict[str, Any]:
+    """Batch deduplication: every source record stored with linking deferred (`sharedcare load
+    --defer-linking`), then linked in one pass (`mpi_store.rebuild`, what `sharedcare mpi rebuild`
+    runs), timed; beside it, the same records stored with no index at all (the store's own floor)."""
+    from sharedcare import synth
+    from sharedcare.access.context import system_caller
+    from sharedcare.app import open_services
+    from sharedcare.settings import Settings
+    from sharedcare.storage import mpi_store
+
+    synth.generate(people, seed, date(2026, 4, 1), workdir / "london")
+    records = synth_patients(workdir / "london" / "truth")
+    bodies, truth = [b for b, _ in records], [t for _, t in records]
+    url = database_url or f"sqlite:///{workdir / 'batch.db'}"
+    svc = open_services(Settings(database_url=url))
+    try:
+        svc.repo.link_patients = False
+        started = time.perf_counter()
+        ids = write_batches(svc, system_caller(), len(bodies), lambda unit, i: unit.create(bodies[i]).stored.res_id)
+        stored = time.perf_counter() - started
+        started = time.perf_counter()
+        linked = mpi_store.rebuild(svc.engine, node="bench")
+        dedup = time.perf_counter() - started
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
+    return {"people": people, "records": len(bodies), "linked": linked, "store_s": round(stored, 1),
+            "dedup_s": round(dedup, 1), "dedup_per_s": round(linked / dedup),
+            "ratio_to_store": round(dedup / stored, 2), "index": index_quality(url, ids, truth)}
+
+
 def bench_pg(people: int, workdir: Path) -> dict[str, Any]:
     """`bench` on PostgreSQL (`bench.run.pinned_pg_database`)."""
     with pinned_pg_database("mpi") as (url, version):
@@ -168,7 +173,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=10_000, help="people in the synthetic London")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--batch", action="store_true", help="time batch deduplication (store, then link all)")
     args = parser.parse_args()
+    if args.batch:
+        with tempfile.TemporaryDirectory(prefix="sharedcare-bench-mpi-") as tmp:
+            if args.backend == "postgresql":
+                with pinned_pg_database("mpi") as (url, _version):
+                    done = batch(args.people, Path(tmp), database_url=url)
+            else:
+                done = batch(args.people, Path(tmp))
+        q = done["index"]
+        print(f"batch deduplication [{args.backend}, {done['people']:,} people]: {done['records']:,} records linked in "
+              f"{done['dedup_s']} s ({done['dedup_per_s']:,}/s); storing them took {done['store_s']} s (ratio "
+              f"{done['ratio_to_store']}); {q['persons']:,} persons, pairwise precision {q['precision']}, recall "
+              f"{q['recall']}, open reviews for {q['review_share']:.1%} of records")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "mpi-batch.json").write_text(json.dumps(done, indent=1))
+        return
     with tempfile.TemporaryDirectory(prefix="sharedcare-bench-mpi-") as tmp:
         result = bench_pg(args.people, Path(tmp)) if args.backend == "postgresql" else bench(args.people, Path(tmp))
     m, s = result["best"]["match"], result["best"]["search"]

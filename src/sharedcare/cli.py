@@ -94,6 +94,9 @@ def db_relabel() -> None:
 @app.command()
 def load(
     files: Annotated[list[Path], typer.Argument(help="Transaction/batch bundles (.json) or NDJSON files.")],
+    defer_linking: Annotated[bool, typer.Option(
+        help="Do not link Patients in the patient index as they load (a bulk first load); they are not found by "
+             "$match or Person until `sharedcare mpi rebuild` links them, which this runs at the end.")] = False,
 ) -> None:
     """Load FHIR data: each bundle as one transaction; NDJSON resources one by one (create or update)."""
     from sharedcare.access.context import system_caller
@@ -103,6 +106,7 @@ def load(
 
     settings = get_settings()
     svc = open_services(settings)
+    svc.repo.link_patients = not defer_linking
     warm_up(settings)
     caller = system_caller(settings.node_id)
     processor = BundleProcessor(svc.repo, settings.base_url, settings.max_bundle_entries, settings.max_page_size,
@@ -136,6 +140,11 @@ def load(
                     failures += 1
                     console.print(f"[red]{path.name}: {exc}[/red]")
                 progress.advance(task)
+        if defer_linking:
+            from sharedcare.storage import mpi_store
+
+            linked = mpi_store.rebuild(svc.engine, node=settings.node_id)
+            console.print(f"linked {linked} Patients in the patient index")
     finally:
         svc.committer.close()
         svc.engine.dispose()

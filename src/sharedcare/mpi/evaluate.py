@@ -10,6 +10,7 @@ which a real NHS number, checked by modulus 11, would not be).
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,16 @@ from typing import Any
 from sharedcare.mpi.comparisons import features
 from sharedcare.mpi.decide import Outcome, Thresholds, decide
 from sharedcare.mpi.model import MatchModel
-from sharedcare.mpi.normalise import Demographics, birth_date, family_key, given_words, name_words, nhs_number, postcode
+from sharedcare.mpi.normalise import (
+    NHS_NUMBER_SYSTEM,
+    Demographics,
+    birth_date,
+    family_key,
+    given_words,
+    name_words,
+    nhs_number,
+    postcode,
+)
 
 # Link thresholds (match probabilities) every evaluation also reports, to choose the threshold from.
 SWEEP = (0.5, 0.9, 0.99, 0.999, 0.9999)
@@ -76,6 +86,45 @@ def synth_records(truth: Path, *, kinds: Iterable[str] | None = None) -> list[di
             row["truth"] = rec["person_id"]
             rows.append(row)
     return rows
+
+
+def synth_patients(truth: Path) -> list[tuple[dict[str, Any], str]]:
+    """Every source record of a synthetic London (`DIR/truth`) as the Patient its source would send
+    (the source's local number, the NHS number as recorded, name, sex, birth date and home postcode),
+    each with its true person: for storing through the index and scoring how it linked them."""
+    sexes: dict[str, str] = {}
+    with (truth / "people.csv").open(newline="", encoding="utf-8") as handle:
+        for person in csv.DictReader(handle):
+            sexes[person["person_id"]] = person["sex"]
+    out: list[tuple[dict[str, Any], str]] = []
+    with (truth / "source-records.csv").open(newline="", encoding="utf-8") as handle:
+        for rec in csv.DictReader(handle):
+            body: dict[str, Any] = {
+                "resourceType": "Patient",
+                "identifier": [{"system": f"https://example.org/{rec['source']}", "value": rec["local_id"]}],
+                "name": [{"family": rec["family"], "given": [rec["given"]]}],
+                "gender": sexes.get(rec["person_id"], "unknown")}
+            if rec["nhs_number"]:
+                body["identifier"].append({"system": NHS_NUMBER_SYSTEM, "value": rec["nhs_number"]})
+            if rec["birth_date"]:
+                body["birthDate"] = rec["birth_date"]
+            if rec["postcode"]:
+                body["address"] = [{"use": "home", "postalCode": rec["postcode"]}]
+            out.append((body, rec["person_id"]))
+    return out
+
+
+def pairwise(linked_to: Iterable[tuple[str, str]]) -> tuple[Figures, int]:
+    """Pairwise precision and recall of a clustering against the truth, from (cluster, true person)
+    per record; and the number of clusters."""
+    pairs = list(linked_to)
+
+    def count(groups: Counter[Any]) -> int:
+        return sum(n * (n - 1) // 2 for n in groups.values())
+    right = count(Counter(pairs))
+    linked, true = count(Counter(c for c, _ in pairs)), count(Counter(t for _, t in pairs))
+    return Figures(right / linked if linked else 1.0, right / true if true else 1.0, linked, true), \
+        len({c for c, _ in pairs})
 
 
 @dataclass(frozen=True)

@@ -88,15 +88,6 @@ class MpiService:
                               patients=tuple(link.res_id for link in shown))
         return [person_resource(person, shown, numbers)] if person and shown else []
 
-    def linked_patients(self, conn: Connection, caller: Caller, patient_id: str) -> list[str]:
-        """Every Patient the caller may see linked to the same person as `patient_id` (itself first)."""
-        person = mpi_store.person_of(conn, patient_id)
-        if person is None:
-            return [patient_id]
-        others = [link.res_id for link in mpi_store.person_links(conn, person) if link.res_id != patient_id]
-        seen = self._visible_patients(conn, caller, others)
-        return [patient_id, *[i for i in others if i in seen]]
-
     # -- the review queue ---------------------------------------------------------------------------
     def check_keeper(self, caller: Caller, operation: str) -> None:
         """Refuse (audited) a caller who may not keep the index, before anything else is read."""

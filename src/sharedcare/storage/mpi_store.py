@@ -224,31 +224,118 @@ def _queue(conn: Connection, res_id: str, reviews: Sequence[index.Review], now: 
             "decided_by": None, "decided": None, "reason": None})
 
 
+def _known(conn: Connection, res_ids: Sequence[str]) -> dict[str, Any]:
+    """The index's rows (features, restricted, person_id, how) of these records, where it holds them."""
+    found: dict[str, Any] = {}
+    ids = list(dict.fromkeys(res_ids))
+    for start in range(0, len(ids), 500):
+        for row in conn.execute(select(mpi_record.c.res_id, mpi_record.c.features, mpi_record.c.restricted,
+                                       mpi_link.c.person_id, mpi_link.c.how)
+                                .select_from(mpi_record.outerjoin(mpi_link, mpi_link.c.res_id == mpi_record.c.res_id))
+                                .where(mpi_record.c.res_id.in_(ids[start:start + 500]))):
+            found[row.res_id] = row
+    return found
+
+
+class _Arrivals:
+    """Records new to the index in one transaction, decided one after another and written together at
+    the end (a few multi-row INSERTs, not several statements a record). Each is decided against the
+    stored records and the arrivals before it, so two records of one person in one bundle link."""
+
+    def __init__(self, conn: Connection, matcher: Matcher, now: str) -> None:
+        self.conn, self.matcher, self.now = conn, matcher, now
+        self.ids: set[str] = set()
+        self.by_key: dict[tuple[str, str], list[index.Candidate]] = {}
+        self.members: dict[str, list[index.Candidate]] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    def _row(self, table: str, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+    def add(self, res_id: str, values: dict[str, Any]) -> None:
+        f = _features(values["features"])
+        found = candidates(self.conn, values, exclude=res_id)
+        seen = {c.res_id for c in found}
+        for column in KEY_COLUMNS:
+            for c in self.by_key.get((column, values[column]), []) if values.get(column) else []:
+                if c.res_id not in seen:
+                    found.append(c)
+                    seen.add(c.res_id)
+        planned = index.plan(self.matcher.model, self.matcher.thresholds, f, found,
+                             lambda person: [*members(self.conn, person), *self.members.get(person, [])])
+        person = planned.person
+        if person is None:
+            person = str(uuid.uuid4())
+            self._row(mpi_person.name, {"person_id": person, "created": self.now})
+        d = planned.decision
+        self._row(mpi_record.name, values)
+        self._row(mpi_link.name, {"res_id": res_id, "person_id": person, "how": AUTOMATIC, "grade": "certain",
+                                  "score": d.score.probability if d else None, "agent_id": MATCHER, "linked": self.now})
+        self._row(mpi_link_history.name, {
+            "change_id": str(uuid.uuid4()), "event": "linked", "res_id": res_id, "old_person": None,
+            "new_person": person, "old_how": None, "new_how": AUTOMATIC, "agent_id": MATCHER, "reason": None,
+            "at": self.now})
+        for r in planned.reviews:
+            self._row(mpi_review.name, {
+                "review_id": str(uuid.uuid4()), "res_id": res_id, "other_id": r.other_id,
+                "score": r.decision.score.probability, "grade": r.decision.grade,
+                "held_back": " ".join(r.decision.held_back) or None, "status": "open", "created": self.now,
+                "decided_by": None, "decided": None, "reason": None})
+        me = index.Candidate(res_id, person, f)
+        self.ids.add(res_id)
+        self.members.setdefault(person, []).append(me)
+        for column in KEY_COLUMNS:
+            if values.get(column):
+                self.by_key.setdefault((column, values[column]), []).append(me)
+
+    def write(self) -> None:
+        for table in (mpi_person, mpi_record, mpi_link, mpi_link_history, mpi_review):
+            rows = self.rows.pop(table.name, [])
+            if rows:
+                _ARRIVAL_INSERTS[table.name].execute(self.conn, rows)
+        self.ids.clear()
+        self.by_key.clear()
+        self.members.clear()
+
+
+_ARRIVAL_INSERTS = {t.name: dialects.insert_rows(t, [c.name for c in t.columns if c.name != "seq"])
+                    for t in (mpi_person, mpi_record, mpi_link, mpi_link_history, mpi_review)}
+
+
 def link_written(conn: Connection, matcher: Matcher, written: Sequence[tuple[str, Mapping[str, Any], bool]], *,
-                 node: str, now: str) -> None:
+                 node: str, now: str, defer_new: bool = False) -> None:
     """Index and link Patients written in this transaction: (id, the Patient as stored, whether its
-    address is restricted), in the order written."""
+    address is restricted), in the order written. With `defer_new` (a bulk first load), Patients the
+    index does not hold yet are left for `rebuild`."""
+    known = _known(conn, [w[0] for w in written])
+    arrivals = _Arrivals(conn, matcher, now)
     locked = False
     for res_id, doc, restricted in written:
+        before = known.get(res_id)
+        if before is None and res_id in arrivals.ids:  # written twice in one transaction
+            arrivals.write()
+            before = _known(conn, [res_id]).get(res_id)
+        if before is None and defer_new:
+            continue
         values = record_values(res_id, doc, restricted=restricted, node=node, now=now)
-        before = _RECORD_OF.execute(conn, {"i": res_id}).first()
-        old = current_link(conn, res_id) if before is not None else None
-        if before is not None and before.features == values["features"] and old is not None:
+        if not locked and (before is None or before.features != values["features"]):
+            dialects.lock_key(conn, LOCK)
+            locked = True
+        if before is None:
+            arrivals.add(res_id, values)
+            continue
+        arrivals.write()  # what is decided next reads the index as it now stands
+        old = (before.person_id, before.how) if before.person_id is not None else None
+        if before.features == values["features"] and old is not None:
             if bool(before.restricted) != restricted:
                 _UPDATE_RECORD.execute(conn, {"i": res_id, **{k: v for k, v in values.items() if k != "res_id"}})
             continue  # the demographics did not change: nor does the link
-        if before is None:
-            _INSERT_RECORD.execute(conn, values)
-        else:
-            _UPDATE_RECORD.execute(conn, {"i": res_id, **{k: v for k, v in values.items() if k != "res_id"}})
+        _UPDATE_RECORD.execute(conn, {"i": res_id, **{k: v for k, v in values.items() if k != "res_id"}})
         if old is not None and old[1] != AUTOMATIC:
             continue  # a person decided this link: it stays until a person changes it
-        if not locked:
-            dialects.lock_key(conn, LOCK)
-            locked = True
-        if before is not None:
-            _withdraw(conn, [res_id], now, "the record changed")
+        _withdraw(conn, [res_id], now, "the record changed")
         relink(conn, matcher, res_id, values, old, now=now)
+    arrivals.write()
 
 
 def relink(conn: Connection, matcher: Matcher, res_id: str, values: Mapping[str, Any], old: tuple[str, str] | None,

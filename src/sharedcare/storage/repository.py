@@ -201,6 +201,9 @@ class Repository:
                  node_id: str = "local", matcher: mpi_store.Matcher | None = None) -> None:
         self.engine = engine
         self.node_id = node_id  # recorded in the patient index with each source record it holds
+        # Off only for a bulk first load: Patients new to the index are then linked afterwards by
+        # mpi_store.rebuild (those it holds are still relinked, and deletions still leave it, at once).
+        self.link_patients = True
         self._matcher = matcher
         self.step_up_aal = step_up_aal  # the sign-in a person needs to change a care plan
         self.base_url = base_url  # absolute references to this server are searched as local ones
@@ -623,11 +626,13 @@ class Unit:
                 run.append((res_id, doc, restricted))
                 continue
             if run:
-                mpi_store.link_written(self.conn, self.repo.matcher, run, node=self.repo.node_id, now=now)
+                mpi_store.link_written(self.conn, self.repo.matcher, run, node=self.repo.node_id, now=now,
+                                       defer_new=not self.repo.link_patients)
                 run = []
             mpi_store.unlink_deleted(self.conn, [res_id], now=now)
         if run:
-            mpi_store.link_written(self.conn, self.repo.matcher, run, node=self.repo.node_id, now=now)
+            mpi_store.link_written(self.conn, self.repo.matcher, run, node=self.repo.node_id, now=now,
+                                   defer_new=not self.repo.link_patients)
 
     def audit(self, interaction: str, status: int, stored: Stored | None, patients: tuple[str, ...] = (),
               query: str | None = None, res_type: str | None = None) -> None:

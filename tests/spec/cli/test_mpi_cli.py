@@ -144,3 +144,24 @@ def test_rebuild_indexes_and_links_the_patients_the_index_does_not_hold(tmp_path
         assert mpi_store.count_records(conn) == 3
     svc.committer.close()
     svc.engine.dispose()
+
+
+def test_a_load_with_linking_deferred_links_everything_at_the_end(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from sharedcare.settings import get_settings
+
+    mia = {"resourceType": "Patient", "name": [{"family": "Thomas", "given": ["Mia"]}], "birthDate": "2019-03-04",
+           "gender": "female", "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"}]}
+    ndjson = tmp_path / "patients.ndjson"
+    ndjson.write_text(json.dumps(mia) + "\n" + json.dumps(mia) + "\n", encoding="utf-8")
+    monkeypatch.setenv("SHAREDCARE_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    get_settings.cache_clear()
+    try:
+        got = runner.invoke(app, ["load", "--defer-linking", str(ndjson)])
+        again = runner.invoke(app, ["mpi", "rebuild"])
+    finally:
+        get_settings.cache_clear()
+    assert got.exit_code == 0, got.output
+    assert "linked 2 Patients in the patient index" in said(got.output)
+    assert json.loads(again.stdout)["indexed"] == 0
+    assert json.loads(again.stdout)["persons"] == 1
