@@ -73,12 +73,15 @@ class Comparison:
     def level(self, left: Features, right: Features) -> int:
         """-1 when a value is missing (no evidence either way), else the index of the first level that
         holds, or len(levels) for "else"."""
-        if any(left.get(c) is None or right.get(c) is None for c in self.columns):
-            return -1
-        for i, lvl in enumerate(self.levels):
+        for c in self.columns:
+            if left.get(c) is None or right.get(c) is None:
+                return -1
+        i = 0
+        for lvl in self.levels:
             if lvl.test(left, right):
                 return i
-        return len(self.levels)
+            i += 1
+        return i
 
     def splink(self) -> dict[str, Any]:
         """This comparison in Splink's settings form."""

@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from nhs_number.validate import is_valid
@@ -55,9 +55,13 @@ def nhs_number(raw: str | None) -> str | None:
 
 
 def name_words(text: str | None) -> tuple[str, ...]:
-    """The words of a name in lower case, accents removed, apostrophes dropped, letters only."""
-    if not text:
-        return ()
+    """The words of a name in lower case, accents removed, apostrophes dropped, letters only (none
+    for anything but text: an unchecked input such as `$match`'s may hold anything)."""
+    return _name_words(text) if isinstance(text, str) and text else ()
+
+
+@lru_cache(maxsize=1 << 16)  # names repeat: a city has far fewer names than records
+def _name_words(text: str) -> tuple[str, ...]:
     plain = "".join(ch for ch in unicodedata.normalize("NFKD", text.casefold())
                     if not unicodedata.combining(ch))
     plain = plain.translate(_APOSTROPHES).translate(_PLAIN_LETTERS)
@@ -102,8 +106,11 @@ def same_given_name(a: str, b: str) -> bool:
 
 def postcode(raw: str | None) -> str | None:
     """A UK postcode in its standard form (outward code, space, inward code), or None."""
-    if not raw:
-        return None
+    return _postcode_of(raw) if isinstance(raw, str) and raw else None
+
+
+@lru_cache(maxsize=1 << 16)
+def _postcode_of(raw: str) -> str | None:
     compact = re.sub(r"\s+", "", raw).upper()
     found = _POSTCODE.match(compact)
     if found is None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import String, and_, bindparam, delete, func, insert, or_, select, union_all, update
@@ -51,8 +53,10 @@ def record_values(res_id: str, doc: Mapping[str, Any], *, restricted: bool, node
             "pds_status": None, "pds_number": None, "pds_checked": None}
 
 
+@lru_cache(maxsize=1 << 16)  # a record is read back as a candidate of every record it is blocked with
 def _features(text: str) -> Features:
-    loaded: Features = jsonio.loads(text)
+    """A stored record's features (shared between callers: never changed in place)."""
+    loaded: Features = MappingProxyType(jsonio.loads(text))
     return loaded
 
 
@@ -101,8 +105,9 @@ def candidates(conn: Connection, values: Mapping[str, Any], *, exclude: str | No
     """Every record (whoever may see it) sharing a blocking key with `values`, with its person."""
     if not any(values.get(c) for c in KEY_COLUMNS):
         return []
-    rows = _CANDIDATES.execute(conn, {"exclude": exclude or "", **{c: values.get(c) for c in KEY_COLUMNS}})
-    return [index.Candidate(r.res_id, r.person_id, _effective(r)) for r in rows]
+    rows = _CANDIDATES.rows(conn, {"exclude": exclude or "", **{c: values.get(c) for c in KEY_COLUMNS}})
+    return [index.Candidate(res_id, person, index.with_trace(_features(text), status, number))
+            for res_id, text, status, number, person in rows]
 
 
 def visible_candidates(conn: Connection, values: Mapping[str, Any], visible: Visible) -> list[tuple[str, Features]]:
@@ -123,7 +128,8 @@ _MEMBERS = dialects.Compiled(lambda _d: select(mpi_record.c.res_id, mpi_record.c
 
 
 def members(conn: Connection, person_id: str) -> list[index.Candidate]:
-    return [index.Candidate(r.res_id, person_id, _effective(r)) for r in _MEMBERS.execute(conn, {"p": person_id})]
+    return [index.Candidate(res_id, person_id, index.with_trace(_features(text), status, number))
+            for res_id, text, status, number in _MEMBERS.rows(conn, {"p": person_id})]
 
 
 _INSERT_PERSON = dialects.Compiled(lambda _d: insert(mpi_person).values(person_id=bindparam("p"),

@@ -152,3 +152,15 @@ def test_the_capability_statement_offers_match(client: TestClient) -> None:
     patient_rest = next(r for r in cs["rest"][0]["resource"] if r["type"] == "Patient")
     assert {"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"} \
         in patient_rest["operation"]
+
+
+def test_an_input_with_fields_of_the_wrong_kind_is_matched_on_what_is_usable(
+        client: TestClient, stored: dict[str, str]) -> None:
+    """The input is never stored, so it is not validated as a resource would be: fields of the wrong
+    kind are ignored rather than failing the operation."""
+    odd = patient("Mia", "Thomas", "2019-03-04", nhs=MIA)
+    odd["name"][0]["family"] = ["Thomas"]
+    odd["address"][0]["postalCode"] = 16
+    got = match(client, odd)
+    assert got.status_code == 200, got.text
+    assert [found for found, _, _ in graded(got.json())][:1] == [stored["mia-gp"]]
