@@ -85,7 +85,8 @@ def _person() -> dict[str, Any]:
             "searchParam": [{"name": p, "type": "reference", "definition": standard[p].url}
                             for p in ("link", "patient")],
             "operation": [{"name": name, "definition": f"https://sharedcare.example/OperationDefinition/Person-{name}"}
-                          for name in ("review-queue", "review-decide", "merge", "unmerge", "unlink")]}
+                          for name in ("review-queue", "review-decide", "merge", "unmerge", "unlink",
+                                       "link-history")]}
 
 
 @cache

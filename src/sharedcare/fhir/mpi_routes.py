@@ -5,6 +5,7 @@ staff keep the index.
     GET  /fhir/Person?link=Patient/{id}            the person of a Patient (also `patient=`)
     GET  /fhir/Person/$review-queue                possible matches (status, _count, after)
     GET  /fhir/Person/$review-queue?review={id}    one, side by side
+    GET  /fhir/Person/$link-history?patient=Patient/{id}   every change to the links of that Patient's person
     POST /fhir/Person/$review-decide               Parameters: review, decision (link | apart), reason
     POST /fhir/Person/$merge                       Parameters: source, target (Person references), reason
     POST /fhir/Person/$unmerge                     Parameters: change, reason
@@ -74,6 +75,17 @@ def install_mpi_routes(api: FhirApi) -> MpiService:
             caller, status=params.get("status", "open"), count=int(count), after=params.get("after")))
         return resp.fhir_response({"resourceType": "Parameters", "parameter": [
             {"name": "total", "valueInteger": total}, *[_review_part(row) for row in rows]]}, fmt)
+
+    @r("GET", "/Person/$link-history")
+    async def link_history(request: Request) -> Response:
+        fmt = api.fmt(request)
+        caller = api.caller(request)
+        await run_in_threadpool(service.check_keeper, caller, "$link-history")
+        patient = request.query_params.get("patient")
+        if not patient:
+            raise BadRequest("$link-history takes patient=Patient/{id}")
+        rows = await run_in_threadpool(service.history, caller, _patient_id(patient))
+        return resp.fhir_response({"resourceType": "Parameters", "parameter": [_change_part(r) for r in rows]}, fmt)
 
     @r("POST", "/Person/$review-decide")
     async def review_decide(request: Request) -> Response:
@@ -190,6 +202,24 @@ def _item_parameters(item: ReviewItem) -> dict[str, Any]:
                                                {"name": "agreement", "valueString": label}]}
                for name, label in item.levels.items()]
     return {"resourceType": "Parameters", "parameter": params}
+
+
+def _change_part(row: Any) -> dict[str, Any]:
+    part: list[dict[str, Any]] = [
+        {"name": "change", "valueString": row.change_id},
+        {"name": "event", "valueCode": row.event},
+        {"name": "patient", "valueReference": {"reference": f"Patient/{row.res_id}"}},
+    ]
+    if row.old_person:
+        part.append({"name": "from", "valueReference": {"reference": f"Person/{row.old_person}"}})
+    if row.new_person:
+        part.append({"name": "to", "valueReference": {"reference": f"Person/{row.new_person}"}})
+    part += [{"name": "how", "valueCode": row.new_how or row.old_how},
+             {"name": "by", "valueString": row.agent_id},
+             {"name": "at", "valueInstant": row.at[:23] + "Z"}]
+    if row.reason:
+        part.append({"name": "reason", "valueString": row.reason})
+    return {"name": "linkChange", "part": part}
 
 
 def _change_parameters(change: str, person: str | None, records: list[str]) -> dict[str, Any]:

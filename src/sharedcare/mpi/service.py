@@ -173,6 +173,18 @@ class MpiService:
         assert done is not None
         return done
 
+    def history(self, caller: Caller, patient_id: str) -> list[Any]:
+        """Every change to the links of the records of this Patient's person, oldest first (each with
+        its change id, for an unmerge)."""
+        self._require_keeper(caller, "$link-history")
+        with self.engine.connect() as conn:
+            person = mpi_store.person_of(conn, patient_id)
+            ids = [link.res_id for link in mpi_store.person_links(conn, person)] if person else [patient_id]
+            rows = mpi_store.link_history(conn, ids)
+        self.repo._audit_read(caller, "operation", 200, res_type="Person", res_id=person, query="$link-history",
+                              patients=tuple(dict.fromkeys(r.res_id for r in rows)))
+        return rows
+
     # -- merges ------------------------------------------------------------------------------------------
     def merge(self, caller: Caller, source: str, target: str, reason: str) -> tuple[str, list[str]]:
         """Move every record of person `source` to person `target`; returns the change id (for an

@@ -342,6 +342,35 @@ def link_written(conn: Connection, matcher: Matcher, written: Sequence[tuple[str
         _withdraw(conn, [res_id], now, "the record changed")
         relink(conn, matcher, res_id, values, old, now=now)
     arrivals.write()
+    for res_id, doc, _ in written:
+        if doc.get("link"):
+            _source_merges(conn, res_id, doc, now)
+
+
+def _source_merges(conn: Connection, res_id: str, doc: Mapping[str, Any], now: str) -> None:
+    """A source saying two of its own records are one patient (FHIR `Patient.link` of type replaced-by
+    on the retired record, or replaces on the survivor: what an HL7 v2 A34/A40 merge maps to) merges
+    their persons. A record of another source is never merged this way: each source speaks only for
+    its own records; the matcher and the review queue join records across sources."""
+    for link in doc.get("link") or []:
+        if not isinstance(link, Mapping) or link.get("type") not in ("replaced-by", "replaces"):
+            continue
+        ref = (link.get("other") or {}).get("reference") if isinstance(link.get("other"), Mapping) else None
+        if not isinstance(ref, str) or not ref.startswith("Patient/") or ref[8:] == res_id:
+            continue
+        retired, survivor = (res_id, ref[8:]) if link["type"] == "replaced-by" else (ref[8:], res_id)
+        orgs = dict(conn.execute(select(resource.c.res_id, resource.c.source_org).where(
+            resource.c.res_type == "Patient", resource.c.res_id.in_([retired, survivor]),
+            resource.c.deleted.is_(False))).all())
+        if len(orgs) != 2 or orgs[retired] != orgs[survivor]:
+            continue
+        source, target = person_of(conn, retired), person_of(conn, survivor)
+        if source is None or target is None or source == target:
+            continue
+        dialects.lock_key(conn, LOCK)
+        changes = Changes(conn, f"source:{orgs[survivor] or 'node'}", now,
+                          reason="the source merged its records (Patient.link " + str(link["type"]) + ")")
+        merge_persons(changes, source, target)
 
 
 def relink(conn: Connection, matcher: Matcher, res_id: str, values: Mapping[str, Any], old: tuple[str, str] | None,

@@ -174,6 +174,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/Person"): Row(lambda c: c.client.get(f"/fhir/Person?link=Patient/{c.patient}"),
                             {"gp": (OK, EMPTY), "patient": (OK, EMPTY)}, names_target=True),
     ("GET", "/Person/$review-queue"): Row(lambda c: c.client.get("/fhir/Person/$review-queue"), NO_WRITE),
+    ("GET", "/Person/$link-history"): Row(lambda c: c.client.get(f"/fhir/Person/$link-history?patient={c.patient}"),
+                                          NO_WRITE, names_target=True),
     ("POST", "/Person/$review-decide"): Row(lambda c: c.client.post("/fhir/Person/$review-decide", headers=FHIR, json={
         "resourceType": "Parameters", "parameter": [{"name": "review", "valueString": "r"},
                                                     {"name": "decision", "valueCode": "link"},
@@ -251,7 +253,8 @@ MORE: dict[tuple[str, str], dict[str, tuple[set[int], set[int]]]] = {
     ("GET", "/Person/{person_id}"): {"reception": READ["gp"], "feed": READ["gp"]},
     ("GET", "/Person"): {"reception": (OK, EMPTY), "feed": (OK, EMPTY)},
     **{route: {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)} for route in (
-        ("GET", "/Person/$review-queue"), ("POST", "/Person/$review-decide"), ("POST", "/Person/$merge"),
+        ("GET", "/Person/$review-queue"), ("GET", "/Person/$link-history"), ("POST", "/Person/$review-decide"),
+        ("POST", "/Person/$merge"),
         ("POST", "/Person/$unmerge"), ("POST", "/Person/$unlink"))},
     **{route: {"reception": (H405, H405), "feed": (H405, H405)} for route in (
         ("POST", "/Person"), ("PUT", "/Person"), ("DELETE", "/Person"), ("PUT", "/Person/{person_id}"),

@@ -377,3 +377,34 @@ def test_an_unlinked_record_stays_apart_when_it_is_updated(client: TestClient) -
     body = {**patient("Amara", "Okafor", "1984-02-29", nhs=AMARA, postcode="N1 9GU"), "id": b}
     assert client.put(f"/fhir/Patient/{b}", json=body, headers=FHIR).status_code == 200
     assert not same_person(client, a, b)
+
+
+def test_a_sources_merge_of_its_own_records_joins_their_persons_and_can_be_undone(
+        store: Services, settings: Settings, client: TestClient) -> None:
+    """What an HL7 v2 A40 maps to: the retired record says it is replaced by the survivor."""
+    with _org_client(store, settings, "RF4") as trust, _org_client(store, settings, "F84001") as practice:
+        survivor = create(trust, patient("Amara", "Okafor", "1984-02-29", nhs=AMARA))
+        temporary = patient(None, "Okafor", "1984-03-01", postcode="N1 9GU")  # an unidentified arrival
+        retired = create(trust, temporary)
+        assert not same_person(client, survivor, retired)
+        merged = {**temporary, "id": retired, "active": False,
+                  "link": [{"other": {"reference": f"Patient/{survivor}"}, "type": "replaced-by"}]}
+        assert trust.put(f"/fhir/Patient/{retired}", json=merged, headers=FHIR).status_code == 200
+        assert same_person(client, survivor, retired)
+        # Another source's record is never merged by a source's say-so.
+        theirs = create(practice, patient("Kwame", "Mensah", "1955-11-30", nhs=KWAME, sex="male"))
+        claim = {**patient("Kwame", "Mensah", "1955-11-30", nhs=KWAME, sex="male"), "id": theirs,
+                 "link": [{"other": {"reference": f"Patient/{survivor}"}, "type": "replaced-by"}]}
+        assert practice.put(f"/fhir/Patient/{theirs}", json=claim, headers=FHIR).status_code == 200
+        assert not same_person(client, survivor, theirs)
+    history = client.get("/fhir/Person/$link-history", params={"patient": f"Patient/{retired}"})
+    assert history.status_code == 200, history.text
+    changes = [{p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in c["part"]}
+               for c in history.json()["parameter"]]
+    [merge] = [c for c in changes if c["event"] == "merged"]
+    assert merge["by"] == "source:RF4"
+    assert merge["patient"] == {"reference": f"Patient/{retired}"}
+    undone = client.post("/fhir/Person/$unmerge", headers=FHIR,
+                         json=parameters(change=merge["change"], reason="the trust merged in error"))
+    assert undone.status_code == 200, undone.text
+    assert not same_person(client, survivor, retired)
