@@ -57,7 +57,7 @@ def keys(d: Demographics, f: Features) -> Keys:
         nhs=f.get("nhs_number"),
         birth_sound=f"{birth}|{f['family_sound']}" if birth and f.get("family_sound") else None,
         birth_given=f"{birth}|{given1}" if birth and given1 else None,
-        name=f"{f['family']}|{given1}" if f.get("family") and given1 else None,
+        name=f"{f['family']}|{given1}|{year}" if f.get("family") and given1 and year else None,
         place=f"{f['postcode']}|{year}" if f.get("postcode") and year else None,
     )
 

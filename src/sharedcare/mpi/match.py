@@ -3,10 +3,10 @@ person an input Patient describes, each with a score and a match grade.
 
 Candidates are the patient index's records (storage/mpi_store.py) of Patients the caller may see that
 share a blocking key with the input (an NHS number; a birth date with a family name that sounds alike;
-a birth date with the first given name; family and given name; a postcode with the birth year). Each
-is scored on its stored features (a restricted address's place left out) and decided (`decide.py`)
-against the input; candidates graded certainly-not are not returned. The input is never stored: an
-NHS number failing its check is treated as absent, as it is for stored records.
+a birth date with the first given name; family and given name with the birth year; a postcode with
+the birth year). Each is scored on its stored features (a restricted address's place left out) and
+decided (`decide.py`) against the input; candidates graded certainly-not are not returned. The input
+is never stored: an NHS number failing its check is treated as absent, as it is for stored records.
 """
 
 from __future__ import annotations

@@ -436,7 +436,7 @@ mpi_record = Table(
     Column("k_nhs", String(10)),  # an NHS number that passed its check
     Column("k_birth_sound", String(MPI_KEY)),  # birth date | family name's sound
     Column("k_birth_given", String(MPI_KEY)),  # birth date | first given name
-    Column("k_name", String(MPI_KEY)),  # family name | first given name
+    Column("k_name", String(MPI_KEY)),  # family name | first given name | birth year
     Column("k_place", String(MPI_KEY)),  # postcode | birth year
     Column("updated", String(32), nullable=False),
     # National tracing (mpi/trace.py): verified (PDS holds the record's number for someone with its birth
