@@ -38,7 +38,7 @@ from sharedcare.fhir import formats
 from sharedcare.fhir import responses as resp
 from sharedcare.fhir.routes import FhirApi
 from sharedcare.settings import Settings, get_settings
-from sharedcare.storage import audit_store, codec, database
+from sharedcare.storage import audit_store, codec, database, mpi_store
 from sharedcare.storage import privacy as privacy_store
 from sharedcare.storage.committer import Committer
 from sharedcare.storage.grants import GrantStore
@@ -102,13 +102,15 @@ def warm_up(settings: Settings | None = None) -> None:
 
 
 HOUSEKEEPING_INDEX_ROUNDS = 10  # audit records indexed per round: at most this many batches of 20,000
+HOUSEKEEPING_LINK_CHUNKS = 5  # Patients the patient index does not hold, linked per round: 5 chunks of 2,000
 
 
 def housekeep(svc: Services) -> None:
     """The node's routine chores: end access grants whose time is up (each with its "override stopped"
     audit record), drop expired tokens, codes and sessions (refused anyway; this keeps them few), index
-    the patients audit records name (storage/audit_store.index_patients), announce new grants, and
-    keep SQLite's planner statistics in step with the store (storage/database.refresh_statistics)."""
+    the patients audit records name (storage/audit_store.index_patients), announce new grants, link
+    any Patient the patient index does not hold (storage/mpi_store.rebuild), and keep SQLite's planner
+    statistics in step with the store (storage/database.refresh_statistics)."""
     now = datetime.now(UTC)
     grants.end_expired(GrantStore(svc.engine), now)
     OAuthStore(svc.engine).purge_expired()
@@ -117,6 +119,10 @@ def housekeep(svc: Services) -> None:
         if audit_store.index_patients(svc.engine, settled) == 0:
             break
     announce_grants(svc.engine)
+    if svc.repo.link_patients:  # a Patient the index does not hold (a store restored without it) is linked
+        linked = mpi_store.rebuild(svc.engine, node=svc.repo.node_id, max_chunks=HOUSEKEEPING_LINK_CHUNKS)
+        if linked:
+            log.warning("patient index: linked %d Patients it did not hold", linked)
     database.refresh_statistics(svc.engine)
 
 

@@ -417,11 +417,12 @@ def count_records(conn: Connection) -> int:
 REBUILD_CHUNK = 2_000
 
 
-def rebuild(target: Connection | Engine, *, node: str, matcher: Matcher | None = None, now: str | None = None) -> int:
+def rebuild(target: Connection | Engine, *, node: str, matcher: Matcher | None = None, now: str | None = None,
+            max_chunks: int | None = None) -> int:
     """Index and link every current Patient not yet in the index, oldest first, as if each had just
     arrived (the migration that made the index, and `sharedcare mpi rebuild`). On a connection it all
     runs in that connection's transaction; on an engine each chunk commits on its own, so writers are
-    held back for one chunk at a time. Returns how many."""
+    held back for one chunk at a time; `max_chunks` bounds the work (housekeeping). Returns how many."""
     if matcher is None:
         from sharedcare.mpi import packaged
 
@@ -431,8 +432,9 @@ def rebuild(target: Connection | Engine, *, node: str, matcher: Matcher | None =
         from datetime import UTC, datetime
 
         now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
-    done, last = 0, -1
-    while True:
+    done, last, chunks = 0, -1, 0
+    while max_chunks is None or chunks < max_chunks:
+        chunks += 1
         if isinstance(target, Connection):
             count, last = _rebuild_chunk(target, matcher, node, now, last)
         else:
@@ -442,6 +444,7 @@ def rebuild(target: Connection | Engine, *, node: str, matcher: Matcher | None =
         if not count:
             return done
         done += count
+    return done
 
 
 def _rebuild_chunk(conn: Connection, matcher: Matcher, node: str, now: str, after: int) -> tuple[int, int]:

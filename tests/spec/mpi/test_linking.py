@@ -408,3 +408,21 @@ def test_a_sources_merge_of_its_own_records_joins_their_persons_and_can_be_undon
                          json=parameters(change=merge["change"], reason="the trust merged in error"))
     assert undone.status_code == 200, undone.text
     assert not same_person(client, survivor, retired)
+
+
+def test_housekeeping_links_patients_the_index_does_not_hold(client: TestClient, store: Services) -> None:
+    """A store restored without its index (or loaded with linking deferred) is linked by the node's
+    routine chores, a bounded number at a time."""
+    from sqlalchemy import delete
+
+    from sharedcare.app import housekeep
+    from sharedcare.storage.tables import mpi_link, mpi_person, mpi_record
+
+    a = create(client, patient("Amara", "Okafor", "1984-02-29", nhs=AMARA))
+    b = create(client, patient("Amara", "Okafor", "1984-02-29", nhs=AMARA))
+    with store.engine.begin() as conn:
+        for table in (mpi_record, mpi_link, mpi_person):
+            conn.execute(delete(table))
+    assert person_of(client, a) is None
+    housekeep(store)
+    assert same_person(client, a, b)
