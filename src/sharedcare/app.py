@@ -120,7 +120,7 @@ def housekeep(svc: Services) -> None:
             break
     announce_grants(svc.engine)
     if svc.repo.link_patients:  # a Patient the index does not hold (a store restored without it) is linked
-        linked = mpi_store.rebuild(svc.engine, node=svc.repo.node_id, max_chunks=HOUSEKEEPING_LINK_CHUNKS)
+        linked = mpi_store.link_missing(svc.engine, node=svc.repo.node_id, max_chunks=HOUSEKEEPING_LINK_CHUNKS)
         if linked:
             log.warning("patient index: linked %d Patients it did not hold", linked)
     database.refresh_statistics(svc.engine)
@@ -214,8 +214,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     def _mount(svc: Services) -> None:
         FhirApi(svc.repo, settings).install(app)
-        install_auth(app, svc, settings)
-        install_review(app, svc, settings)
+        install_review(app, svc, settings, install_auth(app, svc, settings))
         if settings.pds_sandbox_people is not None:
             from sharedcare.mpi import pds
 

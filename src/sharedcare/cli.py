@@ -567,7 +567,6 @@ def mpi_trace(
 ) -> None:
     """Check the index's records not yet checked against PDS: verify their NHS numbers, or trace one
     for records without; print what was found (counts only)."""
-    from sharedcare.mpi import packaged
     from sharedcare.mpi.pds import PdsClient
     from sharedcare.mpi.trace import trace_pending
     from sharedcare.storage import database, mpi_store
@@ -580,9 +579,8 @@ def mpi_trace(
     try:
         if not database.is_current(engine):
             raise ConfigurationError("the database schema is not current: run `sharedcare db upgrade`")
-        shipped = packaged.load()
-        done = trace_pending(engine, PdsClient(url, token=settings.pds_token),
-                             mpi_store.Matcher(shipped.model, shipped.thresholds), limit=limit)
+        done = trace_pending(engine, PdsClient(url, token=settings.pds_token), mpi_store.shipped_matcher(),
+                             limit=limit)
         with engine.connect() as conn:
             totals = mpi_store.trace_counts(conn)
     finally:

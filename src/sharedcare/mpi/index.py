@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sharedcare.mpi.comparisons import Features, features
+from sharedcare.mpi.comparisons import Features
 from sharedcare.mpi.decide import Decision, Outcome, Thresholds, decide
 from sharedcare.mpi.model import MatchModel
 from sharedcare.mpi.normalise import Demographics
@@ -34,36 +34,24 @@ REVIEWS_PER_RECORD = 5
 PLACE_FIELDS = ("postcode", "postcode_sector", "postcode_district", "address")
 
 
-@dataclass(frozen=True)
-class Keys:
-    """Blocking keys: records sharing any one are compared."""
-
-    nhs: str | None
-    birth_sound: str | None
-    birth_given: str | None
-    name: str | None
-    place: str | None
-
-    def values(self) -> dict[str, str | None]:
-        return {"k_nhs": self.nhs, "k_birth_sound": self.birth_sound, "k_birth_given": self.birth_given,
-                "k_name": self.name, "k_place": self.place}
+# The blocking keys, as mpi_record's columns: records sharing any one are compared.
+KEY_COLUMNS = ("k_nhs", "k_birth_sound", "k_birth_given", "k_name", "k_place")
 
 
-def keys(d: Demographics, f: Features) -> Keys:
+def keys(d: Demographics, f: Features) -> dict[str, str | None]:
+    """A record's blocking keys (KEY_COLUMNS): its NHS number; birth date with the family name's
+    sound; birth date with the first given name; family, first given name and birth year; postcode
+    with birth year."""
     birth = f.get("birth_date")
     year = d.birth_date[:4] if d.birth_date else None
     given1 = f.get("given1")
-    return Keys(
-        nhs=f.get("nhs_number"),
-        birth_sound=f"{birth}|{f['family_sound']}" if birth and f.get("family_sound") else None,
-        birth_given=f"{birth}|{given1}" if birth and given1 else None,
-        name=f"{f['family']}|{given1}|{year}" if f.get("family") and given1 and year else None,
-        place=f"{f['postcode']}|{year}" if f.get("postcode") and year else None,
-    )
-
-
-def record_features(d: Demographics) -> Features:
-    return features(d)
+    return {
+        "k_nhs": f.get("nhs_number"),
+        "k_birth_sound": f"{birth}|{f['family_sound']}" if birth and f.get("family_sound") else None,
+        "k_birth_given": f"{birth}|{given1}" if birth and given1 else None,
+        "k_name": f"{f['family']}|{given1}|{year}" if f.get("family") and given1 and year else None,
+        "k_place": f"{f['postcode']}|{year}" if f.get("postcode") and year else None,
+    }
 
 
 def with_trace(f: Mapping[str, Any], status: str | None, number: str | None) -> Features:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from sharedcare.access.audit import AuditRecord, mark_audited
@@ -24,7 +23,6 @@ from sharedcare.mpi.comparisons import COMPARISONS, Comparison
 from sharedcare.mpi.normalise import NHS_NUMBER_SYSTEM
 from sharedcare.storage import audit_store, dialects, mpi_store
 from sharedcare.storage.repository import Repository
-from sharedcare.storage.tables import resource
 
 # Person.link.assurance (http://hl7.org/fhir/identity-assuranceLevel): a link a member of staff made or
 # confirmed is level4; one the matcher made is level3.
@@ -46,47 +44,40 @@ class MpiService:
         self.engine = repo.engine
 
     # -- reading --------------------------------------------------------------------------------------
-    def _visible_patients(self, conn: Connection, caller: Caller, ids: list[str]) -> set[str]:
-        if not ids:
-            return set()
-        rows = conn.execute(select(resource.c.res_id).where(
-            resource.c.res_type == "Patient", resource.c.res_id.in_(ids), resource.c.deleted.is_(False),
-            self.repo.policy.visible_clause(caller, resource)))
-        return {r[0] for r in rows}
-
     def _may_read(self, caller: Caller, operation: str, res_id: str | None = None) -> None:
         if not self.repo.policy.may_search(caller, "Patient"):
-            self.repo._audit_read(caller, "read", 403, res_type="Person", res_id=res_id, query=operation)
+            self.repo.record(caller, "read", 403, res_type="Person", res_id=res_id, query=operation)
             raise Forbidden("you may not read the patient index")
+
+    def _shown(self, conn: Connection, caller: Caller, person: str | None) -> dict[str, Any] | None:
+        """The Person as the caller may see it (only links to Patients they may see); None when none."""
+        links = mpi_store.person_links(conn, person) if person else []
+        seen = mpi_store.visible_records(conn, [link.res_id for link in links], self.repo.visible(caller))
+        shown = [link for link in links if link.res_id in seen]
+        if person is None or not shown:
+            return None
+        return person_resource(person, shown, mpi_store.record_numbers(conn, [link.res_id for link in shown]))
 
     def person(self, caller: Caller, person_id: str) -> dict[str, Any]:
         """The Person, with the links the caller may see; 404 when they may see none."""
         self._may_read(caller, "read", person_id)
         with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
-            links = mpi_store.person_links(conn, person_id)
-            seen = self._visible_patients(conn, caller, [link.res_id for link in links])
-            shown = [link for link in links if link.res_id in seen]
-            numbers = mpi_store.record_numbers(conn, [link.res_id for link in shown])
-        if not shown:
-            self.repo._audit_read(caller, "read", 404, res_type="Person", res_id=person_id)
+            found = self._shown(conn, caller, person_id)
+        if found is None:
+            self.repo.record(caller, "read", 404, res_type="Person", res_id=person_id)
             raise NotFound("Person resource not found")
-        self.repo._audit_read(caller, "read", 200, res_type="Person", res_id=person_id,
-                              patients=tuple(link.res_id for link in shown))
-        return person_resource(person_id, shown, numbers)
+        self.repo.record(caller, "read", 200, res_type="Person", res_id=person_id, patients=linked_ids(found))
+        return found
 
     def person_of(self, caller: Caller, patient_id: str, query: str) -> list[dict[str, Any]]:
         """Person?link=Patient/{id}: the person of a Patient the caller may see (none otherwise)."""
         self._may_read(caller, query)
         with self.engine.connect().execution_options(**dialects.read_options(self.engine)) as conn:
-            person = mpi_store.person_of(conn, patient_id) if self._visible_patients(conn, caller, [patient_id]) \
-                else None
-            links = mpi_store.person_links(conn, person) if person else []
-            seen = self._visible_patients(conn, caller, [link.res_id for link in links])
-            shown = [link for link in links if link.res_id in seen]
-            numbers = mpi_store.record_numbers(conn, [link.res_id for link in shown])
-        self.repo._audit_read(caller, "search", 200, res_type="Person", query=query,
-                              patients=tuple(link.res_id for link in shown))
-        return [person_resource(person, shown, numbers)] if person and shown else []
+            visible = mpi_store.visible_records(conn, [patient_id], self.repo.visible(caller))
+            found = self._shown(conn, caller, mpi_store.person_of(conn, patient_id) if visible else None)
+        self.repo.record(caller, "search", 200, res_type="Person", query=query,
+                         patients=linked_ids(found) if found else ())
+        return [found] if found else []
 
     # -- the review queue ---------------------------------------------------------------------------
     def check_keeper(self, caller: Caller, operation: str) -> None:
@@ -97,11 +88,11 @@ class MpiService:
         """Refuse (audited) a caller who may not keep the index, or a change without a reason; the
         reason as kept."""
         if not may_keep_index(caller):
-            self.repo._audit_read(caller, "operation", 403, res_type="Person", query=operation)
+            self.repo.record(caller, "operation", 403, res_type="Person", query=operation)
             raise Forbidden("deciding matches and merging persons needs the review-matches activity")
         kept = (reason or "").strip()[:MAX_REASON]
         if reason is not None and not kept:
-            self.repo._audit_read(caller, "operation", 400, res_type="Person", query=operation)
+            self.repo.record(caller, "operation", 400, res_type="Person", query=operation)
             raise BadRequest("give a reason: it is kept with the decision")
         return kept
 
@@ -109,12 +100,12 @@ class MpiService:
                                                                                            int]:
         self._require_keeper(caller, "$review-queue")
         if status not in ("open", "linked", "kept-apart", "withdrawn"):
-            self.repo._audit_read(caller, "operation", 400, res_type="Person", query="$review-queue")
+            self.repo.record(caller, "operation", 400, res_type="Person", query="$review-queue")
             raise BadRequest("status is one of open, linked, kept-apart, withdrawn")
         with self.engine.connect() as conn:
             rows = mpi_store.reviews(conn, status=status, count=count, after=after)
             total = mpi_store.count_reviews(conn, status)
-        self.repo._audit_read(caller, "operation", 200, res_type="Person", query="$review-queue",
+        self.repo.record(caller, "operation", 200, res_type="Person", query="$review-queue",
                               patients=tuple(dict.fromkeys(i for r in rows for i in (r.res_id, r.other_id))))
         return rows, total
 
@@ -129,7 +120,7 @@ class MpiService:
             left = mpi_store.record_features(conn, row.res_id) if row else None
             right = mpi_store.record_features(conn, row.other_id) if row else None
         if row is None:
-            self.repo._audit_read(caller, "operation", 404, res_type="Person", query="$review-queue")
+            self.repo.record(caller, "operation", 404, res_type="Person", query="$review-queue")
             raise NotFound("no such review")
         patients: tuple[dict[str, Any], dict[str, Any]] | None = None
         try:
@@ -148,7 +139,7 @@ class MpiService:
         automatically); the review is closed with who decided, when and why."""
         reason = self._require_keeper(caller, "$review-decide", reason)
         if decision not in DECISIONS:
-            self.repo._audit_read(caller, "operation", 400, res_type="Person", query="$review-decide")
+            self.repo.record(caller, "operation", 400, res_type="Person", query="$review-decide")
             raise BadRequest("decision is 'link' or 'apart'")
 
         def act(conn: Connection, changes: mpi_store.Changes) -> tuple[str | None, tuple[str, ...]]:
@@ -181,7 +172,7 @@ class MpiService:
             person = mpi_store.person_of(conn, patient_id)
             ids = [link.res_id for link in mpi_store.person_links(conn, person)] if person else [patient_id]
             rows = mpi_store.link_history(conn, ids)
-        self.repo._audit_read(caller, "operation", 200, res_type="Person", res_id=person, query="$link-history",
+        self.repo.record(caller, "operation", 200, res_type="Person", res_id=person, query="$link-history",
                               patients=tuple(dict.fromkeys(r.res_id for r in rows)))
         return rows
 
@@ -191,7 +182,7 @@ class MpiService:
         unmerge) and the records moved."""
         reason = self._require_keeper(caller, "$merge", reason)
         if source == target:
-            self.repo._audit_read(caller, "operation", 400, res_type="Person", query="$merge")
+            self.repo.record(caller, "operation", 400, res_type="Person", query="$merge")
             raise BadRequest("a person cannot be merged into itself")
 
         def act(conn: Connection, changes: mpi_store.Changes) -> tuple[str | None, tuple[str, ...]]:
@@ -249,7 +240,7 @@ class MpiService:
                 audit_store.append(conn, [AuditRecord("operation", 200, caller, now, "Person", person, None,
                                                       tuple(patients), operation)])
         except FhirError as exc:
-            self.repo._audit_read(caller, "operation", exc.status, res_type="Person", query=operation)
+            self.repo.record(caller, "operation", exc.status, res_type="Person", query=operation)
             raise
         mark_audited()
         return changes.change_id, patients
@@ -260,6 +251,11 @@ def level_label(comparison: Comparison, level: int) -> str:
     if level < 0:
         return "missing"
     return comparison.levels[level].label if level < len(comparison.levels) else "different"
+
+
+def linked_ids(person: dict[str, Any]) -> tuple[str, ...]:
+    """The Patient ids a Person resource links to."""
+    return tuple(link["target"]["reference"].removeprefix("Patient/") for link in person["link"])
 
 
 def person_resource(person_id: str, links: list[mpi_store.Link], numbers: list[str]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 from sharedcare.mpi.pds import PdsClient, PdsUnavailable
 from sharedcare.storage import dialects, mpi_store
+from sharedcare.storage.indexing import stored_instant
 
 
 @dataclass
@@ -65,7 +66,7 @@ def trace_pending(engine: Engine, client: PdsClient, matcher: mpi_store.Matcher,
         except PdsUnavailable as exc:
             done.stopped = str(exc)
             break
-        now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+        now = stored_instant(datetime.now(UTC))
         with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
                 conn.begin():
             done.relinked += mpi_store.record_trace(conn, matcher, res_id, status, number, checked=features, now=now)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -22,17 +23,27 @@ from sqlalchemy.engine import Connection, Engine
 
 from sharedcare.fhir import jsonio
 from sharedcare.mpi import index
-from sharedcare.mpi.comparisons import Features
+from sharedcare.mpi.comparisons import Features, features
 from sharedcare.mpi.decide import Thresholds
 from sharedcare.mpi.model import MatchModel
 from sharedcare.mpi.normalise import from_patient
 from sharedcare.storage import dialects, keys
+from sharedcare.storage.indexing import stored_instant
 from sharedcare.storage.search import Visible
-from sharedcare.storage.tables import MPI_KEY, mpi_link, mpi_link_history, mpi_person, mpi_record, mpi_review, resource
+from sharedcare.storage.tables import (
+    MPI_KEY,
+    mpi_link,
+    mpi_link_history,
+    mpi_person,
+    mpi_record,
+    mpi_review,
+    node_setting,
+    resource,
+)
 
 MATCHER = "mpi:matcher"  # the agent recorded for automatic links
 LOCK = "mpi-link"
-KEY_COLUMNS = ("k_nhs", "k_birth_sound", "k_birth_given", "k_name", "k_place")
+KEY_COLUMNS = index.KEY_COLUMNS
 # How a link was made; only automatic links are re-decided when a record changes.
 AUTOMATIC, MANUAL, MERGE = "automatic", "manual", "merge"
 
@@ -43,11 +54,20 @@ class Matcher:
     thresholds: Thresholds
 
 
+@lru_cache(maxsize=1)
+def shipped_matcher() -> Matcher:
+    """The packaged model (mpi/data/model.json) and its thresholds."""
+    from sharedcare.mpi import packaged
+
+    shipped = packaged.load()
+    return Matcher(shipped.model, shipped.thresholds)
+
+
 def record_values(res_id: str, doc: Mapping[str, Any], *, restricted: bool, node: str, now: str) -> dict[str, Any]:
     """The mpi_record row of a Patient version."""
     d = from_patient(doc)
-    f = index.record_features(d)
-    k = index.keys(d, f).values()
+    f = features(d)
+    k = index.keys(d, f)
     return {"res_id": res_id, "node": node, "features": jsonio.dumps(f).decode(), "restricted": restricted,
             "updated": now, **{c: keys.fit(v)[:MPI_KEY] if v is not None else None for c, v in k.items()},
             "pds_status": None, "pds_number": None, "pds_checked": None}
@@ -60,20 +80,21 @@ def _features(text: str) -> Features:
     return loaded
 
 
-def _effective(row: Any) -> Features:
+def _effective(text: str, pds_status: str | None, pds_number: str | None) -> Features:
     """A stored record's features with its national tracing applied (index.with_trace)."""
-    return index.with_trace(_features(row.features), row.pds_status, row.pds_number)
+    return index.with_trace(_features(text), pds_status, pds_number)
 
 
-def _candidate_query(values: Mapping[str, Any], *, exclude: str | None, visible: Visible | None = None) -> Any:
-    """Records sharing a blocking key with `values`, at most index.PER_KEY per key (of those the
-    `visible` rule lets through, when given)."""
+def _blocked(key: Any, *, exclude: Any = None, visible: Visible | None = None) -> Any:
+    """The ids of records sharing a blocking key, at most index.PER_KEY per key: `key(column)` is what
+    each key column must equal; `exclude` a record to leave out; `visible` the caller's rule, applied
+    inside each key's part so the limit counts only records the caller may see."""
     parts = []
     for column in KEY_COLUMNS:
-        key = values.get(column)
-        if key is None:
+        wanted = key(column)
+        if wanted is None:
             continue
-        stmt = select(mpi_record.c.res_id).where(mpi_record.c[column] == key)
+        stmt = select(mpi_record.c.res_id).where(mpi_record.c[column] == wanted)
         if exclude is not None:
             stmt = stmt.where(mpi_record.c.res_id != exclude)
         if visible is not None:
@@ -84,18 +105,15 @@ def _candidate_query(values: Mapping[str, Any], *, exclude: str | None, visible:
     if not parts:
         return None
     ids = union_all(*[select(p.subquery()) for p in parts]).subquery()
-    return select(ids.c[0].label("res_id")).distinct()
+    return select(ids.c[0])
 
 
 def _candidates_statement(_dialect: str) -> Any:
-    parts = [select(mpi_record.c.res_id).where(mpi_record.c[column] == bindparam(column, type_=String),
-                                                mpi_record.c.res_id != bindparam("exclude", type_=String))
-             .limit(index.PER_KEY) for column in KEY_COLUMNS]
-    ids = union_all(*[select(p.subquery()) for p in parts]).subquery()
+    """Compiled once with every key as a parameter (a NULL key matches nothing)."""
+    ids = _blocked(lambda column: bindparam(column, type_=String), exclude=bindparam("exclude", type_=String))
     return select(mpi_record.c.res_id, mpi_record.c.features, mpi_record.c.pds_status, mpi_record.c.pds_number,
                   mpi_link.c.person_id).select_from(
-        mpi_record.outerjoin(mpi_link, mpi_link.c.res_id == mpi_record.c.res_id)).where(
-        mpi_record.c.res_id.in_(select(ids.c[0])))
+        mpi_record.outerjoin(mpi_link, mpi_link.c.res_id == mpi_record.c.res_id)).where(mpi_record.c.res_id.in_(ids))
 
 
 _CANDIDATES = dialects.Compiled(_candidates_statement)
@@ -106,20 +124,21 @@ def candidates(conn: Connection, values: Mapping[str, Any], *, exclude: str | No
     if not any(values.get(c) for c in KEY_COLUMNS):
         return []
     rows = _CANDIDATES.rows(conn, {"exclude": exclude or "", **{c: values.get(c) for c in KEY_COLUMNS}})
-    return [index.Candidate(res_id, person, index.with_trace(_features(text), status, number))
+    return [index.Candidate(res_id, person, _effective(text, status, number))
             for res_id, text, status, number, person in rows]
 
 
 def visible_candidates(conn: Connection, values: Mapping[str, Any], visible: Visible) -> list[tuple[str, Features]]:
     """Patient/$match's candidates: records the caller may see sharing a blocking key with `values`,
     each with its features as compared for a caller (a restricted address's place left out)."""
-    wanted = _candidate_query(values, exclude=None, visible=visible)
+    wanted = _blocked(values.get, visible=visible)
     if wanted is None:
         return []
     rows = conn.execute(select(mpi_record.c.res_id, mpi_record.c.features, mpi_record.c.restricted,
                                mpi_record.c.pds_status, mpi_record.c.pds_number)
                         .where(mpi_record.c.res_id.in_(wanted)).order_by(mpi_record.c.res_id))
-    return [(r.res_id, index.shown(_effective(r), bool(r.restricted))) for r in rows]
+    return [(r.res_id, index.shown(_effective(r.features, r.pds_status, r.pds_number), bool(r.restricted)))
+            for r in rows]
 
 
 _MEMBERS = dialects.Compiled(lambda _d: select(mpi_record.c.res_id, mpi_record.c.features, mpi_record.c.pds_status,
@@ -128,7 +147,7 @@ _MEMBERS = dialects.Compiled(lambda _d: select(mpi_record.c.res_id, mpi_record.c
 
 
 def members(conn: Connection, person_id: str) -> list[index.Candidate]:
-    return [index.Candidate(res_id, person_id, index.with_trace(_features(text), status, number))
+    return [index.Candidate(res_id, person_id, _effective(text, status, number))
             for res_id, text, status, number in _MEMBERS.rows(conn, {"p": person_id})]
 
 
@@ -142,9 +161,6 @@ _INSERT_HISTORY = dialects.Compiled(lambda _d: insert(mpi_link_history).values(
     {c.name: bindparam(c.name) for c in mpi_link_history.columns if c.name != "seq"}))
 _LINK_OF = dialects.Compiled(lambda _d: select(mpi_link.c.person_id, mpi_link.c.how).where(
     mpi_link.c.res_id == bindparam("i")))
-_RECORD_OF = dialects.Compiled(lambda _d: select(mpi_record.c.features, mpi_record.c.restricted).where(
-    mpi_record.c.res_id == bindparam("i")))
-_INSERT_RECORD = dialects.Compiled(lambda _d: insert(mpi_record))
 _UPDATE_RECORD = dialects.Compiled(lambda _d: update(mpi_record).where(mpi_record.c.res_id == bindparam("i")).values(
     {c.name: bindparam(c.name) for c in mpi_record.columns if c.name != "res_id"}))
 _WITHDRAW = dialects.Compiled(lambda _d: update(mpi_review).where(
@@ -180,15 +196,29 @@ class Changes:
             _UPDATE_LINK.execute(self.conn, {"i": res_id, **values})
         self._history(event, res_id, old, (person, how))
 
-    def unlink(self, res_id: str, old: tuple[str, str], *, event: str = "unlinked") -> None:
+    def unlink(self, res_id: str, old: tuple[str, str]) -> None:
         self.conn.execute(delete(mpi_link).where(mpi_link.c.res_id == res_id))
-        self._history(event, res_id, old, None)
+        self._history("unlinked", res_id, old, None)
 
     def _history(self, event: str, res_id: str, old: tuple[str, str] | None, new: tuple[str, str] | None) -> None:
-        _INSERT_HISTORY.execute(self.conn, {
-            "change_id": self.change_id, "event": event, "res_id": res_id, "old_person": old[0] if old else None,
+        _INSERT_HISTORY.execute(self.conn, _history_row(self.change_id, event, res_id, old, new, self.agent,
+                                                        self.reason, self.now))
+
+
+def _history_row(change_id: str, event: str, res_id: str, old: tuple[str, str] | None, new: tuple[str, str] | None,
+                 agent: str, reason: str | None, now: str) -> dict[str, Any]:
+    """An mpi_link_history row: `old` and `new` are (person, how), or None for no link."""
+    return {"change_id": change_id, "event": event, "res_id": res_id, "old_person": old[0] if old else None,
             "new_person": new[0] if new else None, "old_how": old[1] if old else None,
-            "new_how": new[1] if new else None, "agent_id": self.agent, "reason": self.reason, "at": self.now})
+            "new_how": new[1] if new else None, "agent_id": agent, "reason": reason, "at": now}
+
+
+def _review_row(res_id: str, review: index.Review, now: str) -> dict[str, Any]:
+    """An open mpi_review row: `res_id` may be the same person as `review.other_id`."""
+    d = review.decision
+    return {"review_id": str(uuid.uuid4()), "res_id": res_id, "other_id": review.other_id,
+            "score": d.score.probability, "grade": d.grade, "held_back": " ".join(d.held_back) or None,
+            "status": "open", "created": now, "decided_by": None, "decided": None, "reason": None}
 
 
 def current_link(conn: Connection, res_id: str) -> tuple[str, str] | None:
@@ -223,11 +253,7 @@ def _queue(conn: Connection, res_id: str, reviews: Sequence[index.Review], now: 
     for r in reviews:
         if r.other_id in already:
             continue
-        _INSERT_REVIEW.execute(conn, {
-            "review_id": str(uuid.uuid4()), "res_id": res_id, "other_id": r.other_id,
-            "score": r.decision.score.probability, "grade": r.decision.grade,
-            "held_back": " ".join(r.decision.held_back) or None, "status": "open", "created": now,
-            "decided_by": None, "decided": None, "reason": None})
+        _INSERT_REVIEW.execute(conn, _review_row(res_id, r, now))
 
 
 def _known(conn: Connection, res_ids: Sequence[str]) -> dict[str, Any]:
@@ -277,16 +303,10 @@ class _Arrivals:
         self._row(mpi_record.name, values)
         self._row(mpi_link.name, {"res_id": res_id, "person_id": person, "how": AUTOMATIC, "grade": "certain",
                                   "score": d.score.probability if d else None, "agent_id": MATCHER, "linked": self.now})
-        self._row(mpi_link_history.name, {
-            "change_id": str(uuid.uuid4()), "event": "linked", "res_id": res_id, "old_person": None,
-            "new_person": person, "old_how": None, "new_how": AUTOMATIC, "agent_id": MATCHER, "reason": None,
-            "at": self.now})
+        self._row(mpi_link_history.name, _history_row(str(uuid.uuid4()), "linked", res_id, None, (person, AUTOMATIC),
+                                                      MATCHER, None, self.now))
         for r in planned.reviews:
-            self._row(mpi_review.name, {
-                "review_id": str(uuid.uuid4()), "res_id": res_id, "other_id": r.other_id,
-                "score": r.decision.score.probability, "grade": r.decision.grade,
-                "held_back": " ".join(r.decision.held_back) or None, "status": "open", "created": self.now,
-                "decided_by": None, "decided": None, "reason": None})
+            self._row(mpi_review.name, _review_row(res_id, r, self.now))
         me = index.Candidate(res_id, person, f)
         self.ids.add(res_id)
         self.members.setdefault(person, []).append(me)
@@ -332,11 +352,11 @@ def link_written(conn: Connection, matcher: Matcher, written: Sequence[tuple[str
             continue
         arrivals.write()  # what is decided next reads the index as it now stands
         old = (before.person_id, before.how) if before.person_id is not None else None
-        if before.features == values["features"] and old is not None:
-            if bool(before.restricted) != restricted:
-                _UPDATE_RECORD.execute(conn, {"i": res_id, **{k: v for k, v in values.items() if k != "res_id"}})
+        unchanged = before.features == values["features"] and old is not None
+        if not unchanged or bool(before.restricted) != restricted:
+            _UPDATE_RECORD.execute(conn, {"i": res_id, **{k: v for k, v in values.items() if k != "res_id"}})
+        if unchanged:
             continue  # the demographics did not change: nor does the link
-        _UPDATE_RECORD.execute(conn, {"i": res_id, **{k: v for k, v in values.items() if k != "res_id"}})
         if old is not None and old[1] != AUTOMATIC:
             continue  # a person decided this link: it stays until a person changes it
         _withdraw(conn, [res_id], now, "the record changed")
@@ -418,21 +438,15 @@ REBUILD_CHUNK = 2_000
 
 
 def rebuild(target: Connection | Engine, *, node: str, matcher: Matcher | None = None, now: str | None = None,
-            max_chunks: int | None = None) -> int:
+            max_chunks: int | None = None, after: int = -1) -> int:
     """Index and link every current Patient not yet in the index, oldest first, as if each had just
     arrived (the migration that made the index, and `sharedcare mpi rebuild`). On a connection it all
     runs in that connection's transaction; on an engine each chunk commits on its own, so writers are
-    held back for one chunk at a time; `max_chunks` bounds the work (housekeeping). Returns how many."""
-    if matcher is None:
-        from sharedcare.mpi import packaged
-
-        shipped = packaged.load()
-        matcher = Matcher(shipped.model, shipped.thresholds)
-    if now is None:
-        from datetime import UTC, datetime
-
-        now = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
-    done, last, chunks = 0, -1, 0
+    held back for one chunk at a time; `max_chunks` bounds the work and `after` skips Patients first
+    written at or before that history sequence number (housekeeping). Returns how many."""
+    matcher = matcher or shipped_matcher()
+    now = now or stored_instant(datetime.now(UTC))
+    done, last, chunks = 0, after, 0
     while max_chunks is None or chunks < max_chunks:
         chunks += 1
         if isinstance(target, Connection):
@@ -467,6 +481,33 @@ def _rebuild_chunk(conn: Connection, matcher: Matcher, node: str, now: str, afte
     return len(rows), rows[-1].created_seq
 
 
+CHECKED = "mpi_checked_seq"  # node_setting: every Patient first written up to this seq is in the index
+
+
+def link_missing(engine: Engine, *, node: str, max_chunks: int) -> int:
+    """Housekeeping: link Patients the index does not hold (a store restored without it, a load that
+    deferred linking), looking only at Patients first written since the last round that found none
+    missing, so a round costs what was written since, not the whole store (`sharedcare mpi rebuild`
+    looks at every Patient). A Patient still being written when the mark moves is linked by its own
+    transaction, or by its deferred load's closing pass. Returns how many."""
+    with engine.connect() as conn:
+        mark = int(conn.execute(select(node_setting.c.value).where(node_setting.c.name == CHECKED)).scalar() or -1)
+        top = conn.execute(select(func.max(resource.c.created_seq)).where(resource.c.res_type == "Patient")).scalar()
+    if top is None or top <= mark:
+        return 0
+    done = rebuild(engine, node=node, max_chunks=max_chunks, after=mark)
+    with dialects.writer(engine), engine.connect().execution_options(**dialects.write_options()) as conn, \
+            conn.begin():
+        missing = conn.execute(select(resource.c.res_id).where(
+            resource.c.res_type == "Patient", resource.c.deleted.is_(False), resource.c.created_seq > mark,
+            resource.c.created_seq <= top,
+            ~select(mpi_record.c.res_id).where(mpi_record.c.res_id == resource.c.res_id).exists()).limit(1)).first()
+        if missing is None:
+            conn.execute(dialects.upsert(node_setting, ("name",), [{"name": CHECKED, "value": str(top)}],
+                                         conn.dialect.name))
+    return done
+
+
 def count_persons(conn: Connection) -> int:
     """Persons with at least one record linked."""
     return int(conn.execute(select(func.count(func.distinct(mpi_link.c.person_id)))).scalar_one())
@@ -491,13 +532,26 @@ def person_links(conn: Connection, person_id: str) -> list[Link]:
     return [Link(r.res_id, r.person_id, r.how, r.grade, r.score, r.agent_id, r.linked) for r in rows]
 
 
-def person_exists(conn: Connection, person_id: str) -> bool:
-    return conn.execute(select(mpi_person.c.person_id).where(mpi_person.c.person_id == person_id)).first() is not None
-
-
 def person_of(conn: Connection, res_id: str) -> str | None:
     found = current_link(conn, res_id)
     return found[0] if found else None
+
+
+def visible_records(conn: Connection, res_ids: Sequence[str], visible: Visible) -> set[str]:
+    """Which of these Patients (current, not deleted) the `visible` rule lets through."""
+    if not res_ids:
+        return set()
+    return {r[0] for r in conn.execute(select(resource.c.res_id).where(
+        resource.c.res_type == "Patient", resource.c.res_id.in_(list(res_ids)), resource.c.deleted.is_(False),
+        visible(resource)))}
+
+
+def same_person(conn: Connection, patient_id: str, visible: Visible) -> list[str]:
+    """`patient_id`, then every other Patient linked to its person that the `visible` rule lets through."""
+    person = person_of(conn, patient_id)
+    others = [link.res_id for link in person_links(conn, person) if link.res_id != patient_id] if person else []
+    seen = visible_records(conn, others, visible)
+    return [patient_id, *[i for i in others if i in seen]]
 
 
 def record_numbers(conn: Connection, res_ids: Sequence[str]) -> list[str]:
@@ -510,7 +564,7 @@ def record_numbers(conn: Connection, res_ids: Sequence[str]) -> list[str]:
 def record_features(conn: Connection, res_id: str) -> tuple[Features, bool] | None:
     row = conn.execute(select(mpi_record.c.features, mpi_record.c.restricted, mpi_record.c.pds_status,
                               mpi_record.c.pds_number).where(mpi_record.c.res_id == res_id)).first()
-    return (_effective(row), bool(row.restricted)) if row else None
+    return (_effective(row.features, row.pds_status, row.pds_number), bool(row.restricted)) if row else None
 
 
 @dataclass(frozen=True)
@@ -610,7 +664,7 @@ def record_trace(conn: Connection, matcher: Matcher, res_id: str, status: str, n
     row = conn.execute(dialects.for_update(select(mpi_record).where(mpi_record.c.res_id == res_id), conn)).first()
     if row is None or _features(row.features) != dict(checked):
         return False  # deleted or changed since it was checked
-    before = _effective(row)
+    before = _effective(row.features, row.pds_status, row.pds_number)
     after = index.with_trace(checked, status, number)
     conn.execute(update(mpi_record).where(mpi_record.c.res_id == res_id).values(
         pds_status=status, pds_number=number, pds_checked=now, k_nhs=after.get("nhs_number")))

@@ -237,10 +237,7 @@ class Repository:
     def matcher(self) -> mpi_store.Matcher:
         """The patient index's model and thresholds (the packaged model unless one was given)."""
         if self._matcher is None:
-            from sharedcare.mpi import packaged
-
-            shipped = packaged.load()
-            self._matcher = mpi_store.Matcher(shipped.model, shipped.thresholds)
+            self._matcher = mpi_store.shipped_matcher()
         return self._matcher
 
     def now(self) -> str:
@@ -256,9 +253,11 @@ class Repository:
         mark_audited()
 
     def record(self, caller: Caller, interaction: str, status: int, *, res_type: str | None = None,
-               query: str | None = None) -> None:
-        """Audit an interaction that did not reach the store (refused early, or an operation)."""
-        self._audit_read(caller, interaction, status, res_type=res_type, query=query)
+               res_id: str | None = None, patients: tuple[str, ...] = (), query: str | None = None) -> None:
+        """Audit an interaction that did not reach the store (refused early, or an operation; with the
+        patients whose data it showed)."""
+        self._audit_read(caller, interaction, status, res_type=res_type, res_id=res_id, patients=patients,
+                         query=query)
 
     def _patients(self, conn: Connection, res_type: str, res_id: str) -> tuple[str, ...]:
         rows = conn.execute(select(compartment.c.patient_id).where(
@@ -467,16 +466,7 @@ class Repository:
             if exists_ is None:
                 self._audit_read(caller, "operation", 404, res_type="Patient", res_id=patient_id, query=query_string)
                 raise NotFound("Patient resource not found")
-            patients = [patient_id]
-            if mdm:
-                person = mpi_store.person_of(conn, patient_id)
-                others = [link.res_id for link in mpi_store.person_links(conn, person) if link.res_id != patient_id] \
-                    if person else []
-                if others:
-                    seen = {r[0] for r in conn.execute(select(resource.c.res_id).where(
-                        visible(resource), resource.c.res_type == "Patient", resource.c.res_id.in_(others),
-                        resource.c.deleted.is_(False)))}
-                    patients += [i for i in others if i in seen]
+            patients = mpi_store.same_person(conn, patient_id, visible) if mdm else [patient_id]
             result = search.everything_page(conn, patients, types=types, since=since, count=count, cursor=cursor,
                                             visible=visible, base_url=self.base_url)
         sign = self._sign(caller)

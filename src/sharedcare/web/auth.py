@@ -363,9 +363,9 @@ class AuthRoutes:
         return await run_in_threadpool(self.signin.session, request.cookies.get(self.session_cookie))
 
 
-def install_auth(app: FastAPI, services: Services, settings: Settings) -> TokenService:
+def install_auth(app: FastAPI, services: Services, settings: Settings) -> SignIn:
     """Mount discovery, the token, revocation and authorization endpoints and the sign-in pages on
-    `app`. Returns the TokenService that authenticates bearer tokens on the same store."""
+    `app`. Returns the sign-in service, whose sessions the other staff pages read."""
     routes = AuthRoutes(services, settings)
     # Ahead of the FHIR API's catch-all /fhir/{path} route, whatever order they are installed in.
     discovery = "/fhir/.well-known/smart-configuration"
@@ -386,4 +386,4 @@ def install_auth(app: FastAPI, services: Services, settings: Settings) -> TokenS
     ):
         # Described in the OpenAPI document of the non-FHIR routes (web/openapi.py).
         app.add_api_route(path, endpoint, methods=methods, openapi_extra=openapi.ROUTES[(methods[0], path)])
-    return routes.tokens
+    return routes.signin

@@ -25,16 +25,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sharedcare.access.context import Caller
-from sharedcare.access.oauth import AuthorizationServer
 from sharedcare.access.signin import Session, SignIn, cookie_names, csrf_ok
-from sharedcare.access.tokens import TokenService
 from sharedcare.errors import BadRequest, FhirError, Forbidden, NotFound
 from sharedcare.mpi.normalise import NHS_NUMBER_SYSTEM
 from sharedcare.mpi.service import DECISIONS, MpiService, ReviewItem
 from sharedcare.settings import Settings
-from sharedcare.storage.accounts import AccountStore
 from sharedcare.storage.mpi_store import ReviewRow
-from sharedcare.storage.oauth import OAuthStore
 from sharedcare.web import openapi
 from sharedcare.web.auth import FormError, client_ip, forbidden, page, read_form, redirect
 
@@ -72,10 +68,8 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
 
 
 class ReviewRoutes:
-    def __init__(self, services: Services, settings: Settings) -> None:
-        store = OAuthStore(services.engine)
-        server = AuthorizationServer(store, TokenService(store, settings), settings)
-        self.signin = SignIn(store, AccountStore(services.engine), services.repo, server, settings)
+    def __init__(self, services: Services, settings: Settings, signin: SignIn) -> None:
+        self.signin = signin
         self.service = MpiService(services.repo)
         self.session_cookie = cookie_names(settings)[0]
 
@@ -310,9 +304,10 @@ def patient_view(patient: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def install_review(app: FastAPI, services: Services, settings: Settings) -> None:
-    """Mount the review queue's pages on `app`."""
-    routes = ReviewRoutes(services, settings)
+def install_review(app: FastAPI, services: Services, settings: Settings, signin: SignIn) -> None:
+    """Mount the review queue's pages on `app`; `signin` is the sign-in service whose sessions they read
+    (web/auth.install_auth)."""
+    routes = ReviewRoutes(services, settings, signin)
     for path, endpoint, methods in (
         ("/mpi/review", routes.queue_page, ["GET"]),
         ("/mpi/review/{review_id}", routes.item_page, ["GET"]),

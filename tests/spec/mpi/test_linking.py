@@ -426,3 +426,24 @@ def test_housekeeping_links_patients_the_index_does_not_hold(client: TestClient,
     assert person_of(client, a) is None
     housekeep(store)
     assert same_person(client, a, b)
+
+
+def test_housekeeping_looks_only_at_patients_written_since_its_last_complete_round(
+        client: TestClient, store: Services) -> None:
+    from sqlalchemy import delete, select
+
+    from sharedcare.app import housekeep
+    from sharedcare.storage import mpi_store
+    from sharedcare.storage.tables import mpi_link, mpi_record, node_setting
+
+    a = create(client, patient("Amara", "Okafor", "1984-02-29", nhs=AMARA))
+    housekeep(store)  # nothing missing: the mark moves past a
+    with store.engine.connect() as conn:
+        assert conn.execute(select(node_setting.c.value).where(node_setting.c.name == mpi_store.CHECKED)).scalar()
+    with store.engine.begin() as conn:
+        conn.execute(delete(mpi_link).where(mpi_link.c.res_id == a))
+        conn.execute(delete(mpi_record).where(mpi_record.c.res_id == a))
+    housekeep(store)
+    assert person_of(client, a) is None  # below the mark: left to `sharedcare mpi rebuild`
+    assert mpi_store.rebuild(store.engine, node="local") == 1
+    assert linked(person_of(client, a)) == {a}

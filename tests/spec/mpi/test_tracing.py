@@ -18,7 +18,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from sharedcare.app import Services
-from sharedcare.mpi import packaged
 from sharedcare.mpi.pds import PdsClient, Person, sandbox_router
 from sharedcare.mpi.trace import trace_pending
 from sharedcare.storage import mpi_store
@@ -42,8 +41,7 @@ def pds() -> Iterator[PdsClient]:
 
 
 def matcher() -> mpi_store.Matcher:
-    shipped = packaged.load()
-    return mpi_store.Matcher(shipped.model, shipped.thresholds)
+    return mpi_store.shipped_matcher()
 
 
 def statuses(store: Services) -> dict[str, int]:
