@@ -1,0 +1,167 @@
+"""What every HL7 v2 mapping shares: the context it maps in, the transaction it builds, and the table
+of mappers by message type.
+
+A mapper turns one parsed message into a `Mapped`: a FHIR transaction Bundle of conditional PUTs
+(`Patient?identifier=system|value`), each entry with a `urn:uuid:` fullUrl derived from its
+identifier so references between entries resolve to whatever resource the identifier finds, plus
+what the inbox needs to know (the patient the message is about, for ordering; when the source
+recorded it; merges for the patient index; warnings). Mappers read no database: the same message
+always maps to the same bundle, which is what the golden files in tests/data/hl7v2 pin down.
+
+Each resource carries, in `meta.extension`, when the source recorded what it says
+(`SOURCE_RECORDED`: EVN-2, else MSH-7): the record view shows freshness from it, and the inbox never
+lets an older message overwrite what a newer one said (a resent or reordered A08 after an A03).
+"""
+
+from __future__ import annotations
+
+import importlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from sharedcare.ingest.hl7v2 import datatypes as dt
+from sharedcare.ingest.hl7v2.message import (
+    REQUIRED_FIELD_MISSING,
+    UNSUPPORTED_EVENT_CODE,
+    UNSUPPORTED_MESSAGE_TYPE,
+    Message,
+    ParseError,
+    Segment,
+)
+
+SOURCE_RECORDED = "https://sharedcare.example/StructureDefinition/source-recorded"
+_NAMESPACE = uuid.UUID("6f0f8a52-6a4c-4f55-9b51-8f1f3c2a9d10")  # sharedcare's HL7 v2 mappings
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who sent the message: the source's id in the registry and its organisation's ODS code."""
+
+    source: str
+    ods: str
+    name: str | None = None  # the organisation's name, for display on references
+
+    def organisation(self) -> dict[str, Any]:
+        ref: dict[str, Any] = {"identifier": {"system": dt.ODS_SYSTEM, "value": self.ods}}
+        if self.name:
+            ref["display"] = self.name
+        return ref
+
+
+@dataclass
+class Merge:
+    """A source's own merge (A34, A39, A40): the record known by `old` is the same patient as the
+    message's PID patient, which survives."""
+
+    old: dict[str, Any]  # the retired record's identifier (system, value)
+    survivor: str  # fullUrl of the surviving Patient in the bundle
+
+
+@dataclass
+class Mapped:
+    bundle: dict[str, Any]
+    patient_key: str | None = None  # the source's identifier of the patient, "system|value"
+    recorded: str | None = None  # when the source recorded it (FHIR dateTime)
+    merges: list[Merge] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def token(system: str, value: str) -> str:
+    """`system|value` as a search parameter value: FHIR's backslash escapes, then URL encoding."""
+    def esc(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
+    return quote(f"{esc(system)}|{esc(value)}", safe="")
+
+
+class Transaction:
+    """A transaction Bundle of conditional PUTs, one per resource identifier."""
+
+    def __init__(self, recorded: str | None) -> None:
+        self.recorded = recorded
+        self.entries: list[dict[str, Any]] = []
+        self._index: dict[str, int] = {}
+
+    def put(self, resource: dict[str, Any], ident: dict[str, Any]) -> str:
+        """Add (or replace) the resource found by `ident`; its fullUrl, to reference it by."""
+        res_type = resource["resourceType"]
+        url = f"{res_type}?identifier={token(ident['system'], ident['value'])}"
+        full_url = f"urn:uuid:{uuid.uuid5(_NAMESPACE, url)}"
+        if self.recorded:
+            meta = resource.setdefault("meta", {})
+            meta["extension"] = [{"url": SOURCE_RECORDED, "valueDateTime": self.recorded}]
+        if not any(i.get("system") == ident["system"] and i.get("value") == ident["value"]
+                   for i in resource.get("identifier", [])):
+            resource.setdefault("identifier", []).insert(0, dict(ident))
+        entry = {"fullUrl": full_url, "resource": resource, "request": {"method": "PUT", "url": url}}
+        if full_url in self._index:
+            self.entries[self._index[full_url]] = entry
+        else:
+            self._index[full_url] = len(self.entries)
+            self.entries.append(entry)
+        return full_url
+
+    def ensure(self, resource: dict[str, Any], ident: dict[str, Any]) -> str:
+        """Add the resource found by `ident` only if there is none yet (a conditional create): for a
+        message that names a patient but does not speak for their details (a result, a booking),
+        so a thin PID never overwrites what the source's ADT said. Its fullUrl."""
+        full_url = self.put(resource, ident)
+        entry = self.entries[self._index[full_url]]
+        entry["request"] = {"method": "POST", "url": resource["resourceType"],
+                            "ifNoneExist": f"identifier={token(ident['system'], ident['value'])}"}
+        return full_url
+
+    def bundle(self) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}
+
+
+def recorded_at(msg: Message) -> str | None:
+    """When the source recorded the event: EVN-2 (recorded date/time), else MSH-7."""
+    evn = msg.first("EVN")
+    return (dt.datetime_(evn[2].comp(1)) if evn is not None else None) or dt.datetime_(msg.sent_at)
+
+
+def require(seg: Segment | None, name: str) -> Segment:
+    if seg is None:
+        raise ParseError(f"the message has no {name} segment", REQUIRED_FIELD_MISSING, segment=name)
+    return seg
+
+
+Mapper = Callable[[Message, Context], Mapped]
+MAPPERS: dict[str, Mapper] = {}  # by message type, e.g. "ADT"
+TRIGGERS: dict[str, frozenset[str]] = {}  # the trigger events each type's mapper takes
+
+
+def mapper(message_type: str, triggers: tuple[str, ...]) -> Callable[[Mapper], Mapper]:
+    def register(fn: Mapper) -> Mapper:
+        MAPPERS[message_type] = fn
+        TRIGGERS[message_type] = frozenset(triggers)
+        return fn
+    return register
+
+
+def check_supported(msg: Message) -> None:
+    """Refuse (AR) a message type or trigger event no mapper takes, before it is stored."""
+    _load_mappers()
+    if msg.message_type not in MAPPERS:
+        raise ParseError("this message type is not accepted", UNSUPPORTED_MESSAGE_TYPE, segment="MSH", position=1,
+                         field_no=9)
+    if msg.trigger not in TRIGGERS[msg.message_type]:
+        raise ParseError("this trigger event is not accepted for its message type", UNSUPPORTED_EVENT_CODE,
+                         segment="MSH", position=1, field_no=9)
+
+
+def map_message(msg: Message, ctx: Context) -> Mapped:
+    check_supported(msg)
+    return MAPPERS[msg.message_type](msg, ctx)
+
+
+# One module per message type; importing it registers its mapper.
+MAPPER_MODULES = ("adt",)
+
+
+def _load_mappers() -> None:
+    for name in MAPPER_MODULES:
+        importlib.import_module(f"sharedcare.ingest.hl7v2.{name}")
