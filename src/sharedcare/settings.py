@@ -122,6 +122,43 @@ class Settings(BaseSettings):
         "username or client id (in memory, per process); beyond it 429 with Retry-After.",
     )
 
+    # Ingestion (ingest/; docs/ingest.md).
+    mllp_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Port of the HL7 v2 MLLP listener that `sharedcare serve` starts beside the web app "
+        "(unset: none; `sharedcare mllp` runs one on its own).",
+    )
+    mllp_host: str = Field(default="127.0.0.1", description="Address the MLLP listener listens on.")
+    mllp_tls_cert: Path | None = Field(
+        default=None, description="The MLLP listener's TLS certificate chain (PEM). With the key and client CA, "
+        "feeds must connect over TLS with a client certificate, which is bound to their source.",
+    )
+    mllp_tls_key: Path | None = Field(default=None, description="The private key (PEM) of the MLLP listener's "
+                                      "certificate.")
+    mllp_tls_client_ca: Path | None = Field(
+        default=None, description="CA certificates (PEM) that the feeds' client certificates must chain to.",
+    )
+    mllp_allow_plain_loopback: bool = Field(
+        default=False,
+        description="Development and tests only: accept MLLP without TLS from loopback addresses. Refused when "
+        "the listener listens beyond loopback.",
+    )
+    auto_register_sources: bool = Field(
+        default=False,
+        description="Development and tests only: register an unknown sending facility on first contact, "
+        "flagged for an administrator's review (`sharedcare sources list`). Refused when the listener "
+        "listens beyond loopback.",
+    )
+    inbox_retry_seconds: tuple[float, ...] = Field(
+        default=(2.0, 10.0, 60.0),
+        description="Waits before each retry of a message whose processing failed (JSON list, e.g. [2, 10, "
+        "60]: three retries); after the last the message becomes a dead letter.",
+    )
+    max_mllp_message_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024,
+        description="Largest HL7 v2 message accepted over MLLP; a connection sending a larger frame is closed.",
+    )
+
     # Sign-in through external OpenID Connect identity providers (access/oidc.py): `staff` like NHS CIS2,
     # `patient` like NHS login. A provider is offered only when its issuer and client id are both set.
     staff_oidc_issuer: str | None = Field(

@@ -20,7 +20,7 @@ from sharedcare.errors import BadRequest, FhirError, Issue, PayloadTooLarge, Pre
 from sharedcare.fhir import interactions
 from sharedcare.fhir.search import query as search_query
 from sharedcare.storage import repository
-from sharedcare.storage.repository import Repository, Unit
+from sharedcare.storage.repository import Repository, Stored, Unit
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
@@ -44,7 +44,8 @@ class Entry:
         return urlsplit(self.url).query
 
 
-def _entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
+def parse_entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
+    """A bundle's entries, each checked to carry a request with a FHIR method and a URL."""
     raw = bundle.get("entry") or []
     if not isinstance(raw, list):
         raise BadRequest("Bundle.entry must be a list")
@@ -109,39 +110,47 @@ class BundleProcessor:
     def process(self, caller: Caller, bundle: dict[str, Any]) -> dict[str, Any]:
         kind = bundle.get("type")
         if kind == "transaction":
-            return self.transaction(caller, _entries(bundle, self.max_entries))
+            return self.transaction(caller, parse_entries(bundle, self.max_entries))
         if kind == "batch":
-            return self.batch(caller, _entries(bundle, self.max_entries))
+            return self.batch(caller, parse_entries(bundle, self.max_entries))
         raise BadRequest("POST to the base URL takes a Bundle of type batch or transaction")
 
     # -- transaction -------------------------------------------------------------------------------
     def transaction(self, caller: Caller, entries: list[Entry]) -> dict[str, Any]:
-        results: dict[int, dict[str, Any]] = {}
         with self.repo.unit(caller, "transaction") as unit:
-            mapping, slots = self._resolve_ids(unit, entries)
-            seen: set[str] = set()
-            for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
-                _apply(slots.get(entry.index, []), mapping)
-                target = self._target(entry, mapping)
-                if target and target in seen and entry.method != "GET":
-                    raise BadRequest(f"Bundle.entry[{entry.index}] changes a resource another entry changes")
-                if target:
-                    seen.add(target)
-                try:
-                    results[entry.index] = self._run(unit, entry, mapping)
-                except FhirError as exc:
-                    # Name the entry; the whole transaction rolls back with this status.
-                    issue = exc.issues[0]
-                    exc.issues[0] = Issue(issue.severity, issue.code,
-                                          f"Bundle.entry[{entry.index}]: {issue.diagnostics}", issue.expression)
-                    raise
+            return self.transaction_in(unit, entries)
+
+    def transaction_in(self, unit: Unit, entries: list[Entry],
+                       keep: Callable[[Stored, dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """A transaction's entries inside a unit the caller holds (which rolls back whole on an error).
+
+        `keep(current, incoming)`, when given, may keep a stored resource instead of an update to it
+        (ingestion keeps what a source recorded later than the message being applied)."""
+        results: dict[int, dict[str, Any]] = {}
+        mapping, slots = self._resolve_ids(unit, entries)
+        seen: set[str] = set()
+        for entry in sorted(entries, key=lambda e: (ORDER[e.method], e.index)):
+            _apply(slots.get(entry.index, []), mapping)
+            target = self._target(entry, mapping)
+            if target and target in seen and entry.method != "GET":
+                raise BadRequest(f"Bundle.entry[{entry.index}] changes a resource another entry changes")
+            if target:
+                seen.add(target)
+            try:
+                results[entry.index] = self._run(unit, entry, mapping, keep)
+            except FhirError as exc:
+                # Name the entry; the whole transaction rolls back with this status.
+                issue = exc.issues[0]
+                exc.issues[0] = Issue(issue.severity, issue.code,
+                                      f"Bundle.entry[{entry.index}]: {issue.diagnostics}", issue.expression)
+                raise
         return {"resourceType": "Bundle", "type": "transaction-response",
                 "entry": [results[i] for i in sorted(results)]}
 
     def _target(self, entry: Entry, mapping: dict[str, str]) -> str | None:
         if entry.method in ("PUT", "PATCH", "DELETE") and "?" not in entry.url:
             return entry.path
-        if entry.method == "POST" and entry.full_url:
+        if entry.method in ("POST", "PUT") and entry.full_url:
             return mapping.get(entry.full_url)
         return None
 
@@ -168,6 +177,21 @@ class BundleProcessor:
                     mapping[e.full_url] = f"{res_type}/{new_id}"
             elif e.method == "PUT" and e.full_url and "?" not in e.url:
                 mapping[e.full_url] = e.path
+            elif e.method == "PUT" and "?" in e.url:
+                # A conditional update: references to its fullUrl are to whatever resource it ends up
+                # updating (the one its criteria find) or creating (with an id assigned now).
+                res_type = interactions.check_type(e.path)
+                q = interactions.conditional_query(unit, res_type, e.query, 2)
+                found = unit.find(q)
+                if len(found) > 1:
+                    raise PreconditionFailed(f"Bundle.entry[{e.index}]: the conditional update criteria matched "
+                                             "more than one resource")
+                given = e.resource.get("id") if isinstance(e.resource, dict) else None
+                e.request["_assigned_id"] = found[0] if found else (
+                    interactions.check_id(str(given)) if given is not None else repository.new_id())
+                e.request["_exists"] = bool(found)
+                if e.full_url:
+                    mapping[e.full_url] = f"{res_type}/{e.request['_assigned_id']}"
         # Conditional references: any reference "Type?criteria" must match exactly one resource.
         for e in entries:
             for _, key, ref in slots.get(e.index, ()):
@@ -188,7 +212,8 @@ class BundleProcessor:
                 mapping[e.full_url] = e.full_url[len(self.base_url) + 1:]
         return mapping, slots
 
-    def _run(self, unit: Unit, entry: Entry, mapping: dict[str, str]) -> dict[str, Any]:
+    def _run(self, unit: Unit, entry: Entry, mapping: dict[str, str],
+             keep: Callable[[Stored, dict[str, Any]], bool] | None = None) -> dict[str, Any]:
         req = entry.request
         if_match = interactions.parse_if_match(req.get("ifMatch"))
         parts = entry.path.split("/")
@@ -207,8 +232,19 @@ class BundleProcessor:
             if len(parts) == 2:
                 result = interactions.update(unit, res_type, parts[1], entry.resource, if_match=if_match)
             else:
-                result = interactions.conditional_update(unit, res_type, entry.query, entry.resource,
-                                                         if_match=if_match, max_count=self.max_count)
+                res_id = str(req["_assigned_id"])
+                current = unit.current(res_type, res_id) if req["_exists"] else None
+                if not isinstance(entry.resource, dict):
+                    raise BadRequest("the body must be a FHIR resource (a JSON object)")
+                if "id" in entry.resource and entry.resource["id"] != res_id:
+                    raise BadRequest("the id in the body does not match the resource the criteria found")
+                if current is not None and not current.deleted and keep is not None and keep(current,
+                                                                                              entry.resource):
+                    result = interactions.EntryResult(200, current)
+                else:
+                    unit.require_may(res_type, "update", "create")
+                    result = interactions.update(unit, res_type, res_id, {**entry.resource, "id": res_id},
+                                                 if_match=if_match)
         elif entry.method == "PATCH":
             if len(parts) != 2:
                 raise BadRequest(f"Bundle.entry[{entry.index}]: PATCH needs Type/id")

@@ -341,16 +341,16 @@ def for_update(stmt: Select[Any], conn: Connection | str) -> Select[Any]:
     return stmt if name == "sqlite" else stmt.with_for_update()
 
 
-def insert_ignore(conn: Connection, table: Any, values: dict[str, Any] | list[dict[str, Any]]) -> None:
-    """INSERT (one row or many) that does nothing where the primary key already exists."""
+def insert_ignore(conn: Connection, table: Any, values: dict[str, Any] | list[dict[str, Any]]) -> int:
+    """INSERT (one row or many) that does nothing where a primary key or unique key already exists;
+    the number of rows inserted."""
     if is_sqlite(conn):
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), values)
-    else:
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return conn.execute(sqlite_insert(table).on_conflict_do_nothing(), values).rowcount
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        conn.execute(pg_insert(table).on_conflict_do_nothing(), values)
+    return conn.execute(pg_insert(table).on_conflict_do_nothing(), values).rowcount
 
 
 def prefix_bounds(column: Any, prefix: str, conn: Connection) -> list[Any]:

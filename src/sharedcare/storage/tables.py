@@ -517,3 +517,54 @@ mpi_review = Table(
     Index("ix_mpi_review_res", "res_id"),
     Index("ix_mpi_review_other", "other_id"),
 )
+
+# Ingestion (ingest/; docs/ingest.md). The source registry: each organisation's system that sends data,
+# how it is authenticated, and how often it is expected to send. `status`: active, review (registered on
+# first contact in development, awaiting an administrator), disabled.
+feed_source = Table(
+    "feed_source",
+    metadata,
+    Column("source_id", String(64), primary_key=True),
+    Column("ods", String(16), nullable=False),  # the organisation's ODS code (HL7 MSH-4, meta.source)
+    Column("system", String(64)),  # the sending application (HL7 MSH-3); NULL: any of the organisation's
+    Column("name", Text, nullable=False),
+    Column("feeds", Text, nullable=False),  # space-separated: hl7v2 fhir csv
+    Column("expected_minutes", Integer),  # an alert is raised when nothing arrives for longer
+    Column("cert_sha256", String(64)),  # SHA-256 of the TLS client certificate bound to the source
+    Column("client_id", String(64)),  # the SMART system client its FHIR pushes use
+    Column("code_systems", Text),  # space-separated local code systems (ConceptMaps are kept per source)
+    Column("csv_mapping", Text),  # a CSV extract's column mapping (YAML)
+    Column("status", String(16), nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("last_received", String(32)),
+    Column("silence_alerted", String(32)),  # when the last "gone silent" alert was raised
+    Index("ix_feed_source_ods", "ods", "system"),
+)
+
+# The inbox: every inbound message, stored before it is acknowledged, processed once. `message_key` is
+# the idempotency key within the source (HL7 MSH-10, a bundle's id, a file checksum and row number).
+# `status`: pending (waiting, or retrying at `next_attempt`), done, dead (a dead letter: `error` says
+# why, written by us, never quoting the message). `patient_key` orders one patient's messages from one
+# source, earliest `event_time` first.
+inbox_message = Table(
+    "inbox_message",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("source_id", String(64), nullable=False),
+    Column("message_key", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # hl7v2, fhir, csv
+    Column("received", String(32), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("patient_key", String(300)),
+    Column("event_time", String(32)),
+    Column("status", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt", String(32)),
+    Column("error", Text),
+    Column("ack_code", String(2)),  # the acknowledgement sent (AA, CA), repeated for a duplicate delivery
+    Column("processed", String(32)),
+    Column("outcome", Text),  # JSON: what it wrote (references) and validation warnings
+    UniqueConstraint("source_id", "message_key", name="uq_inbox_message_source_key"),
+    Index("ix_inbox_message_status", "status", "next_attempt"),
+    Index("ix_inbox_message_patient", "source_id", "patient_key", "status"),
+)

@@ -145,3 +145,30 @@ def test_get_entries_read_and_search_and_see_the_transactions_own_writes(client:
     pid = found["entry"][0]["resource"]["id"]
     r = post_bundle(client, {"resourceType": "Bundle", "type": "batch", "entry": [entry("GET", f"Patient/{pid}")]})
     assert r.json()["entry"][0]["resource"]["id"] == pid
+
+
+def test_references_to_a_conditional_updates_full_url_resolve_to_the_resource_it_updates(client: TestClient) -> None:
+    """R4 transaction rules: a conditional PUT with a fullUrl; other entries may reference that fullUrl,
+    and the reference becomes the resource the criteria found (or the one created)."""
+    ident = "https://example.org/mrn|C-1"
+
+    def bundle(family: str) -> dict:
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:6b1f3c94-0d3c-4bb4-9e40-6d3f8f0e5a11",
+             "resource": {"resourceType": "Patient", "name": [{"family": family}],
+                          "identifier": [{"system": "https://example.org/mrn", "value": "C-1"}]},
+             "request": {"method": "PUT", "url": f"Patient?identifier={ident}"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+                          "subject": {"reference": "urn:uuid:6b1f3c94-0d3c-4bb4-9e40-6d3f8f0e5a11"}},
+             "request": {"method": "POST", "url": "Observation"}}]}
+
+    first = client.post("/fhir", json=bundle("Ashe"))
+    assert first.status_code == 200, first.text
+    created = first.json()["entry"][0]["response"]["location"].split("/_history")[0]
+    second = client.post("/fhir", json=bundle("Ashe-Brown"))
+    assert second.status_code == 200, second.text
+    assert second.json()["entry"][0]["response"]["status"] == "200 OK"
+    assert second.json()["entry"][0]["response"]["location"].split("/_history")[0] == created
+    found = client.get("/fhir/Observation").json()["entry"]
+    assert {e["resource"]["subject"]["reference"] for e in found} == {created}
+    assert client.get(f"/fhir/{created}").json()["name"][0]["family"] == "Ashe-Brown"

@@ -69,11 +69,16 @@ class Mapped:
     warnings: list[str] = field(default_factory=list)
 
 
-def token(system: str, value: str) -> str:
-    """`system|value` as a search parameter value: FHIR's backslash escapes, then URL encoding."""
+def token_value(system: str, value: str) -> str:
+    """`system|value` as a token search value, with FHIR's backslash escapes."""
     def esc(text: str) -> str:
         return text.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,").replace("$", "\\$")
-    return quote(f"{esc(system)}|{esc(value)}", safe="")
+    return f"{esc(system)}|{esc(value)}"
+
+
+def token(system: str, value: str) -> str:
+    """`token_value` URL-encoded, for a search URL."""
+    return quote(token_value(system, value), safe="")
 
 
 class Transaction:
@@ -159,7 +164,7 @@ def map_message(msg: Message, ctx: Context) -> Mapped:
 
 
 # One module per message type; importing it registers its mapper.
-MAPPER_MODULES = ("adt",)
+MAPPER_MODULES = ("adt", "oru", "vxu", "siu", "mdm")
 
 
 def _load_mappers() -> None:

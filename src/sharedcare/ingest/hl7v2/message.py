@@ -364,3 +364,24 @@ def split_batch(text: str) -> Batch:
         raise ParseError(f"the batch trailer declares {declared} messages but {len(messages)} were found",
                          SEGMENT_SEQUENCE_ERROR, segment="BTS")
     return Batch(messages, header, declared)
+
+
+_LATIN1 = ("8859/1", "ISO-8859-1", "ISO_IR 100", "ISO IR100", "8859/15")
+
+
+def decode(payload: bytes) -> str:
+    """A message's bytes as text, in the character set MSH-18 declares (UTF-8 when it says UNICODE
+    UTF-8, or nothing and the bytes are UTF-8; ISO 8859-1 when it says so or the bytes are not UTF-8)."""
+    if payload.startswith(b"\xef\xbb\xbf"):
+        payload = payload[3:]
+    head = payload[:1024].split(b"\r", 1)[0].split(b"\n", 1)[0]
+    charset = ""
+    if head.startswith(b"MSH") and len(head) > 3:
+        parts = head.split(head[3:4])
+        charset = parts[17].decode("ascii", "replace").strip().upper() if len(parts) > 17 else ""
+    if charset in _LATIN1:
+        return payload.decode("latin-1")
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.decode("latin-1")

@@ -1,0 +1,260 @@
+"""The inbox: every inbound message is stored before it is acknowledged, then processed once, in order
+per patient per source, retried with backoff, and kept as a dead letter with its reason when it
+cannot be processed (docs/ingest.md; the SQL is storage/inbox_store.py).
+
+Receiving (`receive_hl7`) does only what must come before the acknowledgement: read the header, check
+it (processing id, version, control id, a message type we map) and the sender against the source
+registry, and commit the message. Everything else (mapping, validation, the patient index) happens
+when it is processed, so a mapping fault becomes a dead letter that can be replayed after a fix, not
+a message the sender was told we refused.
+
+Processing (`process_due`, `run`) writes each message as its source, in one transaction with the
+inbox row's `done`: a crash leaves it pending, and another worker (or process) that picks the same
+message finds it claimed and leaves it. A database that cannot be reached is not the message's fault:
+the worker waits and tries again, without counting an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from sharedcare.access.context import system_caller
+from sharedcare.errors import FhirError, ServiceUnavailable
+from sharedcare.fhir.bundles import BundleProcessor
+from sharedcare.ingest import apply, sources
+from sharedcare.ingest.hl7v2 import ack, mapping
+from sharedcare.ingest.hl7v2 import patient as pid_map
+from sharedcare.ingest.hl7v2.message import (
+    APPLICATION_INTERNAL_ERROR,
+    DATA_TYPE_ERROR,
+    REQUIRED_FIELD_MISSING,
+    UNKNOWN_KEY_IDENTIFIER,
+    UNSUPPORTED_PROCESSING_ID,
+    UNSUPPORTED_VERSION_ID,
+    Message,
+    ParseError,
+    decode,
+    parse,
+)
+from sharedcare.settings import Settings
+from sharedcare.storage import inbox_store
+from sharedcare.storage.repository import Repository
+
+log = logging.getLogger("sharedcare.inbox")
+
+VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9")
+PROCESSING_IDS = ("P",)  # production only: training (T) and debugging (D) messages never reach a record
+MAX_KEY = 200
+
+
+class Unavailable(Exception):
+    """The store could not be reached: nothing was processed; try again later."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    seq: int
+    status: str  # done, pending (to be retried), dead, skipped (another worker had it)
+
+
+def describe(exc: BaseException) -> str:
+    """Why a message failed, for its dead letter: our own words only, never the message's content."""
+    if isinstance(exc, ParseError):
+        return f"HL7 error {exc.code}: {exc.reason}" + (f" ({exc.segment}-{exc.field_no})" if exc.field_no else "")
+    if isinstance(exc, FhirError):
+        return f"{exc.status}: " + "; ".join(i.diagnostics for i in exc.issues)
+    return f"internal error ({type(exc).__name__})"
+
+
+class Inbox:
+    def __init__(self, repo: Repository, settings: Settings) -> None:
+        self.repo = repo
+        self.engine = repo.engine
+        self.settings = settings
+        self.retry_seconds: Sequence[float] = tuple(settings.inbox_retry_seconds)
+        self.processor = BundleProcessor(repo, settings.base_url, settings.max_bundle_entries, settings.max_page_size,
+                                         lambda unit, entry: (400, None))
+        self.wake = threading.Event()
+
+    # -- receiving -------------------------------------------------------------------------------
+    def receive_hl7(self, payload: bytes, peer: sources.Peer) -> str | None:
+        """The acknowledgement to send for one message (None when the sender asked for none)."""
+        try:
+            msg = parse(decode(payload))
+        except ParseError as exc:
+            return ack.ack(None, ack.REJECT, exc)
+        try:
+            self._check_header(msg)
+            source = sources.identify(self.engine, msg.sending_facility, msg.sending_application or None, "hl7v2", peer,
+                                      allow_plain_loopback=self.settings.mllp_allow_plain_loopback,
+                                      auto_register=self.settings.auto_register_sources)
+        except ParseError as exc:
+            return self._ack(msg, ack.REJECT, exc)
+        except sources.Refused as exc:
+            return self._ack(msg, ack.REJECT, ParseError(exc.reason, UNKNOWN_KEY_IDENTIFIER, segment="MSH",
+                                                         position=1, field_no=4))
+        item = inbox_store.Incoming(source.source_id, msg.control_id, "hl7v2", payload, *_order_keys(msg, source))
+        try:
+            received = inbox_store.receive(self.engine, [item], ack_code=ack.code(msg, ack.ACCEPT))[0]
+        except (DBAPIError, ServiceUnavailable) as exc:
+            log.error("inbox: a message could not be stored (%s); the sender was told to send it again",
+                      type(exc).__name__)
+            return self._ack(msg, ack.ERROR, ParseError("the message could not be stored: send it again",
+                                                        APPLICATION_INTERNAL_ERROR))
+        self.wake.set()
+        if received.duplicate:
+            return ack.ack(msg, (received.ack_code or "AA")[1]) if ack.wanted(msg, ack.ACCEPT) else None
+        return self._ack(msg, ack.ACCEPT)
+
+    @staticmethod
+    def _ack(msg: Message, outcome: str, error: ParseError | None = None) -> str | None:
+        return ack.ack(msg, outcome, error) if ack.wanted(msg, outcome) else None
+
+    @staticmethod
+    def _check_header(msg: Message) -> None:
+        if not msg.control_id:
+            raise ParseError("MSH-10 (message control id) is empty", REQUIRED_FIELD_MISSING, segment="MSH",
+                             position=1, field_no=10)
+        if len(msg.control_id) > MAX_KEY:
+            raise ParseError("MSH-10 (message control id) is too long", DATA_TYPE_ERROR, segment="MSH",
+                             position=1, field_no=10)
+        if msg.processing_id not in PROCESSING_IDS:
+            raise ParseError("only production messages (MSH-11 P) are accepted", UNSUPPORTED_PROCESSING_ID,
+                             segment="MSH", position=1, field_no=11)
+        if msg.version not in VERSIONS:
+            raise ParseError("this HL7 version (MSH-12) is not accepted", UNSUPPORTED_VERSION_ID, segment="MSH",
+                             position=1, field_no=12)
+        mapping.check_supported(msg)
+
+    # -- processing ------------------------------------------------------------------------------
+    def process_due(self, limit: int = 100) -> list[Outcome]:
+        """Process the messages whose time has come; raises Unavailable when the store is unreachable."""
+        try:
+            due = inbox_store.due(self.engine, limit)
+        except OperationalError as exc:
+            raise Unavailable(type(exc).__name__) from None
+        out = []
+        seen: set[tuple[str, str | None]] = set()
+        for m in due:
+            key = (m.source_id, m.patient_key)
+            if m.patient_key is not None and key in seen:
+                continue  # the patient's next message waits for this round's to be done
+            seen.add(key)
+            out.append(self.process(m))
+        return out
+
+    def process(self, m: inbox_store.Message) -> Outcome:
+        source = inbox_store.get_source(self.engine, m.source_id)
+        try:
+            if source is None:
+                raise ParseError("the message's source is no longer registered", UNKNOWN_KEY_IDENTIFIER)
+            msg = parse(decode(m.payload))
+            mapped = mapping.map_message(msg, mapping.Context(source.source_id, source.ods, source.name))
+            caller = system_caller(self.repo.node_id, organisation=source.ods)
+            with self.repo.unit(caller, "transaction") as unit:
+                if m.patient_key is not None:
+                    unit.lock("inbox", m.source_id, m.patient_key)
+                if not inbox_store.claim(unit.conn, m.seq):
+                    return Outcome(m.seq, "skipped")
+                outcome = apply.apply(unit, self.processor, mapped, ods=source.ods,
+                                      message_ref=apply.message_identifier(m.source_id, m.message_key),
+                                      activity="UPDATE")
+                inbox_store.mark_done(unit.conn, m.seq, json.dumps(outcome))
+            return Outcome(m.seq, inbox_store.DONE)
+        except (OperationalError, ServiceUnavailable) as exc:
+            raise Unavailable(type(exc).__name__) from None
+        except Exception as exc:  # any fault of the message (or of its mapping) is retried, then dead-lettered
+            return self._failed(m, exc)
+
+    def _failed(self, m: inbox_store.Message, exc: BaseException) -> Outcome:
+        retry_in = self.retry_seconds[m.attempts] if m.attempts < len(self.retry_seconds) else None
+        try:
+            status = inbox_store.mark_failed(self.engine, m.seq, describe(exc), retry_in=retry_in)
+        except OperationalError as db:
+            raise Unavailable(type(db).__name__) from None
+        if status == inbox_store.DEAD:
+            log.warning("inbox: message %d from source %s is a dead letter after %d attempts (%s); "
+                        "see `sharedcare inbox list --status dead`", m.seq, m.source_id, m.attempts + 1,
+                        type(exc).__name__)
+        return Outcome(m.seq, status)
+
+    def drain(self, *, max_rounds: int = 10_000) -> list[Outcome]:
+        """Process until nothing is due now (messages waiting to be retried later stay pending)."""
+        done: list[Outcome] = []
+        for _ in range(max_rounds):
+            got = self.process_due()
+            if not got:
+                break
+            done += got
+        return done
+
+    def alert_silent_sources(self, at: datetime | None = None) -> list[str]:
+        """Say in the log which feeds have gone silent for longer than expected (once per silence)."""
+        moment = at or datetime.now(UTC)
+        silent = inbox_store.silent_sources(self.engine, moment)
+        for s in silent:
+            log.warning("feed alert: source %s has sent nothing for more than %d minutes", s.source_id,
+                        s.expected_minutes)
+            inbox_store.change_source(self.engine, s.source_id, silence_alerted=inbox_store.now(moment))
+        return [s.source_id for s in silent]
+
+    async def run(self, stop: asyncio.Event, *, poll_s: float = 1.0, backoff_s: float = 5.0) -> None:
+        """Process the inbox until `stop` is set: at once when a message arrives in this process, and
+        every `poll_s` seconds for messages stored by other processes or due for a retry."""
+        last_check = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            self.wake.clear()
+            try:
+                worked = await asyncio.to_thread(self.process_due)
+                if loop.time() - last_check > 60:
+                    await asyncio.to_thread(self.alert_silent_sources)
+                    last_check = loop.time()
+            except Unavailable as exc:
+                log.error("inbox: the store cannot be reached (%s); trying again in %.0f s", exc, backoff_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff_s)
+                continue
+            except Exception as exc:  # never let the worker die; the kind only, no content
+                log.error("inbox: processing round failed (%s)", type(exc).__name__)
+                worked = []
+            if worked:
+                continue
+            waiter = asyncio.ensure_future(asyncio.to_thread(self.wake.wait, poll_s))
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if stop.is_set():
+                self.wake.set()  # lets the waiting thread go
+            await waiter
+
+
+def _order_keys(msg: Message, source: inbox_store.Source) -> tuple[str | None, str | None]:
+    """The patient a message is about (the source's own identifier for them) and when the source says
+    it happened, for ordering one patient's messages; (None, None) when it names no patient."""
+    pid = msg.first("PID")
+    event = mapping.recorded_at(msg)
+    moment = apply.instant(event) if event else None
+    when = inbox_store.now(moment) if moment is not None else None
+    if pid is None:
+        return None, when
+    try:
+        found = pid_map.key(pid_map.identifiers(pid, mapping.Context(source.source_id, source.ods),
+                                                mapping.Mapped({})))
+    except ParseError:
+        return None, when
+    return f"{found['system']}|{found['value']}"[:300], when
+
+
+def outcome_of(m: inbox_store.Message) -> dict[str, Any]:
+    return json.loads(m.outcome) if m.outcome else {}
