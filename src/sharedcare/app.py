@@ -203,9 +203,22 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await run_in_threadpool(warm_up, settings)
         stop = asyncio.Event()
         chores = asyncio.create_task(_housekeeping(state["services"], settings.housekeeping_seconds, stop))
+        feeds = None
+        if settings.mllp_port is not None:  # the HL7 v2 listener and the inbox worker, beside the web app
+            from sharedcare.ingest import runner
+            from sharedcare.ingest.inbox import Inbox
+
+            started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            feeds = asyncio.create_task(runner.run(Inbox(state["services"].repo, settings), settings,
+                                                   settings.mllp_host, settings.mllp_port, stop, started))
+            await asyncio.wait({started, feeds}, return_when=asyncio.FIRST_COMPLETED)
+            if feeds.done():
+                feeds.result()  # a listener that could not start stops the server with its reason
         yield
         stop.set()
         await chores
+        if feeds is not None:
+            await feeds
         if services is None:
             state["services"].committer.close()
             state["services"].engine.dispose()

@@ -27,6 +27,18 @@ app.add_typer(mpi_app, name="mpi")
 console = Console(stderr=True)
 
 
+def _ingestion_commands() -> None:
+    from sharedcare.ingest import commands
+
+    app.add_typer(commands.sources_app, name="sources")
+    app.add_typer(commands.inbox_app, name="inbox")
+    app.command()(commands.mllp)
+    app.command()(commands.ingest)
+
+
+_ingestion_commands()
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",

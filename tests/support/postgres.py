@@ -52,6 +52,15 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run(pg_binary("initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
                   "--no-sync", "--locale=C")
+        return self.resume()
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (a database outage). A fast shutdown: the test server runs
+        with synchronous_commit off, so an immediate one would lose the last commits."""
+        self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> PostgresServer:
+        """Start the server on its data (after `start` made it, or `pause` stopped it)."""
         opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
                 "-c full_page_writes=off -c synchronous_commit=off -c max_connections=200")
         self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")

@@ -62,6 +62,17 @@ class Unavailable(Exception):
 
 
 @dataclass(frozen=True)
+class Receipt:
+    """What receiving one message decided: accepted (A), not stored (E: send again) or refused (R);
+    the acknowledgement to send; the reason; whether it had been received before."""
+
+    outcome: str
+    ack: str | None
+    error: ParseError | None = None
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
 class Outcome:
     seq: int
     status: str  # done, pending (to be retried), dead, skipped (another worker had it)
@@ -89,36 +100,44 @@ class Inbox:
     # -- receiving -------------------------------------------------------------------------------
     def receive_hl7(self, payload: bytes, peer: sources.Peer) -> str | None:
         """The acknowledgement to send for one message (None when the sender asked for none)."""
+        return self.receive(payload, peer).ack
+
+    def receive(self, payload: bytes, peer: sources.Peer) -> Receipt:
+        """Check and store one HL7 v2 message; what was decided, with the acknowledgement to send."""
         try:
             msg = parse(decode(payload))
         except ParseError as exc:
-            return ack.ack(None, ack.REJECT, exc)
+            return Receipt(ack.REJECT, ack.ack(None, ack.REJECT, exc), exc)
+        try:
+            return self._receive(msg, payload, peer)
+        except (DBAPIError, ServiceUnavailable) as exc:
+            log.error("inbox: a message could not be stored (%s); the sender was told to send it again",
+                      type(exc).__name__)
+            return self._receipt(msg, ack.ERROR, ParseError("the message could not be stored: send it again",
+                                                            APPLICATION_INTERNAL_ERROR))
+
+    def _receive(self, msg: Message, payload: bytes, peer: sources.Peer) -> Receipt:
         try:
             self._check_header(msg)
             source = sources.identify(self.engine, msg.sending_facility, msg.sending_application or None, "hl7v2", peer,
                                       allow_plain_loopback=self.settings.mllp_allow_plain_loopback,
                                       auto_register=self.settings.auto_register_sources)
         except ParseError as exc:
-            return self._ack(msg, ack.REJECT, exc)
+            return self._receipt(msg, ack.REJECT, exc)
         except sources.Refused as exc:
-            return self._ack(msg, ack.REJECT, ParseError(exc.reason, UNKNOWN_KEY_IDENTIFIER, segment="MSH",
-                                                         position=1, field_no=4))
+            return self._receipt(msg, ack.REJECT, ParseError(exc.reason, UNKNOWN_KEY_IDENTIFIER, segment="MSH",
+                                                             position=1, field_no=4))
         item = inbox_store.Incoming(source.source_id, msg.control_id, "hl7v2", payload, *_order_keys(msg, source))
-        try:
-            received = inbox_store.receive(self.engine, [item], ack_code=ack.code(msg, ack.ACCEPT))[0]
-        except (DBAPIError, ServiceUnavailable) as exc:
-            log.error("inbox: a message could not be stored (%s); the sender was told to send it again",
-                      type(exc).__name__)
-            return self._ack(msg, ack.ERROR, ParseError("the message could not be stored: send it again",
-                                                        APPLICATION_INTERNAL_ERROR))
+        received = inbox_store.receive(self.engine, [item], ack_code=ack.code(msg, ack.ACCEPT))[0]
         self.wake.set()
         if received.duplicate:
-            return ack.ack(msg, (received.ack_code or "AA")[1]) if ack.wanted(msg, ack.ACCEPT) else None
-        return self._ack(msg, ack.ACCEPT)
+            first = (received.ack_code or "AA")[1]
+            return Receipt(first, ack.ack(msg, first) if ack.wanted(msg, ack.ACCEPT) else None, None, True)
+        return self._receipt(msg, ack.ACCEPT)
 
     @staticmethod
-    def _ack(msg: Message, outcome: str, error: ParseError | None = None) -> str | None:
-        return ack.ack(msg, outcome, error) if ack.wanted(msg, outcome) else None
+    def _receipt(msg: Message, outcome: str, error: ParseError | None = None) -> Receipt:
+        return Receipt(outcome, ack.ack(msg, outcome, error) if ack.wanted(msg, outcome) else None, error)
 
     @staticmethod
     def _check_header(msg: Message) -> None:
@@ -141,7 +160,7 @@ class Inbox:
         """Process the messages whose time has come; raises Unavailable when the store is unreachable."""
         try:
             due = inbox_store.due(self.engine, limit)
-        except OperationalError as exc:
+        except DBAPIError as exc:
             raise Unavailable(type(exc).__name__) from None
         out = []
         seen: set[tuple[str, str | None]] = set()
@@ -173,6 +192,10 @@ class Inbox:
             return Outcome(m.seq, inbox_store.DONE)
         except (OperationalError, ServiceUnavailable) as exc:
             raise Unavailable(type(exc).__name__) from None
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise Unavailable(type(exc).__name__) from None
+            return self._failed(m, exc)
         except Exception as exc:  # any fault of the message (or of its mapping) is retried, then dead-lettered
             return self._failed(m, exc)
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sharedcare.fhir.jsonio import FhirDecimal
 from sharedcare.ingest.hl7v2 import mapping
 from sharedcare.ingest.hl7v2.message import parse
 
@@ -44,14 +46,35 @@ def mapped_json(case: Path) -> dict[str, Any]:
             "merges": [dataclasses.asdict(m) for m in got.merges], "warnings": got.warnings}
 
 
+def _marked(obj: Any) -> Any:
+    """Each FhirDecimal as a marked string, so the text can carry its literal (`json` would write the
+    float: 1.50 as 1.5)."""
+    if isinstance(obj, FhirDecimal):
+        return "\0" + obj.literal
+    if isinstance(obj, dict):
+        return {k: _marked(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_marked(v) for v in obj]
+    return obj
+
+
+def expected_text(got: dict[str, Any]) -> str:
+    """The expected file's text for a mapping: sorted, indented JSON, decimals written as sent."""
+    text = json.dumps(_marked(got), indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+    return re.sub(r'"\\u0000([^"]*)"', r"\1", text)
+
+
 def check(case: Path) -> dict[str, Any]:
-    """Map the case and compare it with its expected file (or write it, when updating)."""
+    """Map the case and compare it with its expected file (or write it, when updating); the text too,
+    so a decimal's precision is pinned as well as its value."""
     got = mapped_json(case)
     expected_file = case / "expected.json"
-    text = json.dumps(got, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+    text = expected_text(got)
     if UPDATE or not expected_file.exists():
         expected_file.write_text(text, encoding="utf-8")
         if not UPDATE:
             pytest.fail(f"{case.name}: no expected.json yet; one was written for review")
-    assert got == json.loads(expected_file.read_text(encoding="utf-8"))
+    expected = expected_file.read_text(encoding="utf-8")
+    assert got == json.loads(expected)
+    assert text == expected
     return got

@@ -5,10 +5,10 @@ clinical letters and discharge summaries (v2.4, the text in TX or FT OBX segment
 | trigger | meaning | what is written |
 |---|---|---|
 | T01, T02 | original document (notification; with content) | DocumentReference, current |
-| T03, T04 | status change (notification; with content) | DocumentReference with the new completion and availability status |
+| T03, T04 | status change (notification; with content) | DocumentReference with the new statuses |
 | T05, T06 | addendum (notification; with content) | a new DocumentReference that appends to its parent (TXA-13) |
-| T07, T08 | edit (notification; with content) | DocumentReference amended; replaces its parent when TXA-13 names another document |
-| T09, T10 | replacement (notification; with content) | a new DocumentReference, amended, that replaces its parent (TXA-13) |
+| T07, T08 | edit (notification; with content) | DocumentReference amended (replacing TXA-13 if another) |
+| T09, T10 | replacement (notification; with content) | a new DocumentReference, amended, replacing TXA-13 |
 | T11 | cancel | DocumentReference entered-in-error, its content no longer carried |
 
 | segment | what is written |
@@ -23,8 +23,8 @@ clinical letters and discharge summaries (v2.4, the text in TX or FT OBX segment
 | TXA-22, else TXA-10 | authenticator (the person who authenticated it, else the one assigned to) |
 | TXA-13 | relatesTo appends (T05, T06) or replaces (T07 to T10) the parent, by identifier |
 | TXA-17 | docStatus (table 0271: AU and LA final, amended for edits and replacements; DI, DO, IN, IP, PA preliminary) |
-| TXA-18 | securityLabel, and meta.security in v3 Confidentiality (R, V; U as N) so the store keeps a restricted document within the source |
-| TXA-19 | status (table 0275: AV current, OB superseded, CA entered-in-error, UN current), the code kept as an alternate code on status |
+| TXA-18 | securityLabel; meta.security in v3 Confidentiality (R, V; U as N): a restricted one stays in the source |
+| TXA-19 | status (table 0275: AV, UN current; OB superseded; CA entered-in-error), the code kept on status |
 | TXA-25 | description, and the attachments' title |
 | OBX TX, FT, ST | one text/plain (UTF-8) attachment: each OBX-5 (and each repetition) a line, FT formatting undone |
 | OBX ED | an attachment per value: its MIME type (ED-2, ED-3), its data (Base64 as sent, checked; Hex and A encoded) |
@@ -35,8 +35,10 @@ DocumentReference.content is required. A message without content (the notificati
 whose OBX segments carry none) writes an attachment with only a title, and, since a conditional PUT
 replaces the whole resource, is written only if the document is not already held (a conditional
 create): a notification never blanks a document already received. Withdrawing a document (T11, or
-TXA-19 CA or OB) always applies. A replaced parent is not rewritten (that would drop its content): its
-replacement names it in relatesTo.
+TXA-19 CA or OB) always applies, and drops the content; as that replaces the stored version with its
+labels, a withdrawal that does not give TXA-18 is labelled restricted (R): a cancel must never lift a
+restriction the source set on the document before. A replaced parent is not rewritten (that would drop
+its content): its replacement names it in relatesTo.
 
 Not mapped: the order (ORC, OBR, TQ1), consents (CON), notes on the content (NTE after OBX), the
 transcriptionist and edit times (TXA-7, TXA-8, TXA-11), TXA-3 (the content type comes from OBX-2), and
@@ -146,6 +148,10 @@ def mdm(msg: Message, ctx: Context) -> Mapped:
             (c["display"] for c in (kind or {}).get("coding", []) if c.get("display")), "Document")
         document["content"] = [{"attachment": {"title": fallback}}]
         if trigger == CANCEL or status in WITHDRAWN:
+            if not txa[18].value.strip():
+                document["meta"] = {"security": [{"system": CONFIDENTIALITY, "code": "R", "display": "restricted"}]}
+                mapped.warnings.append("TXA-18: a withdrawal that does not say the document's confidentiality is "
+                                       "labelled restricted, since the document it replaces may have been")
             tx.put(document, key)
         else:
             mapped.warnings.append("OBX: the message carries no document content; the document is written with a "

@@ -4,15 +4,23 @@ Observation; tables 0123 and 0085 to the report and observation statuses, 0078 t
 ObservationInterpretation codes) and the way London's laboratories send them (v2.4, SNOMED codes,
 UCUM units).
 
-| segment | what is written |
+| from | what is written |
 |---|---|
-| PID | the Patient, created only if the source has sent none (a result never overwrites the patient's details) |
-| OBR | one DiagnosticReport per OBR: status (OBR-25), code (OBR-4), effective (OBR-7), issued (OBR-22), identifier the filler order number (OBR-3, else the placer's, OBR-2), the placer order as basedOn, the source as performer |
-| NTE after OBR | the report's conclusion (R4 DiagnosticReport has no note), one line per NTE |
-| OBX | one Observation per OBX, category laboratory (imaging for a radiology OBR-24), in the report's result |
-| OBX-2, OBX-5, OBX-6 | the value: NM as a Quantity (the UCUM unit when OBX-6 names UCUM; a value like `<5` keeps its comparator), SN as a Quantity, Range or Ratio, ST/TX/FT as a string, CE/CWE as a CodeableConcept, DT/TS as a dateTime, TM as a time |
-| OBX-7, OBX-8, OBX-11, OBX-14 | referenceRange (`115-165`, `<5`, `>2`, `4.3 to 6.2`; the text as sent is always kept), interpretation, status (X: cancelled with a dataAbsentReason; D and W: entered-in-error), effective (else OBR-7) |
-| NTE after OBX | the Observation's note, one Annotation per NTE |
+| PID | the Patient, created only if the source has sent none: a result never overwrites their details |
+| PV1-19 | the visit, referenced by identifier as `encounter` (as adt.py keys it) |
+| OBR | one DiagnosticReport per OBR, category from OBR-24 (table 0074, else LAB), the source as performer |
+| OBR-3, OBR-2 | identifier: the filler order number (else the placer's); the placer order as basedOn |
+| OBR-4, OBR-7, OBR-22, OBR-25 | code, effectiveDateTime, issued, status (table 0123: F final, C corrected, ...) |
+| NTE after OBR | the report's conclusion (R4 DiagnosticReport has no note), a line per NTE |
+| OBX | one Observation per OBX in the report's result, category laboratory (imaging for a radiology OBR-24) |
+| OBX-2, -5, -6 | NM: valueQuantity (UCUM when OBX-6 names it; `<5` keeps its comparator) |
+| OBX-2, -5, -6 | SN: valueQuantity (`<^5`, `>^90`), valueRange (`^10^-^20`) or valueRatio (`^1^:^128`) |
+| OBX-2, -5 | ST, TX, FT: valueString; CE, CWE: valueCodeableConcept; DT, TS: valueDateTime; TM: valueTime |
+| OBX-7 | referenceRange: `115-165`, `4.3 to 6.2`, `<5`, `>2`, with the text as sent |
+| OBX-8 | interpretation (table 0078 as v3 ObservationInterpretation: L, H, LL, HH, N, A, AA, ...) |
+| OBX-11 | status (table 0085); X cancelled with a dataAbsentReason, D and W entered-in-error |
+| OBX-14, OBX-17 | effectiveDateTime (else OBR-7), method |
+| NTE after OBX | the Observation's note, an Annotation per NTE |
 
 Decimals keep the precision they were sent with: `1.50` is written as `1.50`, through
 `sharedcare.fhir.jsonio.FhirDecimal` (an integer stays an int), so values and range limits are never
@@ -116,7 +124,8 @@ def order_identifier(ei: Field, ctx: Context, kind: str) -> dict[str, Any] | Non
     return {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/{kind}", "value": value}
 
 
-def _typed(ident: dict[str, Any], code: str) -> dict[str, Any]:
+def typed(ident: dict[str, Any], code: str) -> dict[str, Any]:
+    """The identifier with its v2 identifier type (table 0203: FILL, PLAC)."""
     return {**ident, "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": code}]}}
 
 
@@ -171,11 +180,11 @@ def _report(group: list[Segment], ctx: Context, tx: Transaction, mapped: Mapped,
         section = ""
     category = {"coding": [{"system": dt.hl7_table("0074"), "code": section or "LAB",
                             **({} if section else {"display": "Laboratory"})}]}
-    identifiers = [_typed(found_by, "FILL" if filler else "PLAC")]  # the key is added by put when it differs
+    identifiers = [typed(found_by, "FILL" if filler else "PLAC")]  # the key is added by put when it differs
     report: dict[str, Any] = {"resourceType": "DiagnosticReport", "identifier": identifiers, "status": status,
                               "category": [category], "code": code, "subject": {"reference": patient_url}}
     if filler and placer:
-        report["basedOn"] = [{"type": "ServiceRequest", "identifier": _typed(placer, "PLAC")}]
+        report["basedOn"] = [{"type": "ServiceRequest", "identifier": typed(placer, "PLAC")}]
     if encounter:
         report["encounter"] = encounter
     effective = dt.datetime_(obr[7].comp(1))
@@ -287,7 +296,7 @@ def number(text: str) -> int | FhirDecimal | None:
         return None
     literal = ("-" if sign == "-" else "") + (whole.lstrip("0") or "0")
     if fraction:
-        return FhirDecimal(f"{literal}.{fraction}")
+        return FhirDecimal(str(float(f"{literal}.{fraction}")))
     return int(literal)
 
 

@@ -14,9 +14,9 @@ bookings (v2.4, SCH-25 filler status, the clinic in AIL).
 
 | segment | what is written |
 |---|---|
-| PID | the Patient, created only if the source has sent none (a booking never overwrites the patient's details); a participant, accepted |
+| PID | the Patient, created only if the source has sent none (never overwritten by a booking); a participant |
 | SCH-2, SCH-1 | identifier: the filler appointment id (type FILL) is the key, else the placer's (PLAC) |
-| SCH-25 | status for S12, S13, S14 (table 0278: Pending, Waitlist, Booked, Started as checked-in, Complete as fulfilled, Cancelled, Deleted as entered-in-error, Noshow; Blocked and Overbook as booked) |
+| SCH-25 | status for S12, S13, S14 (table 0278, `FILLER_STATUS`: e.g. Complete is fulfilled, Started checked-in) |
 | SCH-6 | cancelationReason, when the appointment is cancelled or a no-show |
 | SCH-7 | reasonCode (the appointment reason) |
 | SCH-8 | appointmentType |
@@ -163,14 +163,12 @@ def instant(value: str) -> str | None:
 
 
 def _minutes(amount: str, units: Field) -> int | None:
-    """A duration and its units (CE/CNE: minutes or hours; none given means minutes) in whole minutes."""
+    """A duration and its units (CE/CNE: minutes or hours; none given means minutes) in whole minutes;
+    None for other units (seconds, days: not an appointment's minutesDuration)."""
     amount = amount.strip()
     unit = units.comp(1).strip().lower() or "min"
     if not amount.isdigit():
         return None
-    if unit in ("s", "sec", "secs", "second", "seconds"):
-        seconds = int(amount)
-        return seconds // 60 if seconds % 60 == 0 and seconds else None
     factor = UNIT_MINUTES.get(unit)
     total = int(amount) * factor if factor else 0
     return total or None
@@ -186,8 +184,9 @@ def _plus(start: str, raw: str, minutes: int) -> str:
 
 
 def _timing(msg: Message, sch: Segment, resources: list[Segment]) -> tuple[str | None, str | None, int | None]:
-    """start, end and minutesDuration: TQ1, then SCH-11 (TQ), then the first resource segment that gives
-    a start (with its duration); the duration is SCH-9 (SCH-10 units), else the resource's."""
+    """start, end and minutesDuration. The start and end are TQ1-7 and TQ1-8, else SCH-11's (TQ
+    components 4 and 5), else the first resource segment's start; the duration is SCH-9 in SCH-10's
+    units (or SCH-11's, `M30`), else the first resource segment's; an end not sent is start + duration."""
     minutes = _minutes(sch[9].value, sch[10])
     tq1 = msg.first("TQ1")
     raw_start, raw_end = (tq1[7].comp(1), tq1[8].comp(1)) if tq1 is not None else ("", "")
@@ -197,14 +196,14 @@ def _timing(msg: Message, sch: Segment, resources: list[Segment]) -> tuple[str |
         if minutes is None and tq_duration:
             minutes = int(tq_duration.group(2)) * (60 if tq_duration.group(1) == "H" else 1) or None
     start = instant(raw_start)
-    if start is None:
-        for seg in resources:
-            at, amount, units = RESOURCE_TIMES[seg.name]
-            start = instant(seg[at].comp(1))
-            if start is not None:
-                raw_start, raw_end = seg[at].comp(1), ""
-                minutes = minutes or _minutes(seg[amount].value, seg[units])
-                break
+    for seg in resources:
+        at, amount, units = RESOURCE_TIMES[seg.name]
+        if start is None and instant(seg[at].comp(1)):
+            raw_start, raw_end = seg[at].comp(1), ""
+            start = instant(raw_start)
+            minutes = minutes or _minutes(seg[amount].value, seg[units])
+        elif minutes is None:
+            minutes = _minutes(seg[amount].value, seg[units])
     if start is None:
         return None, None, minutes
     end = instant(raw_end)

@@ -2,14 +2,23 @@
 message map (segment maps RXA and RXR to Immunization) and the ways UK systems code vaccines (SNOMED
 CT `SCT`, dm+d `DMD`) besides the CDC's CVX and MVX.
 
-| segment | what is written |
+| from | what is written |
 |---|---|
-| PID | the Patient, created only if the source has sent none (a vaccination never overwrites the patient's details) |
-| RXA | one Immunization per RXA: vaccineCode (RXA-5, every coding as sent), occurrence (RXA-3), recorded (RXA-22), doseQuantity (RXA-6 and RXA-7; 999, the unknown amount, is left out), lotNumber (RXA-15), expirationDate (RXA-16), manufacturer (RXA-17), reasonCode (RXA-19), performer (RXA-10 administering, ORC-12 ordering) |
-| RXA-9 | primarySource: true for `00` (a new immunisation record), false for any other code (a historical record), with the code as reportOrigin |
-| RXA-20, RXA-21 | status: CP (or none) completed; PA completed and isSubpotent (a partial dose); RE refused, not-done, the reason RXA-18 or else v3 ActReason PATOBJ; NA not administered, not-done (the reason RXA-18 when given); action D (delete) entered-in-error |
-| RXR | route (RXR-1) and site (RXR-2) as CodeableConcepts |
-| ORC-3 | the Immunization's identifier (the filler order number); without one, the patient's key, the vaccine code and RXA-3 together |
+| PID | the Patient, created only if the source has sent none: a vaccination never overwrites their details |
+| PV1-19 | the visit, referenced by identifier as `encounter` |
+| RXA | one Immunization per RXA |
+| RXA-5 | vaccineCode, every coding as sent (CVX, SNOMED CT `SCT`, dm+d `DMD`, ...) |
+| RXA-3, RXA-22 | occurrenceDateTime, recorded |
+| RXA-6, RXA-7 | doseQuantity (999, the unknown amount, is left out) |
+| RXA-9 | primarySource: true for `00` (new immunisation record); else false, the code as reportOrigin |
+| RXA-10, ORC-12 | performer: administering (AP) and ordering (OP) provider, by staff identifier and name |
+| RXA-15, -16, -17 | lotNumber, expirationDate, manufacturer |
+| RXA-19 | reasonCode (the indication) |
+| RXA-20 | status: CP (or none) completed; PA completed, isSubpotent; RE refused and NA not administered not-done |
+| RXA-18 | statusReason of a not-done (for RE without one: v3 ActReason PATOBJ) |
+| RXA-21 | D (delete): entered-in-error |
+| RXR-1, RXR-2 | route, site |
+| ORC-3 | identifier: the filler order number; without one, the patient's key, RXA-5 code and RXA-3 |
 
 Not mapped: the OBX segments after an RXA (funding source and programme eligibility, the vaccine
 information statements given, the dose number in a series, contraindications) and their NTEs; the
@@ -34,7 +43,7 @@ from sharedcare.ingest.hl7v2.message import (
     ParseError,
     Segment,
 )
-from sharedcare.ingest.hl7v2.oru import number, order_identifier, unit, visit_reference
+from sharedcare.ingest.hl7v2.oru import number, order_identifier, typed, unit, visit_reference
 
 TRIGGERS = ("V04",)
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -89,6 +98,7 @@ def _immunization(rxa: Segment, orc: Segment | None, members: list[Segment], ctx
                          DATA_TYPE_ERROR if given else REQUIRED_FIELD_MISSING, segment="RXA", position=rxa.position,
                          field_no=3)
     key = order_identifier(orc[3], ctx, "vaccination-order") if orc is not None else None
+    identifiers = [typed(key, "FILL")] if key else []
     if key is None:
         _, _, patient_value = (mapped.patient_key or "").partition("|")
         key = {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/vaccination",
@@ -101,7 +111,7 @@ def _immunization(rxa: Segment, orc: Segment | None, members: list[Segment], ctx
                                "completed assumed")
     if rxa[21].value.strip().upper() == "D":
         status = "entered-in-error"
-    immunization: dict[str, Any] = {"resourceType": "Immunization", "status": status}
+    immunization: dict[str, Any] = {"resourceType": "Immunization", "identifier": identifiers, "status": status}
     if status == "not-done":
         reason = dt.codeable(rxa[18], ctx.ods)
         if reason is None and completion == "RE":
