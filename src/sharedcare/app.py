@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -211,7 +212,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             feeds = asyncio.create_task(runner.run(Inbox(state["services"].repo, settings), settings,
                                                    settings.mllp_host, settings.mllp_port, stop, started))
-            await asyncio.wait({started, feeds}, return_when=asyncio.FIRST_COMPLETED)
+            waits: list[asyncio.Future[Any]] = [started, feeds]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if feeds.done():
                 feeds.result()  # a listener that could not start stops the server with its reason
         yield

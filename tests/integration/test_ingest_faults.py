@@ -67,7 +67,8 @@ def test_cf2_a_listener_killed_mid_message_loses_and_duplicates_nothing(
     healthy = _listener(settings.database_url, port, tmp_path / "healthy.log")
     try:
         reply = _send(port, adt("A01", "CF2-1"))  # the sender sends it again, as MLLP senders do
-        assert reply is not None and msa(reply)[1] == "AA"
+        assert reply is not None
+        assert msa(reply)[1] == "AA"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             rows = inbox_store.messages(store.engine)
@@ -94,10 +95,12 @@ def test_cf3_while_the_database_is_down_nothing_is_acknowledged_and_the_backlog_
             sources.register(svc.engine, Source("RJ7", "RJ7", "Trust RJ7", ("hl7v2",)))
             box = Inbox(svc.repo, settings.model_copy(update={"mllp_allow_plain_loopback": True}))
             first = box.receive_hl7(adt("A01", "O1").encode(), LOOPBACK)
-            assert first is not None and msa(first)[1] == "AA"
+            assert first is not None
+            assert msa(first)[1] == "AA"
             pg.pause()
             down = box.receive_hl7(adt("A08", "O2", when="20250728100000").encode(), LOOPBACK)
-            assert down is not None and msa(down)[1] == "AE"  # never AA while nothing can be stored
+            assert down is not None
+            assert msa(down)[1] == "AE"
             with pytest.raises(Unavailable):
                 box.process_due()
             pg.resume()
@@ -108,7 +111,8 @@ def test_cf3_while_the_database_is_down_nothing_is_acknowledged_and_the_backlog_
                 if again is not None and msa(again)[1] == "AA":
                     break
                 time.sleep(0.2)
-            assert again is not None and msa(again)[1] == "AA"
+            assert again is not None
+            assert msa(again)[1] == "AA"
             done = []
             while time.monotonic() < deadline and len(done) < 2:
                 try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sharedcare.access.context import Caller
 from sharedcare.fhir import interactions, jsonio
 from sharedcare.fhir.bundles import BundleProcessor, parse_entries
 from sharedcare.fhir.search import query as search_query

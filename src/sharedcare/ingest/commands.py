@@ -59,7 +59,8 @@ def sources_add(
         help="The sending application (HL7 MSH-3); unset: any of the organisation's systems.")] = None,
     expected_minutes: Annotated[int | None, typer.Option(
         help="Raise an alert when nothing arrives for longer than this.")] = None,
-    cert: Annotated[Path | None, typer.Option(help="The source's TLS client certificate (PEM or DER): bound to it.")] = None,
+    cert: Annotated[Path | None, typer.Option(
+        help="The source's TLS client certificate (PEM or DER): bound to it.")] = None,
     cert_sha256: Annotated[str | None, typer.Option(help="Or the certificate's SHA-256 fingerprint.")] = None,
     client_id: Annotated[str | None, typer.Option(help="The SMART system client its FHIR pushes use.")] = None,
     code_system: Annotated[list[str] | None, typer.Option(help="A local code system it uses (repeatable).")] = None,
@@ -163,7 +164,8 @@ def inbox_list(
 @inbox_app.command("show")
 def inbox_show(
     seq: Annotated[int, typer.Argument(help="The message's number (from `inbox list`).")],
-    payload: Annotated[bool, typer.Option(help="Also print the message itself (record content: for fixing it).")] = False,
+    payload: Annotated[bool, typer.Option(
+        help="Also print the message itself (record content: for fixing it).")] = False,
 ) -> None:
     """Show one message: its status, attempts, the reason it failed, what it wrote."""
     with _engine() as engine:

@@ -29,9 +29,9 @@ def tls_for(settings: Settings, host: str) -> ssl.SSLContext | None:
                                      "for development on loopback only; the listener listens beyond it")
         if not all(configured):
             raise ConfigurationError("an MLLP listener beyond loopback must use TLS with client certificates")
-    if all(configured):
-        assert settings.mllp_tls_cert and settings.mllp_tls_key and settings.mllp_tls_client_ca
-        return mllp.server_tls(settings.mllp_tls_cert, settings.mllp_tls_key, settings.mllp_tls_client_ca)
+    cert, key, client_ca = configured
+    if cert is not None and key is not None and client_ca is not None:
+        return mllp.server_tls(cert, key, client_ca)
     return None
 
 

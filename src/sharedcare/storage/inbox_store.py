@@ -286,4 +286,5 @@ def counts(engine: Engine) -> dict[str, int]:
 
 def oldest_pending(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return conn.execute(select(func.min(_M.c.received)).where(_M.c.status == PENDING)).scalar_one()
+        oldest: str | None = conn.execute(select(func.min(_M.c.received)).where(_M.c.status == PENDING)).scalar_one()
+    return oldest

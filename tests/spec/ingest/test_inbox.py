@@ -33,9 +33,12 @@ def test_a_message_is_acknowledged_after_it_is_stored_and_then_written_as_its_so
     register(store)
     box = inbox(store, settings)
     reply = box.receive_hl7(adt("A01", "M1").encode(), LOOPBACK)
-    assert reply is not None and msa(reply)[1:3] == ["AA", "M1"]
+    assert reply is not None
+    assert msa(reply)[1:3] == ["AA", "M1"]
     [m] = stored(store)
-    assert m.status == "pending" and m.source_id == "RJ7" and m.patient_key == f"{MRN}|RJ70000002"
+    assert m.status == "pending"
+    assert m.source_id == "RJ7"
+    assert m.patient_key == f"{MRN}|RJ70000002"
     assert [o.status for o in box.drain()] == ["done"]
     [patient] = patients(store)
     assert patient["meta"]["source"].endswith("RJ7")
@@ -54,7 +57,8 @@ def test_cv7_the_same_message_delivered_twice_is_written_once_and_acknowledged_a
     first = box.receive_hl7(adt("A08", "DUP-1").encode(), LOOPBACK)
     box.drain()
     second = box.receive_hl7(adt("A08", "DUP-1").encode(), LOOPBACK)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert msa(first)[1] == msa(second)[1] == "AA"
     assert len(stored(store)) == 1
     box.drain()
@@ -105,7 +109,8 @@ def test_cf4_a_poison_message_is_retried_then_dead_lettered_while_other_patients
     by_key = {m.message_key: m for m in stored(store)}
     assert by_key["OTHER"].status == "done"
     dead = by_key["POISON"]
-    assert dead.status == "dead" and dead.attempts == 4  # the first try and three retries
+    assert dead.status == "dead"
+    assert dead.attempts == 4
     assert dead.error == "internal error (RuntimeError)"  # our words, nothing of the message
     monkeypatch.setitem(mapping.MAPPERS, "ADT", real)  # the fix
     assert inbox_store.replay(store.engine, [dead.seq]) == 1
@@ -130,7 +135,9 @@ def test_an_invalid_resource_is_a_dead_letter_naming_what_is_wrong(store: Servic
     box.receive_hl7(adt("A01", "BAD").encode(), LOOPBACK)
     box.drain()
     [m] = stored(store)
-    assert m.status == "dead" and m.error is not None and "gender" in m.error
+    assert m.status == "dead"
+    assert m.error is not None
+    assert "gender" in m.error
     assert patients(store) == []  # nothing of it was written
 
 
@@ -147,9 +154,11 @@ def test_what_cannot_be_accepted_is_refused_with_an_error_segment_and_not_stored
         store: Services, settings: Settings, message: str, code: str, why: str) -> None:
     register(store)
     reply = inbox(store, settings).receive_hl7(message.encode(), LOOPBACK)
-    assert reply is not None and msa(reply)[1] == "AR"
+    assert reply is not None
+    assert msa(reply)[1] == "AR"
     error = err(reply)
-    assert error is not None and error[3].split("^")[0] == code
+    assert error is not None
+    assert error[3].split("^")[0] == code
     assert why in msa(reply)[3]
     assert stored(store) == []
 
@@ -157,7 +166,9 @@ def test_what_cannot_be_accepted_is_refused_with_an_error_segment_and_not_stored
 def test_an_unregistered_sender_is_refused(store: Services, settings: Settings) -> None:
     register(store)
     reply = inbox(store, settings).receive_hl7(adt("A01", "U1", facility="RXX").encode(), LOOPBACK)
-    assert reply is not None and msa(reply)[1] == "AR" and "not a registered source" in msa(reply)[3]
+    assert reply is not None
+    assert msa(reply)[1] == "AR"
+    assert "not a registered source" in msa(reply)[3]
     assert stored(store) == []
 
 
@@ -177,16 +188,19 @@ def test_a_sender_must_present_the_certificate_bound_to_its_source(store: Servic
     register(store, cert_sha256="a" * 64)
     box = inbox(store, settings, mllp_allow_plain_loopback=False)
     wrong = box.receive_hl7(adt("A01", "C1").encode(), Peer("192.0.2.1", False, "b" * 64))
-    assert wrong is not None and "certificate" in msa(wrong)[3]
+    assert wrong is not None
+    assert "certificate" in msa(wrong)[3]
     right = box.receive_hl7(adt("A01", "C2").encode(), Peer("192.0.2.1", False, "a" * 64))
-    assert right is not None and msa(right)[1] == "AA"
+    assert right is not None
+    assert msa(right)[1] == "AA"
 
 
 def test_an_unknown_sender_may_register_itself_for_review_only_where_allowed(store: Services,
                                                                              settings: Settings) -> None:
     box = inbox(store, settings, auto_register_sources=True)
     reply = box.receive_hl7(adt("A01", "N1", facility="RQM").encode(), LOOPBACK)
-    assert reply is not None and msa(reply)[1] == "AA"
+    assert reply is not None
+    assert msa(reply)[1] == "AA"
     [source] = inbox_store.sources(store.engine)
     assert (source.ods, source.status) == ("RQM", "review")
 
@@ -195,7 +209,8 @@ def test_enhanced_mode_answers_with_commit_acknowledgements(store: Services, set
     register(store)
     box = inbox(store, settings)
     reply = box.receive_hl7(adt("A01", "E1", accept_ack="AL").encode(), LOOPBACK)
-    assert reply is not None and msa(reply)[1] == "CA"
+    assert reply is not None
+    assert msa(reply)[1] == "CA"
     assert box.receive_hl7(adt("A01", "E2", accept_ack="ER").encode(), LOOPBACK) is None  # only errors wanted
 
 

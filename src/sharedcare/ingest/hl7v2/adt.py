@@ -14,7 +14,7 @@ v2-to-FHIR ADT_A01 map and NHS ADT conventions.
 | A12 | cancel transfer | Encounter back at the location PV1-3 names |
 | A13 | cancel discharge | Encounter in-progress again, its end removed |
 | A28, A31 | add, update person information | Patient only |
-| A34, A39, A40 | merge (patient id, person, patient identifier list) | Patient, and a merge of the MRG record into it for the patient index |
+| A34, A39, A40 | merge (patient id, person, identifier list) | Patient; the MRG record merged into it (patient index) |
 
 DG1 segments are the encounter's diagnoses (Condition, category encounter-diagnosis). The encounter is
 found by its visit number (PV1-19); without one, by the patient and the admission time (PV1-44); with

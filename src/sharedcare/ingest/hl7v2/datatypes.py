@@ -53,7 +53,7 @@ def hl7_table(number: str) -> str:
 def coding_system(name: str, source: str) -> str:
     """The FHIR system for a v2 coding system name; an unknown (local) one is the source's own."""
     if not name:
-        return f"{SOURCE_CODES_BASE}/{source}/local"
+        return f"{SOURCE_CODES_BASE}/{_slug(source)}/local"
     upper = name.upper()
     if upper in CODING_SYSTEMS:
         return CODING_SYSTEMS[upper]
@@ -61,7 +61,7 @@ def coding_system(name: str, source: str) -> str:
         return hl7_table(upper[3:])
     if re.fullmatch(r"\d+(\.\d+)+", name):
         return f"urn:oid:{name}"
-    return f"{SOURCE_CODES_BASE}/{source}/{_slug(name)}"
+    return f"{SOURCE_CODES_BASE}/{_slug(source)}/{_slug(name)}"
 
 
 def _slug(text: str) -> str:
@@ -119,7 +119,7 @@ def identifier(cx: Field, source: str) -> tuple[dict[str, Any] | None, bool]:
     if not value:
         return None, False
     authority, authority_id, authority_kind = cx.comp(4, 1), cx.comp(4, 2), cx.comp(4, 3)
-    kind = cx.comp(5).upper()
+    kind = cx.comp(5).strip().upper()
     if kind == "NH" or authority.upper() == "NHS" or authority_id == "2.16.840.1.113883.2.1.4.1":
         checked = nhs_number(value)
         if checked is not None:

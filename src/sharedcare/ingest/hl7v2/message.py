@@ -76,7 +76,7 @@ class Encoding:
                              position=1, field_no=1)
         declared = line[4:].split(sep, 1)[0]
         chars = list(declared[:4])
-        if len(chars) < 2 or len(set(chars + [sep])) != len(chars) + 1 or any(c.isalnum() for c in chars):
+        if len(chars) < 2 or len({*chars, sep}) != len(chars) + 1 or any(c.isalnum() for c in chars):
             raise ParseError("the header segment's encoding characters (MSH-2) are not valid", DATA_TYPE_ERROR,
                              segment=line[:3], position=1, field_no=2)
         defaults = ["^", "~", "\\", "&"]
@@ -265,10 +265,10 @@ class Message:
         return self.msh[16].value.upper()
 
     def groups(self, starter: str, members: tuple[str, ...],
-               closers: tuple[str, ...] = ("PID", "PV1", "ORC", "SCH", "RXA")) -> list[list[Segment]]:
+               closers: tuple[str, ...] = ("PID", "PV1", "ORC", "SCH", "RXA", "SPM")) -> list[list[Segment]]:
         """Runs of segments that each begin with `starter`, holding the `members` that follow it until
         the next starter or a `closers` segment (e.g. OBR groups with their OBX and NTE, up to the
-        next ORC); other segments in between (TQ1, SPM, Z-segments) are passed over."""
+        next ORC or specimen (SPM); other segments in between (TQ1, Z-segments) are passed over."""
         out: list[list[Segment]] = []
         open_group = False
         for s in self.segments:

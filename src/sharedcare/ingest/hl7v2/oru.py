@@ -27,6 +27,9 @@ Decimals keep the precision they were sent with: `1.50` is written as `1.50`, th
 rounded or padded. An Observation is found by its report's key, its set id (OBX-1, else its place in
 the report), its code (OBX-3) and sub-id (OBX-4): a corrected report resent by the laboratory replaces
 what it said. Every resource carries when the source recorded it (MSH-7, or EVN-2 when sent).
+What cannot be read is said in a warning, never quoting the record: a status outside its table is
+`unknown`; a numeric value that is not a number is kept as text; encapsulated data (ED) and reference
+pointers (RP) get the dataAbsentReason `unsupported`.
 
 Not mapped: the specimen (SPM, and the OBX segments of the specimen group after it), timing (TQ1),
 notes on the patient (NTE after PID), OBX segments outside an OBR group, the results interpreter
@@ -296,7 +299,7 @@ def number(text: str) -> int | FhirDecimal | None:
         return None
     literal = ("-" if sign == "-" else "") + (whole.lstrip("0") or "0")
     if fraction:
-        return FhirDecimal(str(float(f"{literal}.{fraction}")))
+        return FhirDecimal(f"{literal}.{fraction}")
     return int(literal)
 
 
