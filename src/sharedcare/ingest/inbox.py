@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -37,6 +38,7 @@ from sharedcare.ingest.hl7v2 import patient as pid_map
 from sharedcare.ingest.hl7v2.message import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
+    DUPLICATE_KEY_IDENTIFIER,
     REQUIRED_FIELD_MISSING,
     UNKNOWN_KEY_IDENTIFIER,
     UNSUPPORTED_PROCESSING_ID,
@@ -127,9 +129,14 @@ class Inbox:
         except sources.Refused as exc:
             return self._receipt(msg, ack.REJECT, ParseError(exc.reason, UNKNOWN_KEY_IDENTIFIER, segment="MSH",
                                                              position=1, field_no=4))
-        item = inbox_store.Incoming(source.source_id, msg.control_id, "hl7v2", payload, *_order_keys(msg, source))
+        item = inbox_store.Incoming(source.source_id, msg.control_id, "hl7v2", payload, *_order_keys(msg, source),
+                                    digest=digest(msg))
         received = inbox_store.receive(self.engine, [item], ack_code=ack.code(msg, ack.ACCEPT))[0]
         self.wake.set()
+        if received.conflict:  # never drop a message silently because its sender reused a control id
+            return self._receipt(msg, ack.REJECT, ParseError(
+                "MSH-10 (message control id) was used before for a different message from this source",
+                DUPLICATE_KEY_IDENTIFIER, segment="MSH", position=1, field_no=10))
         if received.duplicate:
             first = (received.ack_code or "AA")[1]
             return Receipt(first, ack.ack(msg, first) if ack.wanted(msg, ack.ACCEPT) else None, None, True)
@@ -277,6 +284,16 @@ def _order_keys(msg: Message, source: inbox_store.Source) -> tuple[str | None, s
     except ParseError:
         return None, when
     return f"{found['system']}|{found['value']}"[:300], when
+
+
+def digest(msg: Message) -> str:
+    """What a message says, as a SHA-256: its segments with MSH-7 (when it was sent) left out, so a
+    sender's resend of the same message matches even if it stamped the header again."""
+    msh = list(msg.msh.fields)
+    if len(msh) > 7:
+        msh[7] = ""
+    text = "\r".join([msg.enc.field.join(msh[:1] + msh[2:]), *(s.enc.field.join(s.fields) for s in msg.segments[1:])])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def outcome_of(m: inbox_store.Message) -> dict[str, Any]:

@@ -341,16 +341,31 @@ def for_update(stmt: Select[Any], conn: Connection | str) -> Select[Any]:
     return stmt if name == "sqlite" else stmt.with_for_update()
 
 
-def insert_ignore(conn: Connection, table: Any, values: dict[str, Any] | list[dict[str, Any]]) -> int:
-    """INSERT (one row or many) that does nothing where a primary key or unique key already exists;
-    the number of rows inserted."""
+def insert_ignore(conn: Connection, table: Any, values: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """INSERT (one row or many) that does nothing where the primary key already exists."""
     if is_sqlite(conn):
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return conn.execute(sqlite_insert(table).on_conflict_do_nothing(), values).rowcount
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
+        conn.execute(sqlite_insert(table).on_conflict_do_nothing(), values)
+    else:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    return conn.execute(pg_insert(table).on_conflict_do_nothing(), values).rowcount
+        conn.execute(pg_insert(table).on_conflict_do_nothing(), values)
+
+
+def insert_new(conn: Connection, table: Any, values: dict[str, Any], returning: Any) -> Any | None:
+    """INSERT one row unless a primary or unique key already holds it: the `returning` column of the
+    row inserted, or None when nothing was (a duplicate). Tells the two apart reliably on both
+    backends, where a driver's rowcount for a skipped row may not."""
+    if is_sqlite(conn):
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt: Any = sqlite_insert(table).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(table).on_conflict_do_nothing()
+    return conn.execute(stmt.returning(returning), values).scalar_one_or_none()
 
 
 def prefix_bounds(column: Any, prefix: str, conn: Connection) -> list[Any]:

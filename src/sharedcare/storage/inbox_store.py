@@ -8,6 +8,7 @@ Timestamps are stored as fixed-width UTC text (`now()`), so they compare as stri
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,6 +149,7 @@ class Incoming:
     payload: bytes
     patient_key: str | None = None
     event_time: str | None = None
+    digest: str = ""  # what the message says, to tell a resend from a reused key; "" -> SHA-256 of the payload
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ class Received:
     seq: int
     duplicate: bool
     ack_code: str | None
+    conflict: bool = False  # the key was used before for a message that says something else
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,7 @@ class Message:
     kind: str
     received: str
     payload: bytes
+    digest: str
     patient_key: str | None
     event_time: str | None
     status: str
@@ -185,19 +189,22 @@ def _message(row: Any) -> Message:
 def receive(engine: Engine, items: list[Incoming], *, ack_code: str, at: datetime | None = None) -> list[Received]:
     """Store the messages in one transaction (committed when this returns): each new one as pending,
     each already stored (the same source and key) left as it is and reported as a duplicate with the
-    acknowledgement it was given."""
+    acknowledgement it was given, or as a conflict when the stored one says something else."""
     stamp = now(at)
     out: list[Received] = []
     with dialects.writer(engine), engine.begin() as conn:
         for item in items:
-            inserted = dialects.insert_ignore(conn, inbox_message, {
+            item_digest = item.digest or hashlib.sha256(item.payload).hexdigest()
+            inserted = dialects.insert_new(conn, inbox_message, {
                 "source_id": item.source_id, "message_key": item.message_key, "kind": item.kind,
-                "received": stamp, "payload": item.payload, "patient_key": item.patient_key,
-                "event_time": item.event_time, "status": PENDING, "attempts": 0, "ack_code": ack_code})
-            row = conn.execute(select(inbox_message.c.seq, inbox_message.c.ack_code).where(
+                "received": stamp, "payload": item.payload, "digest": item_digest, "patient_key": item.patient_key,
+                "event_time": item.event_time, "status": PENDING, "attempts": 0, "ack_code": ack_code},
+                inbox_message.c.seq)
+            row = conn.execute(select(inbox_message.c.seq, inbox_message.c.ack_code, inbox_message.c.digest).where(
                 inbox_message.c.source_id == item.source_id,
                 inbox_message.c.message_key == item.message_key)).one()
-            out.append(Received(row.seq, inserted == 0, row.ack_code))
+            duplicate = inserted is None
+            out.append(Received(row.seq, duplicate, row.ack_code, duplicate and row.digest != item_digest))
         sources_seen = {i.source_id for i in items}
         if sources_seen:
             conn.execute(update(feed_source).where(feed_source.c.source_id.in_(sorted(sources_seen)))

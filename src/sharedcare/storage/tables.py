@@ -555,6 +555,7 @@ inbox_message = Table(
     Column("kind", String(16), nullable=False),  # hl7v2, fhir, csv
     Column("received", String(32), nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    Column("digest", String(64), nullable=False),  # SHA-256 of what the message says (see inbox.digest)
     Column("patient_key", String(300)),
     Column("event_time", String(32)),
     Column("status", String(12), nullable=False),

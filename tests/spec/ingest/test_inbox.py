@@ -226,3 +226,24 @@ def test_a_source_writes_only_as_itself(store: Services, settings: Settings) -> 
     assert len(patients(store, "RJ7")) == 1
     mine = patients(store, "RJ1")
     assert len(mine) <= 1  # RJ1's record carries RJ1's own identifier system
+
+
+def test_a_control_id_reused_for_a_different_message_is_refused_never_dropped(store: Services,
+                                                                               settings: Settings) -> None:
+    """A sender whose counter was reset sends a new message under an old MSH-10: acknowledging it as a
+    duplicate would lose it, so it is refused (AR, 205) and the sender's engine raises it."""
+    register(store)
+    box = inbox(store, settings)
+    box.receive_hl7(adt("A01", "REUSED").encode(), LOOPBACK)
+    resent = adt("A01", "REUSED").replace("20250727141000||ADT", "20250727141500||ADT", 1)  # MSH-7 stamped again
+    again = box.receive_hl7(resent.encode(), LOOPBACK)
+    assert again is not None
+    assert msa(again)[1] == "AA"  # the same message, sent again
+    other = box.receive_hl7(adt("A01", "REUSED", family="Okafor").encode(), LOOPBACK)
+    assert other is not None
+    assert msa(other)[1] == "AR"
+    error = err(other)
+    assert error is not None
+    assert error[3].split("^")[0] == "205"
+    [m] = stored(store)
+    assert m.payload == adt("A01", "REUSED").encode()

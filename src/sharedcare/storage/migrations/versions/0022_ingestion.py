@@ -48,6 +48,7 @@ def upgrade() -> None:
         sa.Column('kind', sa.String(16), nullable=False),
         sa.Column('received', sa.String(32), nullable=False),
         sa.Column('payload', sa.LargeBinary(), nullable=False),
+        sa.Column('digest', sa.String(64), nullable=False),
         sa.Column('patient_key', sa.String(300), nullable=True),
         sa.Column('event_time', sa.String(32), nullable=True),
         sa.Column('status', sa.String(12), nullable=False),
