@@ -64,16 +64,19 @@ def sources_add(
     cert_sha256: Annotated[str | None, typer.Option(help="Or the certificate's SHA-256 fingerprint.")] = None,
     client_id: Annotated[str | None, typer.Option(help="The SMART system client its FHIR pushes use.")] = None,
     code_system: Annotated[list[str] | None, typer.Option(help="A local code system it uses (repeatable).")] = None,
+    csv_mapping: Annotated[str | None, typer.Option(
+        help="Its CSV extracts' column mapping: a YAML file, or a shipped one (social-care, nhs-111).")] = None,
 ) -> None:
     """Register a source."""
     from sharedcare.ingest import sources
 
     try:
         fingerprint = sources.fingerprint(cert_sha256) if cert_sha256 else (_cert_fingerprint(cert) if cert else None)
+        mapping_text = _csv_mapping(csv_mapping) if csv_mapping else None
         source = inbox_store.Source(
             source_id, ods.upper(), name, tuple(f.strip() for f in feeds.split(",") if f.strip()), system=system,
             expected_minutes=expected_minutes, cert_sha256=fingerprint, client_id=client_id,
-            code_systems=tuple(code_system or ()))
+            code_systems=tuple(code_system or ()), csv_mapping=mapping_text)
         with _engine() as engine:
             sources.register(engine, source)
     except sources.InvalidSource as exc:
@@ -81,6 +84,25 @@ def sources_add(
     except inbox_store.SourceExists:
         raise _fail("a source with that id is registered already; nothing was changed") from None
     console.print(f"registered source {source_id}")
+
+
+def _csv_mapping(value: str) -> str:
+    """A shipped mapping's name as it is, or a YAML file's text, checked now so a bad mapping is
+    refused at registration rather than at the first extract."""
+    from sharedcare.ingest.csv import mapping as csv_mapping
+
+    path = Path(value)
+    try:
+        if path.suffix.lower() in (".yaml", ".yml") or path.exists():
+            text = path.read_text(encoding="utf-8")
+            csv_mapping.load(text)
+            return text
+        csv_mapping.packaged(value)
+    except OSError:
+        raise _fail(f"the mapping file {value!r} cannot be read") from None
+    except ValueError as exc:
+        raise _fail(f"the CSV mapping is not valid: {exc}") from None
+    return value
 
 
 def _cert_fingerprint(path: Path) -> str:
@@ -228,12 +250,15 @@ def mllp(
 
 
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="HL7 v2 files (.hl7: one message, or a batch FHS/BHS file).")],
+    files: Annotated[list[Path], typer.Argument(
+        help="HL7 v2 files (.hl7: a message or a batch file), FHIR (.json, .ndjson) or CSV extracts (.csv).")],
+    source: Annotated[str | None, typer.Option(help="The source that sent the FHIR or CSV files.")] = None,
     process: Annotated[bool, typer.Option(help="Process the inbox once the files are in it.")] = True,
 ) -> None:
-    """Put HL7 v2 files into the inbox as their registered sources (MSH-4) sent them, then process them.
+    """Put files into the inbox as their sources sent them, then process them.
 
-    A message already received is not stored again."""
+    HL7 v2 messages name their source (MSH-4); FHIR and CSV files are from --source. A message
+    already received is not stored again."""
     from sharedcare.app import open_services
     from sharedcare.ingest.files import ingest_files
     from sharedcare.ingest.inbox import Inbox
@@ -241,7 +266,7 @@ def ingest(
     settings = get_settings()
     svc = open_services(settings)
     try:
-        report = ingest_files(Inbox(svc.repo, settings), files, process=process)
+        report = ingest_files(Inbox(svc.repo, settings), files, process=process, source_id=source)
     finally:
         svc.committer.close()
         svc.engine.dispose()

@@ -1,17 +1,19 @@
-"""Files put into the inbox by the node's operator (`sharedcare ingest`): HL7 v2 messages and batch
-files (FHS/BHS ... BTS/FTS) as a source sent them. Each message goes through the same checks and the
-same inbox as one received over MLLP, except the transport (the operator is trusted with the file);
-its MSH-4 must name a registered source."""
+"""Files put into the inbox by the node's operator (`sharedcare ingest`), as a source sent them: HL7 v2
+messages and batch files (FHS/BHS ... BTS/FTS), each message through the same checks and the same inbox
+as one received over MLLP except the transport (the operator is trusted with the file), its MSH-4
+naming a registered source; FHIR Bundles and NDJSON (ingest/fhir_feed.py) and CSV extracts
+(ingest/csv_feed.py), from the source the operator names."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sharedcare.ingest import sources
+from sharedcare.ingest import csv_feed, fhir_feed, sources
 from sharedcare.ingest.hl7v2 import ack
 from sharedcare.ingest.hl7v2.message import ParseError, decode, split_batch
 from sharedcare.ingest.inbox import Inbox
+from sharedcare.storage import inbox_store
 
 OPERATOR = sources.Peer("local file", True, None, trusted=True)
 
@@ -28,9 +30,21 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
 
-def ingest_files(inbox: Inbox, files: list[Path], *, process: bool = True) -> Report:
+def ingest_files(inbox: Inbox, files: list[Path], *, process: bool = True, source_id: str | None = None) -> Report:
+    """Put files into the inbox: `.hl7` as their MSH-4 source sent them; `.json`, `.ndjson` (FHIR) and
+    `.csv` (an extract, by the source's column mapping) as `source_id` sent them. Then process the
+    inbox, unless `process` is False."""
     report = Report()
+    source = inbox_store.get_source(inbox.engine, source_id) if source_id is not None else None
+    if source_id is not None and source is None:
+        report.unreadable += len(files)
+        report.problems.append("no source has that id")
+        return report
     for path in files:
+        suffix = path.suffix.lower()
+        if suffix in (".json", ".ndjson", ".csv"):
+            _ingest_feed_file(inbox, path, source, report)
+            continue
         try:
             batch = split_batch(decode(path.read_bytes()))
         except OSError:
@@ -56,7 +70,35 @@ def ingest_files(inbox: Inbox, files: list[Path], *, process: bool = True) -> Re
                 report.done += 1
             elif outcome.status == "dead":
                 report.dead += 1
-        from sharedcare.storage import inbox_store
-
         report.pending = inbox_store.counts(inbox.engine).get(inbox_store.PENDING, 0)
     return report
+
+
+def _ingest_feed_file(inbox: Inbox, path: Path, source: inbox_store.Source | None, report: Report) -> None:
+    kind = "csv" if path.suffix.lower() == ".csv" else "fhir"
+    if source is None:
+        report.unreadable += 1
+        report.problems.append(f"{path.name}: a FHIR or CSV file needs --source, the source that sent it")
+        return
+    if not source.active or kind not in source.feeds:
+        report.refused += 1
+        why = f"not registered to send {kind}" if source.active else "disabled"
+        report.problems.append(f"{path.name}: the source is {why}")
+        return
+    try:
+        data = path.read_bytes()
+    except OSError:
+        report.unreadable += 1
+        report.problems.append(f"{path.name}: cannot be read")
+        return
+    split = csv_feed.split(source, data, path.name) if kind == "csv" else fhir_feed.split(source.source_id, data,
+                                                                                          path.name)
+    report.refused += len(split.problems)
+    report.problems += split.problems
+    for received in inbox.receive_items(split.items) if split.items else []:
+        if received.conflict:
+            report.refused += 1
+            report.problems.append(f"{path.name}: a message key was used before for different content")
+        else:
+            report.duplicates += received.duplicate
+            report.stored += not received.duplicate

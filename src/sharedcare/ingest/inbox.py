@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sharedcare.access.context import system_caller
 from sharedcare.errors import FhirError, ServiceUnavailable
 from sharedcare.fhir.bundles import BundleProcessor
-from sharedcare.ingest import apply, sources
+from sharedcare.ingest import apply, csv_feed, fhir_feed, sources
 from sharedcare.ingest.hl7v2 import ack, mapping
 from sharedcare.ingest.hl7v2 import patient as pid_map
 from sharedcare.ingest.hl7v2.message import (
@@ -184,8 +184,7 @@ class Inbox:
         try:
             if source is None:
                 raise ParseError("the message's source is no longer registered", UNKNOWN_KEY_IDENTIFIER)
-            msg = parse(decode(m.payload))
-            mapped = mapping.map_message(msg, mapping.Context(source.source_id, source.ods, source.name))
+            mapped = self._mapped(m, source)
             caller = system_caller(self.repo.node_id, organisation=source.ods)
             with self.repo.unit(caller, "transaction") as unit:
                 if m.patient_key is not None:
@@ -205,6 +204,29 @@ class Inbox:
             return self._failed(m, exc)
         except Exception as exc:  # any fault of the message (or of its mapping) is retried, then dead-lettered
             return self._failed(m, exc)
+
+    def _mapped(self, m: inbox_store.Message, source: inbox_store.Source) -> mapping.Mapped:
+        """What a stored message says, as a transaction to apply (mapped now, so a fixed mapping
+        applies to a replayed dead letter)."""
+        ctx = mapping.Context(source.source_id, source.ods, source.name)
+        if m.kind == "hl7v2":
+            return mapping.map_message(parse(decode(m.payload)), ctx)
+        if m.kind == "fhir":
+            return fhir_feed.as_transaction(m.payload)
+        if m.kind == "csv":
+            return csv_feed.map_stored(m.payload, source, ctx)
+        raise ParseError(f"the inbox holds a message of an unknown kind ({m.kind})", APPLICATION_INTERNAL_ERROR)
+
+    # -- receiving other feeds -------------------------------------------------------------------
+    def receive_items(self, items: list[inbox_store.Incoming]) -> list[inbox_store.Received]:
+        """Store feed messages already checked and keyed by their feed (FHIR bundles and resources, CSV
+        rows), in one transaction; raises Unavailable when the store cannot be reached."""
+        try:
+            received = inbox_store.receive(self.engine, items, ack_code="AA")
+        except (DBAPIError, ServiceUnavailable) as exc:
+            raise Unavailable(type(exc).__name__) from None
+        self.wake.set()
+        return received
 
     def _failed(self, m: inbox_store.Message, exc: BaseException) -> Outcome:
         retry_in = self.retry_seconds[m.attempts] if m.attempts < len(self.retry_seconds) else None
