@@ -47,6 +47,7 @@ from sharedcare.storage.indexing import stored_instant
 from sharedcare.storage.oauth import OAuthStore
 from sharedcare.storage.repository import Repository
 from sharedcare.web.auth import install_auth
+from sharedcare.web.feeds import install_feeds
 from sharedcare.web.openapi import ROUTES
 from sharedcare.web.review import install_review
 
@@ -229,7 +230,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     def _mount(svc: Services) -> None:
         FhirApi(svc.repo, settings).install(app)
-        install_review(app, svc, settings, install_auth(app, svc, settings))
+        signin = install_auth(app, svc, settings)
+        install_review(app, svc, settings, signin)
+        install_feeds(app, svc, settings, signin)
         if settings.pds_sandbox_people is not None:
             from sharedcare.mpi import pds
 

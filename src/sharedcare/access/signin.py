@@ -67,7 +67,8 @@ def csrf_ok(expected: str | None, given: str | None) -> bool:
 
 
 # The pages of this server a sign-in may return to: an authorization request, or a staff page.
-_NEXT = re.compile(r"/auth/authorize\?.*|/mpi/review(/[A-Za-z0-9.-]{1,64})?(\?[A-Za-z0-9=&%._-]*)?")
+_NEXT = re.compile(r"/auth/authorize\?.*|/mpi/review(/[A-Za-z0-9.-]{1,64})?(\?[A-Za-z0-9=&%._-]*)?"
+                   r"|/admin/(feeds|inbox)(/[0-9]{1,18})?(\?[A-Za-z0-9=&%._-]*)?")
 
 
 def safe_next(value: str | None) -> str | None:

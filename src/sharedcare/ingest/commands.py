@@ -172,7 +172,7 @@ def inbox_list(
     if status is not None and status not in (inbox_store.PENDING, inbox_store.DONE, inbox_store.DEAD):
         raise _fail("a status is pending, done or dead")
     with _engine() as engine:
-        rows = inbox_store.messages(engine, status=status, source_id=source, limit=limit)
+        rows = inbox_store.messages(engine, status=status, source_id=source, limit=limit, payload=False)
         counts = inbox_store.counts(engine)
     if as_json:
         typer.echo(json.dumps({"counts": counts, "messages": [_message_json(m) for m in rows]}))

@@ -268,9 +268,10 @@ def replay(engine: Engine, seqs: list[int] | None = None, *, source_id: str | No
 
 
 def messages(engine: Engine, *, status: str | None = None, source_id: str | None = None,
-             limit: int = 100) -> list[Message]:
-    """Messages, newest first (payloads included: callers show only what they should)."""
-    stmt = select(_M).order_by(_M.c.seq.desc()).limit(limit)
+             limit: int = 100, offset: int = 0, payload: bool = True) -> list[Message]:
+    """Messages, newest first (with `payload` False their payloads are left unread, as b"")."""
+    columns = [c for c in _M.c if payload or c.name != "payload"]
+    stmt = select(*columns).order_by(_M.c.seq.desc()).limit(limit).offset(offset)
     if status is not None:
         stmt = stmt.where(_M.c.status == status)
     if source_id is not None:

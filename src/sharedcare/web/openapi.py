@@ -82,6 +82,25 @@ ROUTES: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "Decide a possible match: link (one person) or keep apart, with a reason",
         "parameters": [REVIEW_ID], "requestBody": _form("csrf", "decision", "reason"),
         "responses": REVIEW_RESPONSES},
+    ("GET", "/admin/feeds"): {"summary": "The registered sources of data, with forms to register, approve or "
+                                         "disable one (administrators)", "parameters": _query("done", "source"),
+                              "responses": REVIEW_RESPONSES},
+    ("POST", "/admin/feeds"): {
+        "summary": "Register a source", "responses": REVIEW_RESPONSES,
+        "requestBody": _form("csrf", "source_id", "ods", "name", "system", "expected_minutes", "cert_sha256",
+                             "feed-hl7v2", "feed-fhir", "feed-csv")},
+    ("POST", "/admin/feeds/{source_id}/status"): {
+        "summary": "Enable, approve or disable a source",
+        "parameters": [{"name": "source_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "requestBody": _form("csrf", "status"), "responses": REVIEW_RESPONSES},
+    ("GET", "/admin/inbox"): {"summary": "The inbox's counts and its dead letters (administrators)",
+                              "parameters": _query("source", "page", "replayed"), "responses": REVIEW_RESPONSES},
+    ("POST", "/admin/inbox/replay"): {"summary": "Replay a dead letter, or all of a source's",
+                                      "requestBody": _form("csrf", "seq", "source"), "responses": REVIEW_RESPONSES},
+    ("GET", "/admin/inbox/{seq}"): {
+        "summary": "One inbound message's status, reason and outcome (never its content)",
+        "parameters": [{"name": "seq", "in": "path", "required": True, "schema": {"type": "integer"}}],
+        "responses": REVIEW_RESPONSES},
     ("GET", "/fhir/.well-known/smart-configuration"): {
         "summary": "SMART on FHIR discovery", "responses": _responses(200, content=JSON_ANY)},
     ("GET", "/health/live"): {"summary": "Liveness", "responses": _responses(200, content=JSON_ANY)},

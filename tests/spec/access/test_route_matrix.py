@@ -274,6 +274,9 @@ NOT_FHIR = {
     "/auth/logout": "test_signin.py", "/auth/oidc/{provider}/start": "test_oidc.py",
     "/auth/oidc/{provider}/callback": "test_oidc.py",
     "/mpi/review": "test_review_page.py", "/mpi/review/{review_id}": "test_review_page.py",
+    "/admin/feeds": "test_feeds_pages.py", "/admin/feeds/{source_id}/status": "test_feeds_pages.py",
+    "/admin/inbox": "test_feeds_pages.py", "/admin/inbox/replay": "test_feeds_pages.py",
+    "/admin/inbox/{seq}": "test_feeds_pages.py",
 }
 
 
