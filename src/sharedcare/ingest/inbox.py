@@ -57,6 +57,7 @@ log = logging.getLogger("sharedcare.inbox")
 VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9")
 PROCESSING_IDS = ("P",)  # production only: training (T) and debugging (D) messages never reach a record
 MAX_KEY = 200
+GROUP = 25  # messages of one source processed in one transaction (each in a savepoint of its own)
 
 
 class Unavailable(Exception):
@@ -164,46 +165,72 @@ class Inbox:
 
     # -- processing ------------------------------------------------------------------------------
     def process_due(self, limit: int = 100) -> list[Outcome]:
-        """Process the messages whose time has come; raises Unavailable when the store is unreachable."""
+        """Process the messages whose time has come; raises Unavailable when the store is unreachable.
+
+        One source's messages are processed together, up to `GROUP` in one transaction, each in a
+        savepoint of its own: a message that fails rolls back alone and is marked failed after the
+        others commit."""
         try:
             due = inbox_store.due(self.engine, limit)
         except DBAPIError as exc:
             raise Unavailable(type(exc).__name__) from None
-        out = []
+        picked: list[inbox_store.Message] = []
         seen: set[tuple[str, str | None]] = set()
         for m in due:
             key = (m.source_id, m.patient_key)
             if m.patient_key is not None and key in seen:
                 continue  # the patient's next message waits for this round's to be done
             seen.add(key)
-            out.append(self.process(m))
+            picked.append(m)
+        out: list[Outcome] = []
+        by_source: dict[str, list[inbox_store.Message]] = {}
+        for m in picked:
+            by_source.setdefault(m.source_id, []).append(m)
+        for source_id, group in by_source.items():
+            for start in range(0, len(group), GROUP):
+                out += self.process(group[start:start + GROUP], source_id)
         return out
 
-    def process(self, m: inbox_store.Message) -> Outcome:
-        source = inbox_store.get_source(self.engine, m.source_id)
+    def process(self, group: list[inbox_store.Message], source_id: str) -> list[Outcome]:
+        """Process one source's messages in one transaction (each in its own savepoint)."""
+        out: list[Outcome] = []
+        failed: list[tuple[inbox_store.Message, BaseException]] = []
         try:
+            source = inbox_store.get_source(self.engine, source_id)
             if source is None:
-                raise ParseError("the message's source is no longer registered", UNKNOWN_KEY_IDENTIFIER)
-            mapped = self._mapped(m, source)
+                error = ParseError("the message's source is no longer registered", UNKNOWN_KEY_IDENTIFIER)
+                return [self._failed(m, error) for m in group]
             caller = system_caller(self.repo.node_id, organisation=source.ods)
-            with self.repo.unit(caller, "transaction") as unit:
-                if m.patient_key is not None:
-                    unit.lock("inbox", m.source_id, m.patient_key)
-                if not inbox_store.claim(unit.conn, m.seq):
-                    return Outcome(m.seq, "skipped")
-                outcome = apply.apply(unit, self.processor, mapped, ods=source.ods,
-                                      message_ref=apply.message_identifier(m.source_id, m.message_key),
-                                      activity="UPDATE")
-                inbox_store.mark_done(unit.conn, m.seq, json.dumps(outcome))
-            return Outcome(m.seq, inbox_store.DONE)
+            with self.repo.savepoints(caller) as batch:
+                for m in group:
+                    try:
+                        mapped = self._mapped(m, source)
+                        with batch.unit() as unit:
+                            if m.patient_key is not None:
+                                unit.lock("inbox", m.source_id, m.patient_key)
+                            if not inbox_store.claim(unit.conn, m.seq):
+                                out.append(Outcome(m.seq, "skipped"))
+                                continue
+                            outcome = apply.apply(unit, self.processor, mapped, ods=source.ods,
+                                                  message_ref=apply.message_identifier(m.source_id, m.message_key),
+                                                  activity="UPDATE")
+                            inbox_store.mark_done(unit.conn, m.seq, json.dumps(outcome))
+                        out.append(Outcome(m.seq, inbox_store.DONE))
+                    except (OperationalError, ServiceUnavailable):
+                        raise
+                    except DBAPIError as exc:
+                        if exc.connection_invalidated:
+                            raise
+                        failed.append((m, exc))
+                    except Exception as exc:  # any fault of the message (or its mapping): retried, then dead
+                        failed.append((m, exc))
         except (OperationalError, ServiceUnavailable) as exc:
             raise Unavailable(type(exc).__name__) from None
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise Unavailable(type(exc).__name__) from None
-            return self._failed(m, exc)
-        except Exception as exc:  # any fault of the message (or of its mapping) is retried, then dead-lettered
-            return self._failed(m, exc)
+            raise
+        return out + [self._failed(m, exc) for m, exc in failed]
 
     def _mapped(self, m: inbox_store.Message, source: inbox_store.Source) -> mapping.Mapped:
         """What a stored message says, as a transaction to apply (mapped now, so a fixed mapping

@@ -540,6 +540,17 @@ class Repository:
             self._audit_read(caller, interaction, exc.status, res_type=res_type)
             raise
 
+    @contextmanager
+    def savepoints(self, caller: Caller) -> Iterator[Savepoints]:
+        """One transaction holding several independent units, each in a savepoint of its own
+        (`Savepoints.unit`): a unit that fails rolls back alone, and the rest commit together with
+        their audit records when the block ends (a feed's messages, one commit for many)."""
+        with dialects.writer(self.engine), \
+                self.engine.connect().execution_options(**dialects.write_options()) as conn, conn.begin():
+            batch = Savepoints(self, conn, caller)
+            yield batch
+            audit_store.append(conn, batch.audits)
+
     async def write_async(self, caller: Caller, interaction: str, res_type: str | None,
                           action: Callable[[Unit], T]) -> T:
         """One write interaction in a unit of its own, awaited without blocking the event loop.
@@ -570,6 +581,30 @@ class Repository:
             raise
         mark_audited()
         return result
+
+
+class Savepoints:
+    """Units in savepoints of one transaction (`Repository.savepoints`)."""
+
+    def __init__(self, repo: Repository, conn: Connection, caller: Caller) -> None:
+        self.repo = repo
+        self.conn = conn
+        self.caller = caller
+        self.audits: list[AuditRecord] = []
+
+    @contextmanager
+    def unit(self) -> Iterator[Unit]:
+        """A unit that commits with the others, or (on any exception, which is raised on) not at all."""
+        savepoint = self.conn.begin_nested()
+        unit = Unit(self.repo, self.conn, self.caller)
+        try:
+            yield unit
+            unit.flush()
+        except BaseException:
+            savepoint.rollback()
+            raise
+        savepoint.commit()
+        self.audits.extend(unit.audits)
 
 
 class Unit:
