@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,7 +58,8 @@ log = logging.getLogger("sharedcare.inbox")
 VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9")
 PROCESSING_IDS = ("P",)  # production only: training (T) and debugging (D) messages never reach a record
 MAX_KEY = 200
-GROUP = 25  # messages of one source processed in one transaction (each in a savepoint of its own)
+GROUP = 25  # most messages of one source processed in one transaction (each in a savepoint of its own)
+GROUP_SECONDS = 0.05  # and no more than this long a transaction, once it has done one
 
 
 class Unavailable(Exception):
@@ -187,14 +189,20 @@ class Inbox:
         for m in picked:
             by_source.setdefault(m.source_id, []).append(m)
         for source_id, group in by_source.items():
-            for start in range(0, len(group), GROUP):
-                out += self.process(group[start:start + GROUP], source_id)
+            while group:
+                done = self.process(group[:GROUP], source_id)
+                out += done
+                group = group[len(done):]
         return out
 
     def process(self, group: list[inbox_store.Message], source_id: str) -> list[Outcome]:
-        """Process one source's messages in one transaction (each in its own savepoint)."""
+        """Process one source's messages in one transaction (each in its own savepoint), from the first
+        until GROUP_SECONDS have passed: the outcomes of those it took, in order. The time bound keeps
+        the transaction short, since on SQLite it holds the one write lock that every acknowledgement
+        waits for."""
         out: list[Outcome] = []
         failed: list[tuple[inbox_store.Message, BaseException]] = []
+        deadline = time.monotonic() + GROUP_SECONDS
         try:
             source = inbox_store.get_source(self.engine, source_id)
             if source is None:
@@ -203,6 +211,8 @@ class Inbox:
             caller = system_caller(self.repo.node_id, organisation=source.ods)
             with self.repo.savepoints(caller) as batch:
                 for m in group:
+                    if (out or failed) and time.monotonic() > deadline:
+                        break
                     try:
                         mapped = self._mapped(m, source)
                         with batch.unit() as unit:
@@ -230,7 +240,8 @@ class Inbox:
             if exc.connection_invalidated:
                 raise Unavailable(type(exc).__name__) from None
             raise
-        return out + [self._failed(m, exc) for m, exc in failed]
+        results = {o.seq: o for o in out} | {m.seq: self._failed(m, exc) for m, exc in failed}
+        return [results[m.seq] for m in group if m.seq in results]
 
     def _mapped(self, m: inbox_store.Message, source: inbox_store.Source) -> mapping.Mapped:
         """What a stored message says, as a transaction to apply (mapped now, so a fixed mapping
