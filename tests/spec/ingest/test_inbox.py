@@ -4,6 +4,7 @@ processed once and in order per patient, and kept as a dead letter with its reas
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -247,3 +248,73 @@ def test_a_control_id_reused_for_a_different_message_is_refused_never_dropped(st
     assert error[3].split("^")[0] == "205"
     [m] = stored(store)
     assert m.payload == adt("A01", "REUSED").encode()
+
+
+def test_an_a40_merge_joins_the_unknown_patients_record_to_the_patients_person(store: Services,
+                                                                              settings: Settings) -> None:
+    """An emergency patient registered as UNKNOWN under a temporary number, merged into their own
+    record by A40 the day after: the patient index puts both records in one person, and the retired
+    record says it was replaced."""
+    from sharedcare.storage import mpi_store
+
+    register(store)
+    box = inbox(store, settings)
+    box.receive_hl7(adt("A04", "U1", mrn="RJ7U0000005", family="UNKNOWN", visit="RJ7V77").encode(), LOOPBACK)
+    box.receive_hl7(adt("A28", "K1", when="20250727150000", structure="ADT_A05").encode(), LOOPBACK)
+    merge = "\r".join([
+        "MSH|^~\\&|PAS|RJ7|SHAREDCARE|LONDON|20250728090000||ADT^A40^ADT_A39|M40|P|2.4|||||GBR|UNICODE UTF-8",
+        "EVN|A40|20250728090000||||20250728090000",
+        "PID|1||RJ70000002^^^RJ7^MR~9625315403^^^NHS^NH||Ibrahim^Hassan^^^^^L||19660111|M",
+        "MRG|RJ7U0000005^^^RJ7^MR"]) + "\r"
+    box.drain()
+    assert msa(box.receive_hl7(merge.encode(), LOOPBACK) or "")[1] == "AA"
+    box.drain()
+    assert [m.status for m in stored(store)] == ["done", "done", "done"]
+    q = search_query.parse("Patient", [], default_count=10, max_count=10)
+    found = {json.loads(s.data)["identifier"][0]["value"]: json.loads(s.data)
+             for s in store.repo.search(system_caller(), q, "").items}
+    retired, survivor = found["RJ7U0000005"], found["RJ70000002"]
+    assert retired["active"] is False
+    assert retired["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"}]
+    assert {"other": {"reference": f"Patient/{retired['id']}"}, "type": "replaces"} in survivor["link"]
+    with store.engine.connect() as conn:
+        assert mpi_store.person_of(conn, retired["id"]) == mpi_store.person_of(conn, survivor["id"])
+
+
+def test_a_result_message_never_overwrites_what_the_patients_adt_said(store: Services, settings: Settings) -> None:
+    """ORU, SIU, VXU and MDM carry a thin PID: the Patient is created from it only when the source
+    has sent none (a conditional create), so the address and names ADT gave stay."""
+    register(store)
+    box = inbox(store, settings)
+    box.receive_hl7(adt("A28", "A1", structure="ADT_A05").encode(), LOOPBACK)
+    oru = "\r".join([
+        "MSH|^~\\&|LAB|RJ7|SHAREDCARE|LONDON|20250728100000||ORU^R01^ORU_R01|R1|P|2.4|||||GBR|UNICODE UTF-8",
+        "PID|1||RJ70000002^^^RJ7^MR||IBRAHIM^H",
+        "OBR|1|L1|L1|26604007^Full blood count^SCT|||20250728090000|||||||||||||||20250728100000|||F",
+        "OBX|1|NM|1022431000000105^Haemoglobin estimation^SCT||139|g/L^^UCUM|115-165|N|||F"]) + "\r"
+    assert msa(box.receive_hl7(oru.encode(), LOOPBACK) or "")[1] == "AA"
+    box.drain()
+    assert [m.status for m in stored(store)] == ["done", "done"]
+    [patient] = patients(store)
+    assert patient["meta"]["versionId"] == "1"
+    assert patient["name"][0]["family"] == "Ibrahim"
+    assert patient["address"][0]["postalCode"] == "NW7 3QL"
+
+
+def test_a_feed_silent_for_longer_than_expected_is_alerted_once(store: Services, settings: Settings,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    register(store, expected_minutes=30)
+    register(store, "RJ1", "RJ1")  # no interval expected: never alerted
+    box = inbox(store, settings)
+    later = datetime.now(UTC) + timedelta(minutes=45)
+    with caplog.at_level("WARNING", logger="sharedcare.inbox"):
+        assert box.alert_silent_sources(later) == ["RJ7"]
+        assert box.alert_silent_sources(later + timedelta(minutes=5)) == []  # once per silence
+    assert "source RJ7 has sent nothing for more than 30 minutes" in caplog.text
+    resumed = later + timedelta(minutes=10)  # it sends again, then falls silent again
+    inbox_store.receive(store.engine, [inbox_store.Incoming("RJ7", "W1", "hl7v2", b"MSH|")], ack_code="AA",
+                        at=resumed)
+    assert box.alert_silent_sources(resumed + timedelta(minutes=20)) == []
+    assert box.alert_silent_sources(resumed + timedelta(minutes=31)) == ["RJ7"]
