@@ -964,6 +964,19 @@ def _source(query: SearchQuery, ctx: Context, snapshot: int) -> Source:
     return Source(joined, t.c.created_seq, where, driven=True, index_only=(t, mine) if alone else None)
 
 
+def single_token(query: SearchQuery) -> tuple[str, str] | None:
+    """(system, code) when the query is one token criterion with one `system|code` value and nothing
+    else (no modifier, chain, compartment or `_id`): what a conditional lookup by identifier sends."""
+    if len(query.criteria) != 1 or query.compartment is not None or query.res_type is None:
+        return None
+    crit = query.criteria[0]
+    if crit.type != "token" or crit.modifier is not None or crit.links or len(crit.values) != 1 \
+            or crit.name.startswith("_"):
+        return None
+    system, code = split_token(crit.values[0])
+    return (system, code) if system and code is not None else None
+
+
 def find_ids(conn: Connection, query: SearchQuery, visible: Visible, limit: int, base_url: str = "") -> list[str]:
     """Ids of current resources matching the criteria (for conditional interactions)."""
     ctx = Context(conn, visible, base_url)
