@@ -584,6 +584,8 @@ class Repository:
         return result
 
 
+_SOURCE_ORG = dialects.Compiled(lambda _dialect: select(resource.c.source_org).where(
+    resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i")))
 _TOKEN_ROW = idx_token.alias("t")
 _FIND_TOKEN = select(resource.c.res_id).where(
     resource.c.res_type == bindparam("t"),
@@ -678,9 +680,12 @@ class Unit:
 
     def current(self, res_type: str, res_id: str, *, lock: bool = False) -> Stored | None:
         self.flush()
-        stmt = _READ_IN_UNIT.where(self.repo.policy.visible_clause(self.caller, resource))
-        row = self.conn.execute(dialects.for_update(stmt, self.conn) if lock else stmt,
-                                {"t": res_type, "i": res_id}).first()
+        # Compiled once per caller policy (building the statement cost more than running it).
+        if lock and not dialects.is_sqlite(self.conn):
+            stmt = self.repo._raw("current-locked", _READ_IN_UNIT.with_for_update(), resource, self.caller)
+        else:
+            stmt = self.repo._raw("current", _READ_IN_UNIT, resource, self.caller)
+        row = self.conn.exec_driver_sql(stmt.sql, stmt.args({"t": res_type, "i": res_id})).first()
         return Stored(res_type, res_id, row.version_id, row.last_updated, codec.decode_opt(row.data),
                       seq=row.created_seq) if row else None
 
@@ -751,8 +756,7 @@ class Unit:
 
     def _source_org(self, res_type: str, res_id: str) -> tuple[str | None] | None:
         """(source organisation,) of a stored resource, whoever may see it; None when there is none."""
-        row = self.conn.execute(select(resource.c.source_org).where(
-            resource.c.res_type == res_type, resource.c.res_id == res_id)).first()
+        row = _SOURCE_ORG.execute(self.conn, {"t": res_type, "i": res_id}).first()
         return (row.source_org,) if row is not None else None
 
     def _check_visible(self, res_type: str, res_id: str, patients: tuple[str, ...]) -> None:

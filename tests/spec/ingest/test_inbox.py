@@ -12,6 +12,7 @@ import pytest
 from sharedcare.access.context import system_caller
 from sharedcare.app import Services
 from sharedcare.fhir.search import query as search_query
+from sharedcare.ingest.hl7v2 import adt as adt_mapping
 from sharedcare.ingest.hl7v2 import mapping
 from sharedcare.settings import Settings
 from sharedcare.storage import inbox_store
@@ -96,7 +97,7 @@ def test_cf4_a_poison_message_is_retried_then_dead_lettered_while_other_patients
         store: Services, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     register(store)
     box = inbox(store, settings)
-    real = mapping.MAPPERS["ADT"]
+    real = adt_mapping.adt  # the registered ADT mapper
 
     def poison(msg: Any, ctx: mapping.Context) -> mapping.Mapped:
         if msg.control_id == "POISON":
@@ -125,7 +126,7 @@ def test_an_invalid_resource_is_a_dead_letter_naming_what_is_wrong(store: Servic
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     register(store)
     box = inbox(store, settings)
-    real = mapping.MAPPERS["ADT"]
+    real = adt_mapping.adt  # the registered ADT mapper
 
     def broken(msg: Any, ctx: mapping.Context) -> mapping.Mapped:
         got = real(msg, ctx)
