@@ -19,6 +19,7 @@ sign-in is bound to the browser by `state` in a short-lived cookie instead (acce
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from sharedcare.access.context import Caller
 from sharedcare.access.oauth import AuthorizationServer, OAuthError, claimed_client_id, smart_configuration
 from sharedcare.access.oidc import (
     PENDING_SECONDS,
@@ -123,6 +125,50 @@ def role_name(code: str | None) -> str | None:
 
 def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+class StaffPages:
+    """What the staff pages (web/review.py, web/feeds.py) share about who is using them: the session
+    the browser's cookie names, the caller a page acts as, the way to sign in and come back, and a
+    POST's form read and checked against the session's CSRF token. A page's routes extend it, naming
+    the scopes their caller acts with."""
+
+    def __init__(self, signin: SignIn, settings: Settings, scopes: tuple[str, ...]) -> None:
+        self.signin = signin
+        self.scopes = scopes
+        self.session_cookie = cookie_names(settings)[0]
+
+    async def session(self, request: Request) -> Session | None:
+        """The live session the request's session cookie names, or None (read in a worker thread)."""
+        return await run_in_threadpool(self.signin.session, request.cookies.get(self.session_cookie))
+
+    def caller(self, session: Session, request: Request) -> Caller:
+        """Who a page acts as: the session's caller with the pages' scopes only, from the client's address."""
+        return dataclasses.replace(session.caller, scopes=self.scopes).with_ip(client_ip(request))
+
+    def sign_in(self, request: Request, session: Session | None) -> Response:
+        """To the sign-in page (or, signed in without a role profile, to choose one), then back here."""
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return redirect(f"/auth/{'role' if session is not None else 'login'}?{urlencode({'next': here})}")
+
+    async def posted(self, request: Request, *, unreadable: str) -> tuple[Session, dict[str, str]] | Response:
+        """A POST's session and form, or the answer to give instead, checked in this order: with no
+        session, to sign in; a form that cannot be read (`read_form`), a 400 page titled `unreadable`;
+        a form without the session's CSRF token, 403 (`forbidden`); signed in without a role profile,
+        to choose one."""
+        session = await self.session(request)
+        if session is None:
+            return self.sign_in(request, session)
+        try:
+            form = await read_form(request)
+        except FormError:
+            return page("message.html", 400, title=unreadable,
+                        message="The form could not be read. Go back, reload the page and try again.")
+        if not csrf_ok(session.csrf, form.get("csrf")):
+            return forbidden()
+        if session.needs_role:
+            return self.sign_in(request, session)
+        return session, form
 
 
 class AuthRoutes:

@@ -21,7 +21,6 @@ changes nothing). Pages are escaped HTML with no script; nothing of a record is 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sharedcare.access.context import Caller
-from sharedcare.access.signin import Session, SignIn, cookie_names, csrf_ok
+from sharedcare.access.signin import Session, SignIn
 from sharedcare.errors import FhirError, Forbidden, NotFound
 from sharedcare.ingest.admin import (
     MAX_PAGES,
@@ -48,7 +47,7 @@ from sharedcare.ingest.admin import (
 from sharedcare.settings import Settings
 from sharedcare.storage.inbox_store import FEEDS
 from sharedcare.web import openapi
-from sharedcare.web.auth import FormError, client_ip, forbidden, page, read_form, redirect
+from sharedcare.web.auth import StaffPages, page, redirect
 from sharedcare.web.review import instant, sentence
 
 if TYPE_CHECKING:
@@ -70,29 +69,28 @@ CHANGED = {"approved": "was approved: it may send now.", "enabled": "was enabled
            "registered": "was registered."}
 
 
-class FeedRoutes:
+class FeedRoutes(StaffPages):
     def __init__(self, services: Services, settings: Settings, signin: SignIn) -> None:
-        self.signin = signin
+        super().__init__(signin, settings, PAGE_SCOPES)
         self.service = FeedAdmin(services.repo)
-        self.session_cookie = cookie_names(settings)[0]
 
     # -- the source registry ----------------------------------------------------------------------
 
     async def feeds_page(self, request: Request) -> Response:
-        session = await self._session(request)
+        session = await self.session(request)
         if session is None or session.needs_role:
-            return self._sign_in(request, session)
+            return self.sign_in(request, session)
         done, source = request.query_params.get("done", ""), request.query_params.get("source", "")
         confirmation = (f"Source {source} {CHANGED[done]}" if done in CHANGED and _SOURCE_ID.fullmatch(source)
                         else None)
-        return await self._feeds(self._caller(session, request), session, confirmation=confirmation)
+        return await self._feeds(self.caller(session, request), session, confirmation=confirmation)
 
     async def register(self, request: Request) -> Response:
         posted = await self._posted(request)
         if isinstance(posted, Response):
             return posted
         session, form = posted
-        caller = self._caller(session, request)
+        caller = self.caller(session, request)
         registration = Registration(
             form.get("source_id", ""), form.get("ods", ""), form.get("name", ""),
             tuple(f for f in FEEDS if form.get(f"feed-{f}") == "on"), system=form.get("system", ""),
@@ -120,7 +118,7 @@ class FeedRoutes:
             return not_found("There is no such source.", "/admin/feeds")
         status = form.get("status", "")
         try:
-            before = await run_in_threadpool(self.service.set_status, self._caller(session, request), source_id,
+            before = await run_in_threadpool(self.service.set_status, self.caller(session, request), source_id,
                                              status)
         except Forbidden:
             return refused()
@@ -136,9 +134,9 @@ class FeedRoutes:
     # -- the inbox --------------------------------------------------------------------------------
 
     async def inbox_page(self, request: Request) -> Response:
-        session = await self._session(request)
+        session = await self.session(request)
         if session is None or session.needs_role:
-            return self._sign_in(request, session)
+            return self.sign_in(request, session)
         source = request.query_params.get("source") or None
         page_text = request.query_params.get("page") or "1"
         if (source is not None and not _SOURCE_ID.fullmatch(source)) or not _SEQ.fullmatch(page_text) or \
@@ -146,7 +144,7 @@ class FeedRoutes:
             return page("message.html", 400, title="There is no such page", back="/admin/inbox", message=(
                 f"This page of the inbox does not exist. The dead letters are shown {MAX_PAGES} pages deep: "
                 "filter by source to see further."))
-        number, caller = int(page_text), self._caller(session, request)
+        number, caller = int(page_text), self.caller(session, request)
         try:
             view = await run_in_threadpool(lambda: self.service.inbox(caller, source_id=source, page=number))
         except Forbidden:
@@ -160,14 +158,14 @@ class FeedRoutes:
                     **inbox_view(view, source, number))
 
     async def message_page(self, request: Request) -> Response:
-        session = await self._session(request)
+        session = await self.session(request)
         if session is None or session.needs_role:
-            return self._sign_in(request, session)
+            return self.sign_in(request, session)
         seq = request.path_params["seq"]
         if not _SEQ.fullmatch(seq):
             return not_found("There is no such message in the inbox.", "/admin/inbox")
         try:
-            found = await run_in_threadpool(self.service.message, self._caller(session, request), int(seq))
+            found = await run_in_threadpool(self.service.message, self.caller(session, request), int(seq))
         except Forbidden:
             return refused()
         except NotFound:
@@ -187,7 +185,7 @@ class FeedRoutes:
                 or (source and not _SOURCE_ID.fullmatch(source))):
             return page("message.html", 400, title="Nothing was replayed", back="/admin/inbox",
                         message="Choose one dead letter, or a source whose dead letters to replay.")
-        seq, caller = int(seq_text) if seq_text else None, self._caller(session, request)
+        seq, caller = int(seq_text) if seq_text else None, self.caller(session, request)
         try:
             n = await run_in_threadpool(lambda: self.service.replay(caller, seq=seq, source_id=source or None))
         except Forbidden:
@@ -218,32 +216,8 @@ class FeedRoutes:
                     typed={name: (typed or {}).get(name, "") for name in FIELDS}, feeds=feeds)
 
     async def _posted(self, request: Request) -> tuple[Session, dict[str, str]] | Response:
-        """A POST's session and form, or the answer to give instead: to sign in, the form could not be
-        read, or it does not carry the session's CSRF token."""
-        session = await self._session(request)
-        if session is None:
-            return self._sign_in(request, session)
-        try:
-            form = await read_form(request)
-        except FormError:
-            return page("message.html", 400, title="The form could not be read",
-                        message="The form could not be read. Go back, reload the page and try again.")
-        if not csrf_ok(session.csrf, form.get("csrf")):
-            return forbidden()
-        if session.needs_role:
-            return self._sign_in(request, session)
-        return session, form
-
-    async def _session(self, request: Request) -> Session | None:
-        return await run_in_threadpool(self.signin.session, request.cookies.get(self.session_cookie))
-
-    def _caller(self, session: Session, request: Request) -> Caller:
-        return dataclasses.replace(session.caller, scopes=PAGE_SCOPES).with_ip(client_ip(request))
-
-    def _sign_in(self, request: Request, session: Session | None) -> Response:
-        """To the sign-in page (or, signed in without a role profile, to choose one), then back here."""
-        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return redirect(f"/auth/{'role' if session is not None else 'login'}?{urlencode({'next': here})}")
+        """A POST's session and form, or the answer to give instead (StaffPages.posted)."""
+        return await self.posted(request, unreadable="The form could not be read")
 
 
 def refused() -> Response:

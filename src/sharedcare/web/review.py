@@ -13,7 +13,6 @@ session's CSRF token. Pages are escaped HTML with no script; nothing of a record
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import re
@@ -25,14 +24,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from sharedcare.access.context import Caller
-from sharedcare.access.signin import Session, SignIn, cookie_names, csrf_ok
+from sharedcare.access.signin import Session, SignIn
 from sharedcare.errors import BadRequest, FhirError, Forbidden, NotFound
 from sharedcare.mpi.normalise import NHS_NUMBER_SYSTEM
 from sharedcare.mpi.service import DECISIONS, MpiService, ReviewItem
 from sharedcare.settings import Settings
 from sharedcare.storage.mpi_store import ReviewRow
 from sharedcare.web import openapi
-from sharedcare.web.auth import FormError, client_ip, forbidden, page, read_form, redirect
+from sharedcare.web.auth import StaffPages, page, redirect
 
 if TYPE_CHECKING:
     from sharedcare.app import Services
@@ -67,23 +66,22 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
           "November", "December")
 
 
-class ReviewRoutes:
+class ReviewRoutes(StaffPages):
     def __init__(self, services: Services, settings: Settings, signin: SignIn) -> None:
-        self.signin = signin
+        super().__init__(signin, settings, PAGE_SCOPES)
         self.service = MpiService(services.repo)
-        self.session_cookie = cookie_names(settings)[0]
 
     # -- pages --------------------------------------------------------------------------------------
 
     async def queue_page(self, request: Request) -> Response:
-        session = await self._session(request)
+        session = await self.session(request)
         if session is None or session.needs_role:
-            return self._sign_in(request, session)
+            return self.sign_in(request, session)
         after = request.query_params.get("after") or None
         if after is not None and not _REVIEW_ID.fullmatch(after):
             return page("message.html", 400, title="There is no such page", back="/mpi/review",
                         message="This page of the review queue does not exist.")
-        caller = self._caller(session, request)
+        caller = self.caller(session, request)
         try:
             rows, total = await run_in_threadpool(
                 lambda: self.service.queue(caller, status="open", count=PAGE_SIZE, after=after))
@@ -99,28 +97,20 @@ class ReviewRoutes:
                     else None)
 
     async def item_page(self, request: Request) -> Response:
-        session = await self._session(request)
+        session = await self.session(request)
         if session is None or session.needs_role:
-            return self._sign_in(request, session)
-        return await self._item(self._caller(session, request), session, request.path_params["review_id"])
+            return self.sign_in(request, session)
+        return await self._item(self.caller(session, request), session, request.path_params["review_id"])
 
     async def decide(self, request: Request) -> Response:
-        session = await self._session(request)
-        if session is None:
-            return self._sign_in(request, session)
-        try:
-            form = await read_form(request)
-        except FormError:
-            return page("message.html", 400, title="The decision could not be read",
-                        message="The form could not be read. Go back, reload the page and try again.")
-        if not csrf_ok(session.csrf, form.get("csrf")):
-            return forbidden()
-        if session.needs_role:
-            return self._sign_in(request, session)
+        posted = await self.posted(request, unreadable="The decision could not be read")
+        if isinstance(posted, Response):
+            return posted
+        session, form = posted
         review_id = request.path_params["review_id"]
         if not _REVIEW_ID.fullmatch(review_id):
             return not_found()
-        caller = self._caller(session, request)
+        caller = self.caller(session, request)
         decision, reason = form.get("decision", ""), form.get("reason", "")
         try:
             await run_in_threadpool(self.service.decide, caller, review_id, decision, reason)
@@ -154,17 +144,6 @@ class ReviewRoutes:
                         message=sentence(str(exc)), back="/mpi/review")
         return page("review_item.html", status, title="Are these records the same person?", csrf=session.csrf,
                     reason=reason, error=error, **item_view(item))
-
-    async def _session(self, request: Request) -> Session | None:
-        return await run_in_threadpool(self.signin.session, request.cookies.get(self.session_cookie))
-
-    def _caller(self, session: Session, request: Request) -> Caller:
-        return dataclasses.replace(session.caller, scopes=PAGE_SCOPES).with_ip(client_ip(request))
-
-    def _sign_in(self, request: Request, session: Session | None) -> Response:
-        """To the sign-in page (or, signed in without a role profile, to choose one), then back here."""
-        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return redirect(f"/auth/{'role' if session is not None else 'login'}?{urlencode({'next': here})}")
 
 
 def refused() -> Response:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sharedcare.ingest.hl7v2.message import ParseError, parse
+from sharedcare.fhir.validation import validate_or_raise
+from sharedcare.ingest.hl7v2 import mapping
+from sharedcare.ingest.hl7v2.message import Message, ParseError, parse
 from tests.support.conformance import conformance_files
 
 FOLDER = "hl7v2/microsoft-fhir-converter/data/SampleData/Hl7v2"
@@ -30,3 +32,24 @@ def messages_of(kind: str, trigger: str) -> list[Any]:
         if (msg.message_type, msg.trigger) == (kind, trigger):
             out.append(param)
     return out
+
+
+def mapped_or_refused(path: Path) -> tuple[Message, list[str] | None]:
+    """A corpus message mapped as a conformance source's (`X99`): the message, and the resource types of
+    its bundle in order, having checked that the first is the Patient and that every resource is valid;
+    or None for the types when the mapper refused the message, having checked that it refused with one
+    of HL7_ERROR_CODES (the code for the ACK's ERR segment)."""
+    msg = parse(path.read_text(encoding="utf-8"))
+    refused: ParseError | None = None
+    try:
+        got = mapping.map_message(msg, mapping.Context("conformance", "X99"))
+    except ParseError as exc:
+        refused = exc
+    if refused is not None:
+        assert refused.code in HL7_ERROR_CODES, refused.code
+        return msg, None
+    kinds = [e["resource"]["resourceType"] for e in got.bundle["entry"]]
+    assert kinds[0] == "Patient", kinds
+    for entry in got.bundle["entry"]:
+        validate_or_raise(entry["resource"])
+    return msg, kinds

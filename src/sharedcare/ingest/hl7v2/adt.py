@@ -27,7 +27,17 @@ from typing import Any
 
 from sharedcare.ingest.hl7v2 import datatypes as dt
 from sharedcare.ingest.hl7v2 import patient as pid_map
-from sharedcare.ingest.hl7v2.mapping import Context, Mapped, Merge, Transaction, mapper, recorded_at
+from sharedcare.ingest.hl7v2.mapping import (
+    Context,
+    Mapped,
+    Merge,
+    Transaction,
+    begin,
+    location,
+    mapper,
+    recorded_at,
+    visit_identifier,
+)
 from sharedcare.ingest.hl7v2.message import REQUIRED_FIELD_MISSING, Message, ParseError, Segment
 
 TRIGGERS = ("A01", "A02", "A03", "A04", "A05", "A06", "A07", "A08", "A11", "A12", "A13", "A28", "A31",
@@ -46,9 +56,7 @@ STATUS = {"A01": "in-progress", "A02": "in-progress", "A03": "finished", "A04": 
 
 @mapper("ADT", TRIGGERS)
 def adt(msg: Message, ctx: Context) -> Mapped:
-    recorded = recorded_at(msg)
-    tx = Transaction(recorded)
-    mapped = Mapped({}, recorded=recorded)
+    tx, mapped = begin(msg)
     patient_url = pid_map.add(msg, ctx, tx, mapped, update=True)
     if msg.trigger in MERGES:
         _merges(msg, ctx, mapped, patient_url)
@@ -76,30 +84,14 @@ def _merges(msg: Message, ctx: Context, mapped: Mapped, survivor: str) -> None:
 
 def _visit_identifier(pv1: Segment, ctx: Context, mapped: Mapped) -> dict[str, Any] | None:
     """The encounter's key: the visit number (PV1-19), else the patient and admission time."""
-    visit, _ = dt.identifier(pv1[19], ctx.ods)
+    visit = visit_identifier(pv1, ctx)
     if visit is not None:
-        system = visit["system"] if visit["system"].startswith("urn:oid:") else f"{dt.LOCAL_ID_BASE}/{ctx.ods}/visit"
-        return {"system": system, "value": visit["value"]}
+        return visit
     admitted = pv1[44].comp(1)
     if admitted and mapped.patient_key:
         _, _, value = mapped.patient_key.partition("|")
         return {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/patient-admitted", "value": f"{value}@{admitted}"}
     return None
-
-
-def _location(pv1_field: Any, ctx: Context, tx: Transaction) -> str | None:
-    """A PL (point of care^room^bed^facility^...) as the source's Location; its fullUrl."""
-    ward, room, bed = pv1_field.comp(1).strip(), pv1_field.comp(2).strip(), pv1_field.comp(3).strip()
-    facility = pv1_field.comp(4).strip()
-    if not ward:
-        return None
-    name = ward + (f", room {room}" if room else "") + (f", bed {bed}" if bed else "")
-    location: dict[str, Any] = {"resourceType": "Location", "status": "active", "name": name,
-                                "mode": "instance", "managingOrganization": ctx.organisation()}
-    if facility:
-        location["description"] = facility
-    key = "/".join(p for p in (facility, ward, room, bed) if p)
-    return tx.put(location, {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/location", "value": key})
 
 
 def _encounter(msg: Message, pv1: Segment, ctx: Context, tx: Transaction, mapped: Mapped, patient_url: str) -> None:
@@ -156,13 +148,13 @@ def _encounter(msg: Message, pv1: Segment, ctx: Context, tx: Transaction, mapped
     if hospitalization:
         encounter["hospitalization"] = hospitalization
     locations = []
-    here = _location(pv1[3], ctx, tx)
+    here = location(pv1[3], ctx, tx, update=True)
     if here:
         locations.append({"location": {"reference": here},
                           "status": "completed" if status in ("finished", "cancelled") else
                           ("planned" if status == "planned" else "active")})
     if trigger == "A02":
-        before = _location(pv1[6], ctx, tx)
+        before = location(pv1[6], ctx, tx, update=True)
         if before and before != here:
             locations.append({"location": {"reference": before}, "status": "completed"})
     if locations:

@@ -44,6 +44,7 @@ CODING_SYSTEMS = {
     "READ": "http://read.info/readv2", "CTV3": "http://read.info/ctv3",
 }
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$")
+_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
 
 
 def hl7_table(number: str) -> str:
@@ -108,6 +109,13 @@ def date_(value: str) -> str | None:
     return full[:10] if full else None
 
 
+def instant(value: str) -> str | None:
+    """A v2 TS as a FHIR instant: `datetime_(value)` only when it gives a time (an instant cannot be
+    just a date); None for a date alone, an empty value or a malformed one."""
+    full = datetime_(value)
+    return full if full and "T" in full else None
+
+
 def instant_or_date(value: str) -> str | None:
     return datetime_(value)
 
@@ -134,6 +142,26 @@ def identifier(cx: Field, source: str) -> tuple[dict[str, Any] | None, bool]:
     if kind:
         out["type"] = {"coding": [{"system": hl7_table("0203"), "code": kind}]}
     return out, False
+
+
+def entity_identifier(ei: Field, source: str, kind: str) -> dict[str, Any] | None:
+    """An EI (entity identifier: an order number, an appointment or document id) as an Identifier, or
+    None when EI-1 is empty: under `urn:oid:` its universal id (EI-3) when EI-4 says ISO and EI-3 is an
+    OID, else under the source's own system for `kind`, `LOCAL_ID_BASE/{source}/{kind}` (`source` is
+    the sender's ODS code, used as it is)."""
+    value = ei.comp(1).strip()
+    if not value:
+        return None
+    universal, universal_type = ei.comp(3).strip(), ei.comp(4).strip().upper()
+    if universal_type == "ISO" and _OID.fullmatch(universal):
+        return {"system": f"urn:oid:{universal}", "value": value}
+    return {"system": f"{LOCAL_ID_BASE}/{source}/{kind}", "value": value}
+
+
+def typed(ident: dict[str, Any], code: str) -> dict[str, Any]:
+    """A copy of the identifier with its v2 identifier type (table 0203: FILL, PLAC, ...) as `type`,
+    replacing any it had."""
+    return {**ident, "type": {"coding": [{"system": hl7_table("0203"), "code": code}]}}
 
 
 NAME_USE = {"L": "official", "D": "usual", "M": "maiden", "N": "nickname", "A": "anonymous", "B": "old",

@@ -25,8 +25,10 @@ from urllib.parse import quote
 from sharedcare.ingest.hl7v2 import datatypes as dt
 from sharedcare.ingest.hl7v2.message import (
     REQUIRED_FIELD_MISSING,
+    SEGMENT_SEQUENCE_ERROR,
     UNSUPPORTED_EVENT_CODE,
     UNSUPPORTED_MESSAGE_TYPE,
+    Field,
     Message,
     ParseError,
     Segment,
@@ -128,10 +130,102 @@ def recorded_at(msg: Message) -> str | None:
     return (dt.datetime_(evn[2].comp(1)) if evn is not None else None) or dt.datetime_(msg.sent_at)
 
 
+def begin(msg: Message) -> tuple[Transaction, Mapped]:
+    """What a mapper begins with: an empty transaction and an empty `Mapped` for `msg`, both carrying
+    when the source recorded it (`recorded_at`). The mapper sets `Mapped.bundle` when it is done."""
+    recorded = recorded_at(msg)
+    return Transaction(recorded), Mapped({}, recorded=recorded)
+
+
 def require(seg: Segment | None, name: str) -> Segment:
     if seg is None:
         raise ParseError(f"the message has no {name} segment", REQUIRED_FIELD_MISSING, segment=name)
     return seg
+
+
+def one_patient(msg: Message, what: str) -> None:
+    """Refuse a message naming more than one patient (several PIDs), whose content could not be filed
+    safely against one record: a segment sequence error at the second PID. `what` names the message in
+    the error's text ("a result message")."""
+    pids = msg.all("PID")
+    if len(pids) > 1:
+        raise ParseError(f"{what} may name only one patient", SEGMENT_SEQUENCE_ERROR, segment="PID",
+                         position=pids[1].position)
+
+
+def visit_identifier(pv1: Segment, ctx: Context) -> dict[str, Any] | None:
+    """The identifier of the visit PV1-19 (the visit number) names, which is what the source's Encounter
+    is keyed by: the CX's value under its `urn:oid:` system when it has one, else under the source's
+    own visit numbers (`LOCAL_ID_BASE/{ods}/visit`); None when PV1-19 is empty. ADT writes the Encounter
+    under it; the other messages refer to the Encounter by it (`visit_reference`)."""
+    visit, _ = dt.identifier(pv1[19], ctx.ods)
+    if visit is None:
+        return None
+    system = visit["system"] if visit["system"].startswith("urn:oid:") else f"{dt.LOCAL_ID_BASE}/{ctx.ods}/visit"
+    return {"system": system, "value": visit["value"]}
+
+
+def visit_reference(msg: Message, ctx: Context) -> dict[str, Any] | None:
+    """The visit the message's (first) PV1 names by PV1-19, as a reference to the Encounter by
+    identifier (`visit_identifier`, as ADT keys it); None without a PV1 or a visit number."""
+    pv1 = msg.first("PV1")
+    ident = visit_identifier(pv1, ctx) if pv1 is not None else None
+    return {"type": "Encounter", "identifier": ident} if ident is not None else None
+
+
+def location(pl: Field, ctx: Context, tx: Transaction, *, update: bool) -> str | None:
+    """A PL (point of care^room^bed^facility^...) as the source's Location in the transaction; its
+    fullUrl, or None when PL-1 (the point of care) is empty. Named `ward, room R, bed B`, the facility
+    as its description, managed by the source's organisation, and keyed by `facility/ward/room/bed`
+    (the parts given) under `LOCAL_ID_BASE/{ods}/location`, so every message type finds the same
+    Location.
+
+    `update`: the message speaks for the place (ADT), so the Location is replaced by what it says
+    (`Transaction.put`); otherwise it is created only if the source has none yet (`Transaction.ensure`)."""
+    ward, room, bed = pl.comp(1).strip(), pl.comp(2).strip(), pl.comp(3).strip()
+    facility = pl.comp(4).strip()
+    if not ward:
+        return None
+    name = ward + (f", room {room}" if room else "") + (f", bed {bed}" if bed else "")
+    place: dict[str, Any] = {"resourceType": "Location", "status": "active", "name": name, "mode": "instance",
+                             "managingOrganization": ctx.organisation()}
+    if facility:
+        place["description"] = facility
+    key = {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/location",
+           "value": "/".join(p for p in (facility, ward, room, bed) if p)}
+    return tx.put(place, key) if update else tx.ensure(place, key)
+
+
+def staff_reference(xcn: Field, ctx: Context) -> dict[str, Any] | None:
+    """An XCN (or PPN) as a reference to one of the source's staff: type Practitioner, by the source's
+    staff identifier (XCN-1, under `LOCAL_ID_BASE/{ods}/staff`) when there is one and with the name
+    (XCN-2 to XCN-6, `dt.display_name`) as display when there is one; None with neither."""
+    staff_id = xcn.comp(1).strip()
+    name = dt.display_name(dt.practitioner_name(xcn))
+    if not staff_id and not name:
+        return None
+    ref: dict[str, Any] = {"type": "Practitioner"}
+    if staff_id:
+        ref["identifier"] = {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/staff", "value": staff_id}
+    if name:
+        ref["display"] = name
+    return ref
+
+
+def staff_key(ref: dict[str, Any]) -> str:
+    """Who a `staff_reference` names, to list each person once: by the staff identifier when it has
+    one, else by the name (prefixed, so the two never collide with each other or with a fullUrl)."""
+    return f"staff:{ref['identifier']['value']}" if "identifier" in ref else f"name:{ref['display']}"
+
+
+def optional_date(field: Field, mapped: Mapped, warning: str) -> str | None:
+    """The DT (or the date of the TS) in `field` as a FHIR date; None when there is none, and then, if
+    the field was sent but is not a valid date, `warning` (which must not quote the value) is added to
+    the warnings: the date is left out rather than refusing the message."""
+    value = dt.date_(field.comp(1))
+    if value is None and field:
+        mapped.warnings.append(warning)
+    return value
 
 
 Mapper = Callable[[Message, Context], Mapped]

@@ -55,7 +55,16 @@ from urllib.parse import quote
 
 from sharedcare.ingest.hl7v2 import datatypes as dt
 from sharedcare.ingest.hl7v2 import patient as pid_map
-from sharedcare.ingest.hl7v2.mapping import Context, Mapped, Transaction, mapper, recorded_at, require
+from sharedcare.ingest.hl7v2.mapping import (
+    Context,
+    Mapped,
+    begin,
+    mapper,
+    require,
+    staff_key,
+    staff_reference,
+    visit_reference,
+)
 from sharedcare.ingest.hl7v2.message import (
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
@@ -90,18 +99,15 @@ SUBTYPE_MEDIA = {"pdf": "application", "rtf": "application", "xml": "application
                  "postscript": "application", "msword": "application", "dicom": "application", "jpeg": "image",
                  "gif": "image", "tiff": "image", "png": "image", "html": "text", "plain": "text"}
 _MIME = re.compile(r"[a-z]+/[a-z0-9][a-z0-9.+-]*")
-_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
 _SPACE = re.compile(r"\s+")
 
 
 @mapper("MDM", TRIGGERS)
 def mdm(msg: Message, ctx: Context) -> Mapped:
-    recorded = recorded_at(msg)
-    tx = Transaction(recorded)
-    mapped = Mapped({}, recorded=recorded)
+    tx, mapped = begin(msg)
     txa = require(msg.first("TXA"), "TXA")
     patient_url = pid_map.add(msg, ctx, tx, mapped, update=False)
-    key = document_identifier(txa[12], ctx)
+    key = dt.entity_identifier(txa[12], ctx.ods, "document")
     if key is None:
         raise ParseError("TXA-12 holds no unique document number", REQUIRED_FIELD_MISSING, segment="TXA",
                          position=txa.position, field_no=12)
@@ -119,7 +125,7 @@ def mdm(msg: Message, ctx: Context) -> Mapped:
     if kind:
         document["type"] = kind
     document["subject"] = {"reference": patient_url}
-    created = instant(txa[6].comp(1))
+    created = dt.instant(txa[6].comp(1))
     if created:
         document["date"] = created
     authors = _people([*txa[9].reps(), *txa[5].reps()], ctx)
@@ -161,24 +167,6 @@ def mdm(msg: Message, ctx: Context) -> Mapped:
     return mapped
 
 
-def document_identifier(ei: Field, ctx: Context) -> dict[str, Any] | None:
-    """An EI (TXA-12, TXA-13) as an Identifier: under its universal id when that is an ISO OID, else under
-    the source's own document numbers."""
-    value = ei.comp(1).strip()
-    if not value:
-        return None
-    universal, universal_type = ei.comp(3).strip(), ei.comp(4).strip().upper()
-    if universal_type == "ISO" and _OID.fullmatch(universal):
-        return {"system": f"urn:oid:{universal}", "value": value}
-    return {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/document", "value": value}
-
-
-def instant(value: str) -> str | None:
-    """A v2 TS as a FHIR instant: only when it gives a time (an instant cannot be just a date)."""
-    full = dt.datetime_(value)
-    return full if full and "T" in full else None
-
-
 def _status(trigger: str, txa: Segment, mapped: Mapped) -> tuple[str, str | None]:
     """DocumentReference.status, and the TXA-19 code to keep beside it when it is not simply available."""
     code = txa[19].value.strip().upper()
@@ -209,17 +197,10 @@ def _people(xcns: list[Field], ctx: Context) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for xcn in xcns:
-        name = dt.display_name(dt.practitioner_name(xcn))
-        staff_id = xcn.comp(1).strip()
-        who = f"id:{staff_id}" if staff_id else f"name:{name}"
-        if not (name or staff_id) or who in seen:
+        ref = staff_reference(xcn, ctx)
+        if ref is None or staff_key(ref) in seen:
             continue
-        seen.add(who)
-        ref: dict[str, Any] = {"type": "Practitioner"}
-        if staff_id:
-            ref["identifier"] = {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/staff", "value": staff_id}
-        if name:
-            ref["display"] = name
+        seen.add(staff_key(ref))
         out.append(ref)
     return out
 
@@ -227,7 +208,7 @@ def _people(xcns: list[Field], ctx: Context) -> list[dict[str, Any]]:
 def _relates_to(trigger: str, txa: Segment, key: dict[str, Any], ctx: Context) -> dict[str, Any] | None:
     if trigger not in ADDENDA and trigger not in EDITS:
         return None
-    parent = document_identifier(txa[13], ctx)
+    parent = dt.entity_identifier(txa[13], ctx.ods, "document")
     if parent is None or parent == key:
         return None
     return {"code": "appends" if trigger in ADDENDA else "replaces",
@@ -252,11 +233,9 @@ def _confidentiality(txa: Segment, document: dict[str, Any], mapped: Mapped) -> 
 
 def _context(msg: Message, txa: Segment, ctx: Context) -> dict[str, Any]:
     context: dict[str, Any] = {}
-    pv1 = msg.first("PV1")
-    visit = dt.identifier(pv1[19], ctx.ods)[0] if pv1 is not None else None
-    if visit is not None:
-        system = visit["system"] if visit["system"].startswith("urn:oid:") else f"{dt.LOCAL_ID_BASE}/{ctx.ods}/visit"
-        context["encounter"] = [{"type": "Encounter", "identifier": {"system": system, "value": visit["value"]}}]
+    encounter = visit_reference(msg, ctx)
+    if encounter is not None:
+        context["encounter"] = [encounter]
     activity = dt.datetime_(txa[4].comp(1))
     if activity:
         context["period"] = {"start": activity}

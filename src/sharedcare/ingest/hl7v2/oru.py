@@ -45,10 +45,9 @@ from typing import Any
 from sharedcare.fhir.jsonio import FhirDecimal
 from sharedcare.ingest.hl7v2 import datatypes as dt
 from sharedcare.ingest.hl7v2 import patient as pid_map
-from sharedcare.ingest.hl7v2.mapping import Context, Mapped, Transaction, mapper, recorded_at
+from sharedcare.ingest.hl7v2.mapping import Context, Mapped, Transaction, begin, mapper, one_patient, visit_reference
 from sharedcare.ingest.hl7v2.message import (
     REQUIRED_FIELD_MISSING,
-    SEGMENT_SEQUENCE_ERROR,
     Field,
     Message,
     ParseError,
@@ -59,7 +58,6 @@ TRIGGERS = ("R01",)
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
-IDENTIFIER_TYPE = dt.hl7_table("0203")
 # OBR groups end at the next OBR, at the segments that open another order or patient, and at SPM,
 # whose following OBX segments describe the specimen, not the report's results.
 CLOSERS = ("PID", "PV1", "ORC", "SCH", "RXA", "SPM")
@@ -90,19 +88,13 @@ COMPARATORS = frozenset({"<", "<=", ">=", ">"})
 _NUMBER = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?")
 _COMPARED = re.compile(r"(<=|>=|<|>)\s*(\S.*)")
 _RANGE = re.compile(r"\s*([+-]?\d*\.?\d+)\s*(?:-|–|to|_)\s*([+-]?\d*\.?\d+)\s*", re.IGNORECASE)
-_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
 _TIME = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d+)?")
 
 
 @mapper("ORU", TRIGGERS)
 def oru(msg: Message, ctx: Context) -> Mapped:
-    recorded = recorded_at(msg)
-    tx = Transaction(recorded)
-    mapped = Mapped({}, recorded=recorded)
-    pids = msg.all("PID")
-    if len(pids) > 1:
-        raise ParseError("a result message may name only one patient", SEGMENT_SEQUENCE_ERROR, segment="PID",
-                         position=pids[1].position)
+    tx, mapped = begin(msg)
+    one_patient(msg, "a result message")
     patient_url = pid_map.add(msg, ctx, tx, mapped, update=False)
     groups = msg.groups("OBR", ("OBX", "NTE"), CLOSERS)
     if not groups:
@@ -115,46 +107,11 @@ def oru(msg: Message, ctx: Context) -> Mapped:
     return mapped
 
 
-def order_identifier(ei: Field, ctx: Context, kind: str) -> dict[str, Any] | None:
-    """An EI (entity identifier) as an Identifier: under its universal id when that is an ISO OID,
-    else under the source's own system for `kind`."""
-    value = ei.comp(1).strip()
-    if not value:
-        return None
-    universal, universal_type = ei.comp(3).strip(), ei.comp(4).strip().upper()
-    if universal_type == "ISO" and _OID.fullmatch(universal):
-        return {"system": f"urn:oid:{universal}", "value": value}
-    return {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/{kind}", "value": value}
-
-
-def typed(ident: dict[str, Any], code: str) -> dict[str, Any]:
-    """The identifier with its v2 identifier type (table 0203: FILL, PLAC)."""
-    return {**ident, "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": code}]}}
-
-
-def visit_reference(msg: Message, ctx: Context) -> dict[str, Any] | None:
-    """The visit the results belong to (PV1-19), as a reference by identifier (as adt.py keys it)."""
-    pv1 = msg.first("PV1")
-    if pv1 is None:
-        return None
-    visit, _ = dt.identifier(pv1[19], ctx.ods)
-    if visit is None:
-        return None
-    system = visit["system"] if visit["system"].startswith("urn:oid:") else f"{dt.LOCAL_ID_BASE}/{ctx.ods}/visit"
-    return {"type": "Encounter", "identifier": {"system": system, "value": visit["value"]}}
-
-
-def instant(value: str) -> str | None:
-    """A v2 TS as a FHIR instant: only when it gives a time (an instant cannot be just a date)."""
-    full = dt.datetime_(value)
-    return full if full and "T" in full else None
-
-
 def _report(group: list[Segment], ctx: Context, tx: Transaction, mapped: Mapped, patient_url: str,
             encounter: dict[str, Any] | None, keys: set[str]) -> None:
     obr = group[0]
-    filler = order_identifier(obr[3], ctx, "filler-order")
-    placer = order_identifier(obr[2], ctx, "placer-order")
+    filler = dt.entity_identifier(obr[3], ctx.ods, "filler-order")
+    placer = dt.entity_identifier(obr[2], ctx.ods, "placer-order")
     found_by = filler or placer
     if found_by is None:
         raise ParseError("OBR has neither a filler (OBR-3) nor a placer (OBR-2) order number", REQUIRED_FIELD_MISSING,
@@ -183,17 +140,17 @@ def _report(group: list[Segment], ctx: Context, tx: Transaction, mapped: Mapped,
         section = ""
     category = {"coding": [{"system": dt.hl7_table("0074"), "code": section or "LAB",
                             **({} if section else {"display": "Laboratory"})}]}
-    identifiers = [typed(found_by, "FILL" if filler else "PLAC")]  # the key is added by put when it differs
+    identifiers = [dt.typed(found_by, "FILL" if filler else "PLAC")]  # the key is added by put when it differs
     report: dict[str, Any] = {"resourceType": "DiagnosticReport", "identifier": identifiers, "status": status,
                               "category": [category], "code": code, "subject": {"reference": patient_url}}
     if filler and placer:
-        report["basedOn"] = [{"type": "ServiceRequest", "identifier": typed(placer, "PLAC")}]
+        report["basedOn"] = [{"type": "ServiceRequest", "identifier": dt.typed(placer, "PLAC")}]
     if encounter:
         report["encounter"] = encounter
     effective = dt.datetime_(obr[7].comp(1))
     if effective:
         report["effectiveDateTime"] = effective
-    issued = instant(obr[22].comp(1))
+    issued = dt.instant(obr[22].comp(1))
     if issued:
         report["issued"] = issued
     report["performer"] = [ctx.organisation()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from sharedcare.ingest.hl7v2 import datatypes as dt
-from sharedcare.ingest.hl7v2.mapping import Context, Mapped, Transaction, require
+from sharedcare.ingest.hl7v2.mapping import Context, Mapped, Transaction, optional_date, require
 from sharedcare.ingest.hl7v2.message import REQUIRED_FIELD_MISSING, Message, ParseError, Segment
 from sharedcare.mpi.normalise import NHS_NUMBER_SYSTEM
 
@@ -59,11 +59,9 @@ def resource(msg: Message, pid: Segment, ctx: Context, mapped: Mapped) -> tuple[
     sex = dt.gender(pid[8].value)
     if sex:
         patient["gender"] = sex
-    born = dt.date_(pid[7].comp(1))
+    born = optional_date(pid[7], mapped, "PID-7: the date of birth is not a valid date and was left out")
     if born:
         patient["birthDate"] = born
-    elif pid[7]:
-        mapped.warnings.append("PID-7: the date of birth is not a valid date and was left out")
     died = dt.datetime_(pid[29].comp(1))
     if died:
         patient["deceasedDateTime"] = died

@@ -46,7 +46,17 @@ from typing import Any
 
 from sharedcare.ingest.hl7v2 import datatypes as dt
 from sharedcare.ingest.hl7v2 import patient as pid_map
-from sharedcare.ingest.hl7v2.mapping import Context, Mapped, Transaction, mapper, recorded_at, require
+from sharedcare.ingest.hl7v2.mapping import (
+    Context,
+    Mapped,
+    Transaction,
+    begin,
+    location,
+    mapper,
+    require,
+    staff_key,
+    staff_reference,
+)
 from sharedcare.ingest.hl7v2.message import REQUIRED_FIELD_MISSING, Field, Message, ParseError, Segment
 
 TRIGGERS = ("S12", "S13", "S14", "S15", "S17", "S26")
@@ -65,26 +75,22 @@ UNIT_MINUTES = {"min": 1, "mins": 1, "minute": 1, "minutes": 1, "h": 60, "hr": 6
                 "hours": 60}
 # Where each resource segment gives its start and duration (value, units).
 RESOURCE_TIMES = {"AIS": (4, 7, 8), "AIG": (8, 11, 12), "AIL": (6, 9, 10), "AIP": (6, 9, 10)}
-IDENTIFIER_TYPE = dt.hl7_table("0203")
-_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
 _OFFSET = re.compile(r"[+-]\d{4}$")
 _TQ_DURATION = re.compile(r"([MH])(\d+)")
 
 
 @mapper("SIU", TRIGGERS)
 def siu(msg: Message, ctx: Context) -> Mapped:
-    recorded = recorded_at(msg)
-    tx = Transaction(recorded)
-    mapped = Mapped({}, recorded=recorded)
+    tx, mapped = begin(msg)
     sch = require(msg.first("SCH"), "SCH")
     patient_url = pid_map.add(msg, ctx, tx, mapped, update=False)
-    filler = entity_identifier(sch[2], ctx, "appointment")
-    placer = entity_identifier(sch[1], ctx, "placer-appointment")
+    filler = dt.entity_identifier(sch[2], ctx.ods, "appointment")
+    placer = dt.entity_identifier(sch[1], ctx.ods, "placer-appointment")
     key = filler or placer
     if key is None:
         raise ParseError("SCH has neither a filler (SCH-2) nor a placer (SCH-1) appointment id",
                          REQUIRED_FIELD_MISSING, segment="SCH", position=sch.position, field_no=2)
-    identifiers = [_typed(i, kind) for i, kind in ((filler, "FILL"), (placer, "PLAC")) if i is not None]
+    identifiers = [dt.typed(i, kind) for i, kind in ((filler, "FILL"), (placer, "PLAC")) if i is not None]
     status = _status(msg.trigger, sch, mapped)
     appointment: dict[str, Any] = {"resourceType": "Appointment", "identifier": identifiers, "status": status}
     resources = [s for s in msg.segments if s.name in RESOURCE_TIMES]
@@ -126,22 +132,6 @@ def siu(msg: Message, ctx: Context) -> Mapped:
     return mapped
 
 
-def entity_identifier(ei: Field, ctx: Context, kind: str) -> dict[str, Any] | None:
-    """An EI as an Identifier: under its universal id when that is an ISO OID, else under the source's
-    own system for `kind` (as oru.py keys order numbers)."""
-    value = ei.comp(1).strip()
-    if not value:
-        return None
-    universal, universal_type = ei.comp(3).strip(), ei.comp(4).strip().upper()
-    if universal_type == "ISO" and _OID.fullmatch(universal):
-        return {"system": f"urn:oid:{universal}", "value": value}
-    return {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/{kind}", "value": value}
-
-
-def _typed(ident: dict[str, Any], code: str) -> dict[str, Any]:
-    return {**ident, "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": code}]}}
-
-
 def _status(trigger: str, sch: Segment, mapped: Mapped) -> str:
     if trigger in BY_TRIGGER:
         return BY_TRIGGER[trigger]
@@ -154,12 +144,6 @@ def _status(trigger: str, sch: Segment, mapped: Mapped) -> str:
                                "status; booked, as the trigger event says")
         return "booked"
     return status
-
-
-def instant(value: str) -> str | None:
-    """A v2 TS as a FHIR instant: only when it gives a time (an instant cannot be just a date)."""
-    full = dt.datetime_(value)
-    return full if full and "T" in full else None
 
 
 def _minutes(amount: str, units: Field) -> int | None:
@@ -190,23 +174,23 @@ def _timing(msg: Message, sch: Segment, resources: list[Segment]) -> tuple[str |
     minutes = _minutes(sch[9].value, sch[10])
     tq1 = msg.first("TQ1")
     raw_start, raw_end = (tq1[7].comp(1), tq1[8].comp(1)) if tq1 is not None else ("", "")
-    if not instant(raw_start):
+    if not dt.instant(raw_start):
         raw_start, raw_end = sch[11].comp(4, 1), sch[11].comp(5, 1)
         tq_duration = _TQ_DURATION.fullmatch(sch[11].comp(3).strip().upper())
         if minutes is None and tq_duration:
             minutes = int(tq_duration.group(2)) * (60 if tq_duration.group(1) == "H" else 1) or None
-    start = instant(raw_start)
+    start = dt.instant(raw_start)
     for seg in resources:
         at, amount, units = RESOURCE_TIMES[seg.name]
-        if start is None and instant(seg[at].comp(1)):
+        if start is None and dt.instant(seg[at].comp(1)):
             raw_start, raw_end = seg[at].comp(1), ""
-            start = instant(raw_start)
+            start = dt.instant(raw_start)
             minutes = minutes or _minutes(seg[amount].value, seg[units])
         elif minutes is None:
             minutes = _minutes(seg[amount].value, seg[units])
     if start is None:
         return None, None, minutes
-    end = instant(raw_end)
+    end = dt.instant(raw_end)
     if end is None and minutes:
         end = _plus(start, raw_start, minutes)
     return start, end, minutes
@@ -216,7 +200,7 @@ def _period(seg: Segment) -> dict[str, str] | None:
     """A resource segment's own time, as its participant's period."""
     at, amount, units = RESOURCE_TIMES[seg.name]
     raw = seg[at].comp(1)
-    start = instant(raw)
+    start = dt.instant(raw)
     if start is None:
         return None
     period = {"start": start}
@@ -258,45 +242,22 @@ def _comment(msg: Message) -> str | None:
     return "\n".join(lines) or None
 
 
-def location(pl: Field, ctx: Context, tx: Transaction) -> str | None:
-    """A PL (point of care^room^bed^facility) as the source's Location, keyed and named as adt.py does,
-    and created only if the source has none yet (a booking does not speak for the place's details)."""
-    ward, room, bed = pl.comp(1).strip(), pl.comp(2).strip(), pl.comp(3).strip()
-    facility = pl.comp(4).strip()
-    if not ward:
-        return None
-    name = ward + (f", room {room}" if room else "") + (f", bed {bed}" if bed else "")
-    place: dict[str, Any] = {"resourceType": "Location", "status": "active", "name": name, "mode": "instance",
-                             "managingOrganization": ctx.organisation()}
-    if facility:
-        place["description"] = facility
-    key = "/".join(p for p in (facility, ward, room, bed) if p)
-    return tx.ensure(place, {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/location", "value": key})
-
-
 def _participants(resources: list[Segment], ctx: Context, tx: Transaction, patient_url: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"actor": {"reference": patient_url}, "status": "accepted"}]
     seen: set[str] = set()
     for seg in resources:
         if seg.name == "AIL":
-            url = location(seg[3], ctx, tx)
+            # Created only if the source has none yet: a booking does not speak for the place's details.
+            url = location(seg[3], ctx, tx, update=False)
             if url is None or url in seen:
                 continue
             seen.add(url)
             who: dict[str, Any] = {"actor": {"reference": url}}
         elif seg.name == "AIP":
-            xcn = seg[3]
-            name = dt.display_name(dt.practitioner_name(xcn))
-            staff_id = xcn.comp(1).strip()
-            person = f"staff:{staff_id}" if staff_id else f"name:{name}"
-            if not (name or staff_id) or person in seen:
+            actor = staff_reference(seg[3], ctx)
+            if actor is None or staff_key(actor) in seen:
                 continue
-            seen.add(person)
-            actor: dict[str, Any] = {"type": "Practitioner"}
-            if staff_id:
-                actor["identifier"] = {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/staff", "value": staff_id}
-            if name:
-                actor["display"] = name
+            seen.add(staff_key(actor))
             who = {"actor": actor}
             role = dt.codeable(seg[4], ctx.ods)
             if role:

@@ -33,17 +33,26 @@ from typing import Any
 
 from sharedcare.ingest.hl7v2 import datatypes as dt
 from sharedcare.ingest.hl7v2 import patient as pid_map
-from sharedcare.ingest.hl7v2.mapping import Context, Mapped, Transaction, mapper, recorded_at
+from sharedcare.ingest.hl7v2.mapping import (
+    Context,
+    Mapped,
+    Transaction,
+    begin,
+    mapper,
+    one_patient,
+    optional_date,
+    staff_reference,
+    visit_reference,
+)
 from sharedcare.ingest.hl7v2.message import (
     DATA_TYPE_ERROR,
     REQUIRED_FIELD_MISSING,
-    SEGMENT_SEQUENCE_ERROR,
     Field,
     Message,
     ParseError,
     Segment,
 )
-from sharedcare.ingest.hl7v2.oru import number, order_identifier, typed, unit, visit_reference
+from sharedcare.ingest.hl7v2.oru import number, unit
 
 TRIGGERS = ("V04",)
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -62,13 +71,8 @@ COMPLETION = {"CP": "completed", "PA": "completed", "RE": "not-done", "NA": "not
 
 @mapper("VXU", TRIGGERS)
 def vxu(msg: Message, ctx: Context) -> Mapped:
-    recorded = recorded_at(msg)
-    tx = Transaction(recorded)
-    mapped = Mapped({}, recorded=recorded)
-    pids = msg.all("PID")
-    if len(pids) > 1:
-        raise ParseError("a vaccination message may name only one patient", SEGMENT_SEQUENCE_ERROR, segment="PID",
-                         position=pids[1].position)
+    tx, mapped = begin(msg)
+    one_patient(msg, "a vaccination message")
     patient_url = pid_map.add(msg, ctx, tx, mapped, update=False)
     groups = msg.groups("RXA", ("RXR",))
     if not groups:
@@ -97,8 +101,8 @@ def _immunization(rxa: Segment, orc: Segment | None, members: list[Segment], ctx
         raise ParseError("RXA-3 gives no valid date of administration",
                          DATA_TYPE_ERROR if given else REQUIRED_FIELD_MISSING, segment="RXA", position=rxa.position,
                          field_no=3)
-    key = order_identifier(orc[3], ctx, "vaccination-order") if orc is not None else None
-    identifiers = [typed(key, "FILL")] if key else []
+    key = dt.entity_identifier(orc[3], ctx.ods, "vaccination-order") if orc is not None else None
+    identifiers = [dt.typed(key, "FILL")] if key else []
     if key is None:
         _, _, patient_value = (mapped.patient_key or "").partition("|")
         key = {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/vaccination",
@@ -136,11 +140,9 @@ def _immunization(rxa: Segment, orc: Segment | None, members: list[Segment], ctx
     lot = rxa[15].value.strip()
     if lot:
         immunization["lotNumber"] = lot
-    expiry = dt.date_(rxa[16].comp(1))
+    expiry = optional_date(rxa[16], mapped, f"RXA-16 (segment {rxa.position}): not a valid expiry date; left out")
     if expiry:
         immunization["expirationDate"] = expiry
-    elif rxa[16]:
-        mapped.warnings.append(f"RXA-16 (segment {rxa.position}): not a valid expiry date; left out")
     rxr = next((s for s in members if s.name == "RXR"), None)
     if rxr is not None:
         site = dt.codeable(rxr[2], ctx.ods)
@@ -203,13 +205,7 @@ def _dose(rxa: Segment, mapped: Mapped) -> dict[str, Any] | None:
 
 def _performer(xcn: Field, function: str, display: str, ctx: Context) -> dict[str, Any] | None:
     """An XCN as a performer: the practitioner by the source's staff identifier and their name."""
-    ident = xcn.comp(1).strip()
-    name = dt.display_name(dt.practitioner_name(xcn))
-    if not ident and not name:
+    actor = staff_reference(xcn, ctx)
+    if actor is None:
         return None
-    actor: dict[str, Any] = {"type": "Practitioner"}
-    if ident:
-        actor["identifier"] = {"system": f"{dt.LOCAL_ID_BASE}/{ctx.ods}/staff", "value": ident}
-    if name:
-        actor["display"] = name
     return {"function": {"coding": [{"system": FUNCTION, "code": function, "display": display}]}, "actor": actor}
