@@ -20,7 +20,7 @@ import pytest
 from sharedcare.ingest.csv import mapping as csv_mapping
 from sharedcare.ingest.hl7v2.mapping import Context
 from sharedcare.ingest.hl7v2.message import ParseError
-from tests.spec.ingest.golden import UPDATE, expected_text
+from tests.spec.ingest.golden import compare
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "csv"
 
@@ -65,16 +65,6 @@ def mapped_json(case: Path) -> list[dict[str, Any]]:
 
 
 def check(case: Path) -> list[dict[str, Any]]:
-    """Map the case and compare it with its expected file (or write it, when updating); the text too,
-    so a decimal's precision is pinned as well as its value."""
-    got = mapped_json(case)
-    expected_file = case / "expected.json"
-    text = expected_text(got)  # a list of rows, written as a mapping is
-    if UPDATE or not expected_file.exists():
-        expected_file.write_text(text, encoding="utf-8")
-        if not UPDATE:
-            pytest.fail(f"{case.name}: no expected.json yet; one was written for review")
-    expected = expected_file.read_text(encoding="utf-8")
-    assert got == json.loads(expected)
-    assert text == expected
+    """Map the case and compare it with its expected file (golden.compare: value and text)."""
+    got: list[dict[str, Any]] = compare(case, mapped_json(case))
     return got

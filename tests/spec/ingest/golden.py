@@ -67,7 +67,13 @@ def expected_text(got: dict[str, Any]) -> str:
 def check(case: Path) -> dict[str, Any]:
     """Map the case and compare it with its expected file (or write it, when updating); the text too,
     so a decimal's precision is pinned as well as its value."""
-    got = mapped_json(case)
+    got: dict[str, Any] = compare(case, mapped_json(case))
+    return got
+
+
+def compare(case: Path, got: Any) -> Any:
+    """`got` against the case's expected.json (written instead when updating, or when there is none,
+    which fails the test so a new file is reviewed), by value and by text."""
     expected_file = case / "expected.json"
     text = expected_text(got)
     if UPDATE or not expected_file.exists():

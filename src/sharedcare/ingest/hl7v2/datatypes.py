@@ -116,10 +116,6 @@ def instant(value: str) -> str | None:
     return full if full and "T" in full else None
 
 
-def instant_or_date(value: str) -> str | None:
-    return datetime_(value)
-
-
 def identifier(cx: Field, source: str) -> tuple[dict[str, Any] | None, bool]:
     """A CX as an Identifier: (identifier, whether it is a valid NHS number). An NHS number (type NH,
     or authority NHS) that fails its check digit is kept under the unverified system."""
