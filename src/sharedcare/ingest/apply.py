@@ -108,7 +108,10 @@ def _link(unit: Unit, res_id: str, other: str, kind: str, *, active: bool | None
     doc["link"] = [*links, {"other": {"reference": other}, "type": kind}]
     if active is not None:
         doc["active"] = active
-    doc.pop("meta", None)
+    # The rest of meta stays: its security labels (a restriction the source set) and when the source
+    # recorded the record; the version and time are the store's to set.
+    meta = {k: v for k, v in (doc.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    doc["meta"] = meta
     interactions.update(unit, "Patient", res_id, doc, if_match=None)
 
 

@@ -319,3 +319,27 @@ def test_a_feed_silent_for_longer_than_expected_is_alerted_once(store: Services,
                         at=resumed)
     assert box.alert_silent_sources(resumed + timedelta(minutes=20)) == []
     assert box.alert_silent_sources(resumed + timedelta(minutes=31)) == ["RJ7"]
+
+
+def test_a_merge_keeps_the_labels_the_source_gave_the_records_it_links(store: Services, settings: Settings) -> None:
+    """The merge rewrites both Patients (`link`, `active`): a restriction the source set on one
+    (meta.security R, which keeps it from crossing organisations) stays on it."""
+    register(store)
+    restricted = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}
+    with store.repo.unit(system_caller(organisation="RJ7"), "create") as unit:
+        unit.create({"resourceType": "Patient", "meta": {"security": [restricted]}, "active": True,
+                     "identifier": [{"system": MRN, "value": "RJ7U0000005"}], "name": [{"family": "UNKNOWN"}]})
+    box = inbox(store, settings)
+    merge = "\r".join([
+        "MSH|^~\\&|PAS|RJ7|SHAREDCARE|LONDON|20250728090000||ADT^A40^ADT_A39|M41|P|2.4|||||GBR|UNICODE UTF-8",
+        "EVN|A40|20250728090000||||20250728090000",
+        "PID|1||RJ70000002^^^RJ7^MR~9625315403^^^NHS^NH||Ibrahim^Hassan^^^^^L||19660111|M",
+        "MRG|RJ7U0000005^^^RJ7^MR"]) + "\r"
+    assert msa(box.receive_hl7(merge.encode(), LOOPBACK) or "")[1] == "AA"
+    box.drain()
+    assert [m.status for m in stored(store)] == ["done"]
+    q = search_query.parse("Patient", [("identifier", f"{MRN}|RJ7U0000005")], default_count=5, max_count=5)
+    [retired] = [json.loads(s.data) for s in store.repo.search(system_caller(), q, "").items]
+    assert retired["active"] is False
+    assert restricted in retired["meta"]["security"]
+    assert retired["meta"]["versionId"] == "2"
