@@ -26,8 +26,8 @@ from sharedcare.fhir import jsonio
 from sharedcare.ingest.hl7v2.mapping import Mapped
 from sharedcare.ingest.hl7v2.message import DATA_TYPE_ERROR, REQUIRED_FIELD_MISSING, ParseError
 from sharedcare.storage.inbox_store import Incoming
+from sharedcare.storage.tables import INBOX_KEY
 
-MAX_KEY = 200
 _NOT_JSON = object()
 
 
@@ -45,7 +45,7 @@ def _key(doc: dict[str, Any], fallback: str) -> str:
         key = f"{doc['resourceType']}/{doc['id']}"
     else:
         key = fallback
-    return key if len(key) <= MAX_KEY else hashlib.sha256(key.encode()).hexdigest()
+    return key if len(key) <= INBOX_KEY else hashlib.sha256(key.encode()).hexdigest()
 
 
 def _patient_key(bundle: dict[str, Any]) -> str | None:

@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -52,12 +51,12 @@ from sharedcare.ingest.hl7v2.message import (
 from sharedcare.settings import Settings
 from sharedcare.storage import inbox_store
 from sharedcare.storage.repository import Repository
+from sharedcare.storage.tables import INBOX_KEY
 
 log = logging.getLogger("sharedcare.inbox")
 
 VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9")
 PROCESSING_IDS = ("P",)  # production only: training (T) and debugging (D) messages never reach a record
-MAX_KEY = 200
 GROUP = 25  # most messages of one source processed in one transaction (each in a savepoint of its own)
 GROUP_SECONDS = 0.05  # and no more than this long a transaction, once it has done one
 
@@ -154,7 +153,7 @@ class Inbox:
         if not msg.control_id:
             raise ParseError("MSH-10 (message control id) is empty", REQUIRED_FIELD_MISSING, segment="MSH",
                              position=1, field_no=10)
-        if len(msg.control_id) > MAX_KEY:
+        if len(msg.control_id) > INBOX_KEY:
             raise ParseError("MSH-10 (message control id) is too long", DATA_TYPE_ERROR, segment="MSH",
                              position=1, field_no=10)
         if msg.processing_id not in PROCESSING_IDS:
@@ -354,7 +353,3 @@ def digest(msg: Message) -> str:
         msh[7] = ""
     text = "\r".join([msg.enc.field.join(msh[:1] + msh[2:]), *(s.enc.field.join(s.fields) for s in msg.segments[1:])])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def outcome_of(m: inbox_store.Message) -> dict[str, Any]:
-    return json.loads(m.outcome) if m.outcome else {}

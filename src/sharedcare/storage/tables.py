@@ -546,12 +546,13 @@ feed_source = Table(
 # `status`: pending (waiting, or retrying at `next_attempt`), done, dead (a dead letter: `error` says
 # why, written by us, never quoting the message). `patient_key` orders one patient's messages from one
 # source, earliest `event_time` first.
+INBOX_KEY = 200  # the longest message key (HL7 v2.7 allows a 199-character MSH-10)
 inbox_message = Table(
     "inbox_message",
     metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("source_id", String(64), nullable=False),
-    Column("message_key", String(200), nullable=False),
+    Column("message_key", String(INBOX_KEY), nullable=False),
     Column("kind", String(16), nullable=False),  # hl7v2, fhir, csv
     Column("received", String(32), nullable=False),
     Column("payload", LargeBinary, nullable=False),

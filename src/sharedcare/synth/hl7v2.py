@@ -15,12 +15,12 @@ abnormal flags (L, H, N); 0278 filler status in SCH-25.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from types import TracebackType
 
+from sharedcare.ingest.hl7v2.message import escape  # text as it may stand in a field
 from sharedcare.synth import codes
 from sharedcare.synth.story import Appointment, LabReport, Recorded, Visit
 
@@ -29,8 +29,6 @@ Control = Callable[[], str]
 VERSION = "2.4"
 ENCODING = "^~\\&"
 RECEIVER = {5: "SHAREDCARE", 6: "LONDON"}  # receiving application and facility (MSH, FHS, BHS)
-_ESCAPES = {"\\": "\\E\\", "|": "\\F\\", "^": "\\S\\", "&": "\\T\\", "~": "\\R\\"}
-_NEEDS_ESCAPE = re.compile(r"[\\|^&~\x00-\x1f\x7f-\x9f]")
 _HEADERS = ("MSH", "FHS", "BHS")  # their field 1 is the field separator itself
 SEX = {"female": "F", "male": "M"}  # table 0001; anything else is U
 # Table 0112 (HL7 suggested values, the UB-92 codes): 01 discharged home or to self care, 02 transferred to
@@ -43,22 +41,6 @@ TITLES = ("Dr", "Mr", "Mrs", "Ms", "Miss", "Prof", "Professor")
 # SCH-6 event reason (user-defined) for each kind of SIU message.
 _SIU_REASON = {"booked": "NEW^New booking", "moved": "MOVED^Rescheduled", "Cancelled": "CANCELLED^Cancelled",
                "Noshow": "NOSHOW^Did not attend", "Complete": "COMPLETE^Attended"}
-
-
-def escape(text: str) -> str:
-    """Text as it may stand in a field: separators, the escape character and control characters
-    (CR, LF, ...) replaced by escape sequences (`\\F\\`, `\\S\\`, `\\T\\`, `\\R\\`, `\\E\\`, `\\X0D\\`)."""
-    if _NEEDS_ESCAPE.search(text) is None:  # the usual case, checked in one pass
-        return text
-    out = []
-    for ch in text:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
-            out.append(f"\\X{ord(ch):02X}\\")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def _ts(when: datetime) -> str:

@@ -127,6 +127,11 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+async def session_of(signin: SignIn, request: Request, cookie: str) -> Session | None:
+    """The live session the request's `cookie` names, or None (read in a worker thread)."""
+    return await run_in_threadpool(signin.session, request.cookies.get(cookie))
+
+
 class StaffPages:
     """What the staff pages (web/review.py, web/feeds.py) share about who is using them: the session
     the browser's cookie names, the caller a page acts as, the way to sign in and come back, and a
@@ -140,7 +145,7 @@ class StaffPages:
 
     async def session(self, request: Request) -> Session | None:
         """The live session the request's session cookie names, or None (read in a worker thread)."""
-        return await run_in_threadpool(self.signin.session, request.cookies.get(self.session_cookie))
+        return await session_of(self.signin, request, self.session_cookie)
 
     def caller(self, session: Session, request: Request) -> Caller:
         """Who a page acts as: the session's caller with the pages' scopes only, from the client's address."""
@@ -406,7 +411,7 @@ class AuthRoutes:
         return response
 
     async def _session(self, request: Request) -> Session | None:
-        return await run_in_threadpool(self.signin.session, request.cookies.get(self.session_cookie))
+        return await session_of(self.signin, request, self.session_cookie)
 
 
 def install_auth(app: FastAPI, services: Services, settings: Settings) -> SignIn:

@@ -17,7 +17,7 @@ import itertools
 from datetime import UTC, datetime
 
 from sharedcare.ingest.hl7v2.datatypes import LONDON
-from sharedcare.ingest.hl7v2.message import Encoding, Message, ParseError
+from sharedcare.ingest.hl7v2.message import Encoding, Message, ParseError, escape
 
 APPLICATION, FACILITY = "SHAREDCARE", "LONDON"
 ERROR_TEXT = {"100": "Segment sequence error", "101": "Required field missing", "102": "Data type error",
@@ -27,13 +27,6 @@ ERROR_TEXT = {"100": "Segment sequence error", "101": "Required field missing", 
               "207": "Application internal error"}
 ACCEPT, ERROR, REJECT = "A", "E", "R"
 _counter = itertools.count(1)
-
-
-def _escape(text: str, enc: Encoding) -> str:
-    out = text.replace(enc.escape, f"{enc.escape}E{enc.escape}")
-    for ch, code in ((enc.field, "F"), (enc.component, "S"), (enc.subcomponent, "T"), (enc.repetition, "R")):
-        out = out.replace(ch, f"{enc.escape}{code}{enc.escape}")
-    return out.replace("\r", " ").replace("\n", " ")
 
 
 def enhanced(msg: Message | None) -> bool:
@@ -62,16 +55,16 @@ def ack(msg: Message | None, outcome: str, error: ParseError | None = None, *, a
     version = (msg.version if msg is not None else "") or "2.4"
     trigger = msg.trigger if msg is not None else ""
     control = msg.control_id if msg is not None else ""
-    their_app = _escape(msg.sending_application, enc) if msg is not None else ""
-    their_facility = _escape(msg.sending_facility, enc) if msg is not None else ""
+    their_app = escape(msg.sending_application, enc) if msg is not None else ""
+    their_facility = escape(msg.sending_facility, enc) if msg is not None else ""
     chars = enc.component + enc.repetition + enc.escape + enc.subcomponent
     ack_control = f"ACK{datetime.now(UTC):%Y%m%d%H%M%S}{next(_counter) % 1_000_000:06d}"
     msh = sep.join(["MSH", chars, APPLICATION, FACILITY, their_app, their_facility, when, "",
                     f"ACK{enc.component}{trigger}{enc.component}ACK" if trigger else "ACK", ack_control,
                     (msg.processing_id if msg is not None else "") or "P", version])
     segments = [msh]
-    text = _escape(error.reason, enc) if error is not None else ""
-    segments.append(sep.join(["MSA", code(msg, outcome), _escape(control, enc), text]).rstrip(sep))
+    text = escape(error.reason, enc) if error is not None else ""
+    segments.append(sep.join(["MSA", code(msg, outcome), escape(control, enc), text]).rstrip(sep))
     if error is not None:
         c = enc.component
         err_code = f"{error.code}{c}{ERROR_TEXT.get(error.code, '')}{c}HL70357"

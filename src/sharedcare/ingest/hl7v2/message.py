@@ -86,6 +86,28 @@ class Encoding:
 
 
 _HEX = re.compile(r"[0-9A-Fa-f]+")
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_DEFAULT_NEEDS_ESCAPE = re.compile(r"[\\|^&~" + _CONTROL + "]")
+
+
+def escape(text: str, enc: Encoding | None = None) -> str:
+    """Text as it may stand in a field (the inverse of `unescape`): the encoding characters and the
+    escape character as `\\F\\ \\S\\ \\T\\ \\R\\ \\E\\`, control characters (CR, LF, ...) as `\\X0D\\`."""
+    enc = enc or Encoding()
+    chars = enc.field + enc.component + enc.repetition + enc.escape + enc.subcomponent
+    needs = _DEFAULT_NEEDS_ESCAPE if chars == "|^~\\&" else re.compile("[" + re.escape(chars) + _CONTROL + "]")
+    if needs.search(text) is None:  # the usual case, checked in one pass
+        return text
+    codes = {enc.escape: "E", enc.field: "F", enc.component: "S", enc.subcomponent: "T", enc.repetition: "R"}
+    out = []
+    for ch in text:
+        if ch in codes:
+            out.append(f"{enc.escape}{codes[ch]}{enc.escape}")
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
+            out.append(f"{enc.escape}X{ord(ch):02X}{enc.escape}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def unescape(text: str, enc: Encoding) -> str:
