@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, description="Largest request body accepted; larger bodies get 413."
     )
+    max_import_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        description="Largest NDJSON body accepted by $import (held in memory while it is stored); larger get 413.")
     max_bundle_entries: int = Field(
         default=10_000, description="Most entries accepted in one batch or transaction bundle."
     )

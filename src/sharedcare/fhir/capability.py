@@ -137,5 +137,7 @@ def capability_statement(base_url: str, software_date: str = "2026-11-24") -> di
             "mode": "server",
             "resource": resources,
             "interaction": [{"code": c} for c in SYSTEM_INTERACTIONS],
+            # Bulk loads by a registered source's system client (fhir/import_routes.py).
+            "operation": [{"name": "import", "definition": "https://sharedcare.example/OperationDefinition/import"}],
         }],
     }

@@ -35,6 +35,7 @@ from sharedcare.fhir.bundles import BundleProcessor, Entry
 from sharedcare.fhir.capability import capability_statement
 from sharedcare.fhir.definitions import resource_types
 from sharedcare.fhir.formats import Format
+from sharedcare.fhir.import_routes import install_import_routes
 from sharedcare.fhir.mpi_routes import install_mpi_routes
 from sharedcare.fhir.search import query as search_query
 from sharedcare.fhir.search import shape
@@ -96,8 +97,9 @@ class FhirApi:
     def fmt(request: Request) -> Format:
         return formats.response_format(request.headers.get("accept"), request.query_params.get("_format"))
 
-    async def body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
+    async def body(self, request: Request, limit: int | None = None) -> bytes:
+        """The request body, refused (413) beyond `limit` bytes (the node's request limit by default)."""
+        limit = limit or self.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"request bodies are limited to {limit} bytes")
@@ -302,6 +304,7 @@ class FhirApi:
 
         install_access_routes(self)
         self.mpi = install_mpi_routes(self)
+        install_import_routes(self)
         for candidates in self._table.values():  # literal segments win over parameters (_history, $validate)
             candidates.sort(key=lambda c: c[1])
 

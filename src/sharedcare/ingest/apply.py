@@ -15,11 +15,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sharedcare.errors import FhirError
 from sharedcare.fhir import interactions, jsonio
 from sharedcare.fhir.bundles import BundleProcessor, parse_entries
 from sharedcare.fhir.search import query as search_query
 from sharedcare.ingest.hl7v2.datatypes import ODS_SYSTEM
 from sharedcare.ingest.hl7v2.mapping import SOURCE_RECORDED, Mapped, token_value
+from sharedcare.ingest.hl7v2.message import ParseError
 from sharedcare.storage.repository import Stored, Unit
 
 PROVENANCE_ACTIVITY = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
@@ -55,7 +57,7 @@ def keep_newer(current: Stored, incoming: dict[str, Any]) -> bool:
     return stored_at is not None and incoming_at is not None and stored_at > incoming_at
 
 
-def apply(unit: Unit, processor: BundleProcessor, mapped: Mapped, *, ods: str, message_ref: dict[str, str],
+def apply(unit: Unit, processor: BundleProcessor, mapped: Mapped, *, ods: str | None, message_ref: dict[str, str],
           activity: str) -> dict[str, Any]:
     """Write `mapped` in `unit` (whose caller is the source's system); what was written, as the
     inbox's outcome: references written and kept, merges made, and validation warnings."""
@@ -115,9 +117,11 @@ def _link(unit: Unit, res_id: str, other: str, kind: str, *, active: bool | None
     interactions.update(unit, "Patient", res_id, doc, if_match=None)
 
 
-def provenance(targets: list[str], mapped: Mapped, ods: str, message_ref: dict[str, str],
+def provenance(targets: list[str], mapped: Mapped, ods: str | None, message_ref: dict[str, str],
                activity: str) -> dict[str, Any]:
-    """One Provenance per inbound message: what it produced, who sent it, when it was recorded."""
+    """One Provenance per inbound message: what it produced, who sent it (the source organisation, or
+    for the operator's own loads the node), when it was recorded."""
+    who = {"identifier": {"system": ODS_SYSTEM, "value": ods}} if ods else {"display": "this node's operator"}
     doc: dict[str, Any] = {
         "resourceType": "Provenance",
         "target": [{"reference": t} for t in dict.fromkeys(targets)],
@@ -125,11 +129,20 @@ def provenance(targets: list[str], mapped: Mapped, ods: str, message_ref: dict[s
         "activity": {"coding": [{"system": PROVENANCE_ACTIVITY, "code": activity}]},
         "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                                         "code": "author"}]},
-                   "who": {"identifier": {"system": ODS_SYSTEM, "value": ods}}}],
+                   "who": who}],
         "entity": [{"role": "source", "what": {"identifier": message_ref}}]}
     if mapped.recorded:
         doc["occurredDateTime"] = mapped.recorded
     return doc
+
+
+def describe(exc: BaseException) -> str:
+    """Why a message failed, for its dead letter: our own words only, never the message's content."""
+    if isinstance(exc, ParseError):
+        return f"HL7 error {exc.code}: {exc.reason}" + (f" ({exc.segment}-{exc.field_no})" if exc.field_no else "")
+    if isinstance(exc, FhirError):
+        return f"{exc.status}: " + "; ".join(i.diagnostics for i in exc.issues)
+    return f"internal error ({type(exc).__name__})"
 
 
 def message_identifier(source_id: str, message_key: str) -> dict[str, str]:

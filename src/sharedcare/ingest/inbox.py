@@ -30,9 +30,10 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from sharedcare.access.context import system_caller
-from sharedcare.errors import FhirError, ServiceUnavailable
+from sharedcare.errors import ServiceUnavailable
 from sharedcare.fhir.bundles import BundleProcessor
-from sharedcare.ingest import apply, csv_feed, fhir_feed, sources
+from sharedcare.ingest import apply, bulk_import, csv_feed, fhir_feed, sources
+from sharedcare.ingest.apply import describe
 from sharedcare.ingest.hl7v2 import ack, mapping
 from sharedcare.ingest.hl7v2 import patient as pid_map
 from sharedcare.ingest.hl7v2.message import (
@@ -80,15 +81,6 @@ class Receipt:
 class Outcome:
     seq: int
     status: str  # done, pending (to be retried), dead, skipped (another worker had it)
-
-
-def describe(exc: BaseException) -> str:
-    """Why a message failed, for its dead letter: our own words only, never the message's content."""
-    if isinstance(exc, ParseError):
-        return f"HL7 error {exc.code}: {exc.reason}" + (f" ({exc.segment}-{exc.field_no})" if exc.field_no else "")
-    if isinstance(exc, FhirError):
-        return f"{exc.status}: " + "; ".join(i.diagnostics for i in exc.issues)
-    return f"internal error ({type(exc).__name__})"
 
 
 class Inbox:
@@ -207,12 +199,22 @@ class Inbox:
             if source is None:
                 error = ParseError("the message's source is no longer registered", UNKNOWN_KEY_IDENTIFIER)
                 return [self._failed(m, error) for m in group]
-            caller = system_caller(self.repo.node_id, organisation=source.ods)
+            node = source.source_id == inbox_store.NODE_SOURCE  # the operator's own loads write as the node
+            caller = system_caller(self.repo.node_id, organisation=None if node else source.ods)
             with self.repo.savepoints(caller) as batch:
                 for m in group:
                     if (out or failed) and time.monotonic() > deadline:
                         break
                     try:
+                        if m.kind == bulk_import.KIND:
+                            with batch.unit() as unit:
+                                if not inbox_store.claim(unit.conn, m.seq):
+                                    out.append(Outcome(m.seq, "skipped"))
+                                    continue
+                                result = bulk_import.apply_chunk(unit, m, ods=None if node else source.ods)
+                                inbox_store.mark_done(unit.conn, m.seq, json.dumps(result))
+                            out.append(Outcome(m.seq, inbox_store.DONE))
+                            continue
                         mapped = self._mapped(m, source)
                         with batch.unit() as unit:
                             if m.patient_key is not None:
@@ -220,7 +222,7 @@ class Inbox:
                             if not inbox_store.claim(unit.conn, m.seq):
                                 out.append(Outcome(m.seq, "skipped"))
                                 continue
-                            outcome = apply.apply(unit, self.processor, mapped, ods=source.ods,
+                            outcome = apply.apply(unit, self.processor, mapped, ods=None if node else source.ods,
                                                   message_ref=apply.message_identifier(m.source_id, m.message_key),
                                                   activity="UPDATE")
                             inbox_store.mark_done(unit.conn, m.seq, json.dumps(outcome))

@@ -48,6 +48,8 @@ def fingerprint(value: str) -> str:
 def check(source: Source) -> Source:
     if not _SOURCE_ID.fullmatch(source.source_id):
         raise InvalidSource("a source id is 1-64 letters, digits, dots, hyphens or underscores")
+    if source.source_id == inbox_store.NODE_SOURCE:
+        raise InvalidSource(f"the source id {inbox_store.NODE_SOURCE!r} is the node's own (its operator's loads)")
     if not _ODS.fullmatch(source.ods):
         raise InvalidSource("an ODS code is 3-10 upper-case letters and digits")
     if not source.name.strip():

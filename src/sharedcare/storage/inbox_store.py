@@ -22,6 +22,9 @@ from sharedcare.storage.tables import feed_source, inbox_message
 FEEDS = ("hl7v2", "fhir", "csv")
 SOURCE_STATUSES = ("active", "review", "disabled")
 PENDING, DONE, DEAD = "pending", "done", "dead"
+# The node's own source: what its operator loads (`sharedcare load` without --source) goes through the
+# inbox like any feed but is written as the node itself, with no source organisation.
+NODE_SOURCE = "node"
 
 
 def now(at: datetime | None = None) -> str:
@@ -86,6 +89,26 @@ def add_source(engine: Engine, source: Source) -> Source:
     except IntegrityError:
         raise SourceExists(source.source_id) from None
     return stored
+
+
+def node_source(engine: Engine) -> Source:
+    """The node's own source, registered the first time it is needed."""
+    found = get_source(engine, NODE_SOURCE)
+    if found is not None:
+        return found
+    try:
+        return add_source(engine, Source(NODE_SOURCE, "NODE", "this node's operator (sharedcare load)", ("fhir",)))
+    except SourceExists:
+        again = get_source(engine, NODE_SOURCE)
+        assert again is not None
+        return again
+
+
+def source_for_client(engine: Engine, client_id: str) -> Source | None:
+    """The source whose FHIR pushes use this SMART system client."""
+    with engine.connect() as conn:
+        row = conn.execute(select(feed_source).where(feed_source.c.client_id == client_id)).first()
+    return _source(row) if row is not None else None
 
 
 def get_source(engine: Engine, source_id: str) -> Source | None:
@@ -296,3 +319,42 @@ def oldest_pending(engine: Engine) -> str | None:
     with engine.connect() as conn:
         oldest: str | None = conn.execute(select(func.min(_M.c.received)).where(_M.c.status == PENDING)).scalar_one()
     return oldest
+
+
+def store_dead(conn: Connection, items: list[tuple[Incoming, str]], at: datetime | None = None) -> None:
+    """Inside a processing transaction: keep messages split off a larger one (a bulk import's line that
+    cannot be written) as dead letters with our reason, so they are listed and can be replayed. One
+    already kept (the same source and key) is left as it is."""
+    stamp = now(at)
+    for item, reason in items:
+        dialects.insert_new(conn, inbox_message, {
+            "source_id": item.source_id, "message_key": item.message_key, "kind": item.kind, "received": stamp,
+            "payload": item.payload, "digest": item.digest or hashlib.sha256(item.payload).hexdigest(),
+            "patient_key": item.patient_key, "event_time": item.event_time, "status": DEAD, "attempts": 1,
+            "error": reason, "processed": stamp, "ack_code": None}, inbox_message.c.seq)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One message of a group (a bulk import's chunks and split-off lines), without its payload."""
+
+    seq: int
+    source_id: str
+    message_key: str
+    status: str
+    error: str | None
+    outcome: str | None
+    received: str
+    processed: str | None
+
+
+def parts(engine: Engine, prefix: str, source_id: str | None = None) -> list[Part]:
+    """The messages whose keys start with `prefix` (of one source, or of any), in key order."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    stmt = (select(_M.c.seq, _M.c.source_id, _M.c.message_key, _M.c.status, _M.c.error, _M.c.outcome,
+                   _M.c.received, _M.c.processed)
+            .where(_M.c.message_key >= prefix, _M.c.message_key < upper).order_by(_M.c.message_key))
+    if source_id is not None:
+        stmt = stmt.where(_M.c.source_id == source_id)
+    with engine.connect() as conn:
+        return [Part(**dict(r._mapping)) for r in conn.execute(stmt)]

@@ -759,6 +759,18 @@ class Unit:
         row = _SOURCE_ORG.execute(self.conn, {"t": res_type, "i": res_id}).first()
         return (row.source_org,) if row is not None else None
 
+    def source_orgs(self, res_type: str, ids: list[str]) -> dict[str, str | None]:
+        """Which of `ids` are stored as `res_type` (deleted or not), with their source organisations,
+        whoever may see them: a bulk load's one lookup for many resources, so that those not stored
+        yet are inserted together."""
+        self.flush()
+        out: dict[str, str | None] = {}
+        for start in range(0, len(ids), 500):
+            rows = self.conn.execute(select(resource.c.res_id, resource.c.source_org).where(
+                resource.c.res_type == res_type, resource.c.res_id.in_(ids[start:start + 500])))
+            out.update((r.res_id, r.source_org) for r in rows)
+        return out
+
     def _check_visible(self, res_type: str, res_id: str, patients: tuple[str, ...]) -> None:
         """A write may not leave the writer's own view (e.g. move a record to a patient they may not
         see): checked on the written version, inside the transaction, so a refusal rolls it back.
