@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sharedcare.errors import ConfigurationError, FhirError, SharedcareError
+from sharedcare.errors import ConfigurationError, SharedcareError
 from sharedcare.settings import get_settings
 
 app = typer.Typer(help="sharedcare: joined-up health and care records over one FHIR R4 store.",
@@ -30,6 +30,7 @@ console = Console(stderr=True)
 def _ingestion_commands() -> None:
     from sharedcare.ingest import commands
 
+    commands.sources_app.add_typer(commands.conceptmap_app, name="conceptmap")
     app.add_typer(commands.sources_app, name="sources")
     app.add_typer(commands.inbox_app, name="inbox")
     app.command()(commands.mllp)
@@ -106,52 +107,40 @@ def db_relabel() -> None:
 @app.command()
 def load(
     files: Annotated[list[Path], typer.Argument(help="Transaction/batch bundles (.json) or NDJSON files.")],
+    source: Annotated[str | None, typer.Option(
+        help="The registered source the files come from (by default the node itself, with no source "
+             "organisation).")] = None,
     defer_linking: Annotated[bool, typer.Option(
         help="Do not link Patients in the patient index as they load (a bulk first load); they are not found by "
              "$match or Person until `sharedcare mpi rebuild` links them, which this runs at the end.")] = False,
 ) -> None:
-    """Load FHIR data: each bundle as one transaction; NDJSON resources one by one (create or update)."""
-    from sharedcare.access.context import system_caller
+    """Load FHIR data through the inbox, as a feed's messages are: each bundle as one transaction, each
+    NDJSON file as a bulk load (created, or updated when a line has an id). A file already loaded is not
+    loaded again; what cannot be written is kept as a dead letter (`sharedcare inbox list`)."""
     from sharedcare.app import open_services, warm_up
-    from sharedcare.fhir import interactions, jsonio
-    from sharedcare.fhir.bundles import BundleProcessor
+    from sharedcare.ingest.inbox import Inbox
+    from sharedcare.ingest.load import Loaded, load_files
+    from sharedcare.storage import inbox_store
 
     settings = get_settings()
     svc = open_services(settings)
     svc.repo.link_patients = not defer_linking
     warm_up(settings)
-    caller = system_caller(settings.node_id)
-    processor = BundleProcessor(svc.repo, settings.base_url, settings.max_bundle_entries, settings.max_page_size,
-                                lambda unit, entry: (400, None))
-    failures = 0
-    loaded = 0
+    results: list[Loaded] = []
     try:
+        chosen = inbox_store.get_source(svc.engine, source) if source is not None else None
+        if source is not None and (chosen is None or not chosen.active or "fhir" not in chosen.feeds):
+            console.print("[red]no active source with that id is registered to send FHIR[/red]")
+            raise typer.Exit(2)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
             task = progress.add_task("loading", total=len(files))
-            for path in files:
-                progress.update(task, description=path.name)
-                try:
-                    if path.suffix == ".ndjson":
-                        for _n, line in enumerate(path.read_bytes().splitlines(), 1):
-                            if not line.strip():
-                                continue
-                            res = jsonio.loads(line)
-                            with svc.repo.unit(caller, "create") as unit:
-                                if isinstance(res, dict) and "id" in res:
-                                    interactions.update(unit, str(res.get("resourceType")), str(res["id"]), res,
-                                                        if_match=None)
-                                else:
-                                    interactions.create(unit, str(res.get("resourceType")), res)
-                            loaded += 1
-                    else:
-                        bundle = jsonio.loads(path.read_bytes())
-                        result = processor.process(caller, bundle)
-                        loaded += len(result.get("entry", []))
-                except FhirError as exc:
-                    failures += 1
-                    console.print(f"[red]{path.name}: {exc}[/red]")
+
+            def done(result: Loaded) -> None:
+                for why in result.failures:
+                    console.print(f"{result.name}: {why}", style="red", markup=False, soft_wrap=True)
                 progress.advance(task)
+            results = load_files(Inbox(svc.repo, settings), files, chosen, done)
         if defer_linking:
             from sharedcare.storage import mpi_store
 
@@ -160,8 +149,11 @@ def load(
     finally:
         svc.committer.close()
         svc.engine.dispose()
-    console.print(f"loaded {loaded} resources from {len(files) - failures} of {len(files)} files")
-    if failures:
+    failed = sum(bool(r.failures) for r in results)
+    already = sum(r.already for r in results)
+    console.print(f"loaded {sum(r.written for r in results)} resources from {len(files) - failed} of {len(files)} "
+                  f"files" + (f" ({already} parts loaded before, not again)" if already else ""))
+    if failed:
         raise typer.Exit(1)
 
 

@@ -51,7 +51,32 @@ def test_load_a_transaction_bundle_and_ndjson(env: Path, tmp_path: Path) -> None
     result = runner.invoke(app, ["load", str(bundle), str(nd)])
     assert result.exit_code == 0, result.output
     assert "loaded 3 resources from 2 of 2 files" in result.output
-    assert count(env) == 3
+    assert count(env) == 3 + 2  # and one Provenance per message: the bundle, and the NDJSON file's one part
+    again = runner.invoke(app, ["load", str(bundle), str(nd)])
+    assert again.exit_code == 0, again.output
+    assert "loaded 0 resources from 2 of 2 files (2 parts loaded before, not again)" in again.output
+    assert count(env) == 5
+
+
+def test_load_goes_through_the_inbox_and_can_name_the_source(env: Path, tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    assert runner.invoke(app, ["sources", "add", "E85001", "--ods", "E85001", "--name", "Practice",
+                               "--feeds", "fhir"]).exit_code == 0
+    nd = tmp_path / "gp.ndjson"
+    nd.write_text('{"resourceType":"Patient","id":"g1","gender":"male"}\n')
+    result = runner.invoke(app, ["load", "--source", "E85001", str(nd)])
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(env) as conn:
+        data = conn.execute("SELECT data FROM resource WHERE res_type = 'Patient'").fetchone()[0]
+        inbox = conn.execute("SELECT source_id, kind, status FROM inbox_message").fetchall()
+    assert inbox == [("E85001", "ndjson", "done")]
+    from sharedcare.storage import codec
+
+    assert json.loads(codec.decode(data))["meta"]["source"].endswith("E85001")
+    unknown = runner.invoke(app, ["load", "--source", "nobody", str(nd)])
+    assert unknown.exit_code == 2
 
 
 def test_load_reports_a_bad_file_and_keeps_the_good_ones(env: Path, tmp_path: Path) -> None:
@@ -64,7 +89,8 @@ def test_load_reports_a_bad_file_and_keeps_the_good_ones(env: Path, tmp_path: Pa
     assert result.exit_code == 1
     assert "bad.json" in result.output
     assert "nonsense" not in result.output  # no record content in messages
-    assert count(env) == 1
+    assert count(env) == 1 + 1  # the good file's Patient and its Provenance
+    assert count(env, "inbox_message") == 2  # the bad bundle kept, as a dead letter
 
 
 def test_db_upgrade_creates_the_schema(env: Path) -> None:
