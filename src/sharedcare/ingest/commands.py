@@ -23,6 +23,8 @@ from sharedcare.storage import inbox_store
 console = Console(stderr=True)
 sources_app = typer.Typer(help="The source registry: who may send data, and how they prove it.", no_args_is_help=True)
 inbox_app = typer.Typer(help="The inbox: inbound messages, dead letters and replays.", no_args_is_help=True)
+conceptmap_app = typer.Typer(help="A source's ConceptMaps: its local codes translated to standard ones.",
+                             no_args_is_help=True)
 
 
 def _fail(text: str, code: int = 2) -> typer.Exit:
@@ -150,6 +152,79 @@ def sources_disable(source_id: Annotated[str, typer.Argument(help="The source to
 def sources_enable(source_id: Annotated[str, typer.Argument(help="The source to enable.")]) -> None:
     """Enable a source, or approve one registered on first contact (status review)."""
     _set_status(source_id, "active")
+
+
+@conceptmap_app.command("add")
+def conceptmap_add(
+    source_id: Annotated[str, typer.Argument(help="The source whose local codes the map translates.")],
+    file: Annotated[Path, typer.Argument(help="A FHIR R4 ConceptMap (JSON) with a url.")],
+) -> None:
+    """Keep a ConceptMap for a source: checked against R4, its useContext naming the source, the source's
+    local code systems extended by its group sources. A file with the url of a map the source has
+    replaces it (a new version); the next message processed uses it."""
+    from sharedcare.app import open_services
+    from sharedcare.errors import FhirError
+    from sharedcare.fhir import jsonio
+    from sharedcare.ingest import concept_maps
+
+    try:
+        doc = jsonio.loads(file.read_bytes())
+    except OSError:
+        raise _fail(f"the file {str(file)!r} cannot be read") from None
+    except (ValueError, FhirError):
+        raise _fail("the file is not JSON") from None
+    svc = open_services(get_settings())
+    try:
+        source = inbox_store.get_source(svc.engine, source_id)
+        if source is None:
+            raise _fail("no source has that id; nothing was changed", 1)
+        added = concept_maps.add(svc.repo, source, doc)
+    except concept_maps.InvalidConceptMap as exc:
+        raise _fail(f"{exc}; nothing was changed") from None
+    except FhirError as exc:
+        raise _fail("the ConceptMap was not stored: " + "; ".join(i.diagnostics for i in exc.issues)) from None
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
+    stored = added.stored
+    console.print(f"ConceptMap/{stored.res_id} version {stored.version_id} "
+                  f"{'stored' if added.created else 'replaced'} for source {source_id}")
+    for system in added.new_systems:
+        console.print(f"added the local code system {system} to source {source_id}", markup=False)
+    if doc.get("status") != "active":
+        console.print("the map is not active: it is kept but not applied until a version with status active is added")
+
+
+@conceptmap_app.command("list")
+def conceptmap_list(
+    source_id: Annotated[str, typer.Argument(help="The source whose ConceptMaps to list.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """List the ConceptMaps that name a source, and whether each is applied to its messages."""
+    import dataclasses
+
+    from sharedcare.app import open_services
+    from sharedcare.ingest import concept_maps
+
+    svc = open_services(get_settings())
+    try:
+        source = inbox_store.get_source(svc.engine, source_id)
+        if source is None:
+            raise _fail("no source has that id", 1)
+        rows = concept_maps.listed(svc.repo, source)
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in rows]))
+        return
+    if not rows:
+        console.print(f"source {source_id} has no ConceptMaps")
+    for r in rows:
+        groups = ", ".join(f"{src} -> {tgt} ({n} codes)" for src, tgt, n in r.groups)
+        typer.echo(f"ConceptMap/{r.res_id}  version {r.version_id}  {r.url}{'|' + r.version if r.version else ''}  "
+                   f"{r.status}  {'applied' if r.applied else 'not applied'}  "
+                   f"written by {r.written_by or 'the node'}  {groups}")
 
 
 def _message_json(m: inbox_store.Message, *, payload: bool = False) -> dict[str, Any]:

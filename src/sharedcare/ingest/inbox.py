@@ -246,15 +246,20 @@ class Inbox:
 
     def _mapped(self, m: inbox_store.Message, source: inbox_store.Source) -> mapping.Mapped:
         """What a stored message says, as a transaction to apply (mapped now, so a fixed mapping
-        applies to a replayed dead letter)."""
+        applies to a replayed dead letter), its local codes translated by the source's ConceptMaps as
+        they are now (ingest/concept_maps.py)."""
+        from sharedcare.ingest import concept_maps
+
         ctx = mapping.Context(source.source_id, source.ods, source.name)
         if m.kind == "hl7v2":
-            return mapping.map_message(parse(decode(m.payload)), ctx)
-        if m.kind == "fhir":
-            return fhir_feed.as_transaction(m.payload)
-        if m.kind == "csv":
-            return csv_feed.map_stored(m.payload, source, ctx)
-        raise ParseError(f"the inbox holds a message of an unknown kind ({m.kind})", APPLICATION_INTERNAL_ERROR)
+            mapped = mapping.map_message(parse(decode(m.payload)), ctx)
+        elif m.kind == "fhir":
+            mapped = fhir_feed.as_transaction(m.payload)
+        elif m.kind == "csv":
+            mapped = csv_feed.map_stored(m.payload, source, ctx)
+        else:
+            raise ParseError(f"the inbox holds a message of an unknown kind ({m.kind})", APPLICATION_INTERNAL_ERROR)
+        return concept_maps.translate_for(self.repo, source, mapped)
 
     # -- receiving other feeds -------------------------------------------------------------------
     def receive_items(self, items: list[inbox_store.Incoming]) -> list[inbox_store.Received]:
