@@ -36,6 +36,7 @@ def _ingestion_commands() -> None:
     app.add_typer(commands.inbox_app, name="inbox")
     app.command()(commands.mllp)
     app.command()(commands.ingest)
+    app.command()(commands.watch)
 
 
 _ingestion_commands()

@@ -161,6 +161,16 @@ class Settings(BaseSettings):
         default=8 * 1024 * 1024, ge=1024,
         description="Largest HL7 v2 message accepted over MLLP; a connection sending a larger frame is closed.",
     )
+    drop_dir: Path | None = Field(
+        default=None,
+        description="The drop folder for file feeds: <dir>/<source-id>/ is one registered source's folder, "
+        "watched by `sharedcare watch` and by `sharedcare serve` (unset: none watched).",
+    )
+    drop_poll_seconds: float = Field(
+        default=2.0, gt=0,
+        description="How often the drop folder is scanned; a file is taken once two scans in a row find it "
+        "the same size and modification time.",
+    )
 
     # Sign-in through external OpenID Connect identity providers (access/oidc.py): `staff` like NHS CIS2,
     # `patient` like NHS login. A provider is offered only when its issuer and client id are both set.

@@ -10,22 +10,28 @@ import signal
 import sys
 from typing import Any
 
+from sharedcare.ingest.inbox import Inbox
 from sharedcare.storage import inbox_store
 
 POINT = os.environ.get("CRASH_AT", "")
-_real = inbox_store.receive
+_real_receive = inbox_store.receive_on
+_real_stored = Inbox._stored
 
 
-def _receive(*args: Any, **kwargs: Any) -> Any:
-    if POINT == "before-store":
+def _receive_on(*args: Any, **kwargs: Any) -> Any:
+    if POINT == "before-store":  # inside the commit that would store it: nothing is stored
         os.kill(os.getpid(), signal.SIGKILL)
-    out = _real(*args, **kwargs)
-    if POINT == "after-store":
+    return _real_receive(*args, **kwargs)
+
+
+def _stored(self: Inbox, *args: Any, **kwargs: Any) -> Any:
+    if POINT == "after-store":  # committed, the acknowledgement not yet sent
         os.kill(os.getpid(), signal.SIGKILL)
-    return out
+    return _real_stored(self, *args, **kwargs)
 
 
-inbox_store.receive = _receive  # type: ignore[assignment]
+inbox_store.receive_on = _receive_on  # type: ignore[assignment]
+Inbox._stored = _stored  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     from sharedcare.cli import main

@@ -2,7 +2,8 @@
 messages and batch files (FHS/BHS ... BTS/FTS), each message through the same checks and the same inbox
 as one received over MLLP except the transport (the operator is trusted with the file), its MSH-4
 naming a registered source; FHIR Bundles and NDJSON (ingest/fhir_feed.py) and CSV extracts
-(ingest/csv_feed.py), from the source the operator names."""
+(ingest/csv_feed.py), from the source the operator names. The drop folder (ingest/dropfolder.py) puts
+each file in through `ingest_file`, bound to the source whose folder it is in."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Report:
     done: int = 0
     dead: int = 0
     pending: int = 0
+    unavailable: int = 0  # HL7 v2 messages not stored because the store could not be reached (send again)
     problems: list[str] = field(default_factory=list)
 
 
@@ -41,29 +43,7 @@ def ingest_files(inbox: Inbox, files: list[Path], *, process: bool = True, sourc
         report.problems.append("no source has that id")
         return report
     for path in files:
-        suffix = path.suffix.lower()
-        if suffix in (".json", ".ndjson", ".csv"):
-            _ingest_feed_file(inbox, path, source, report)
-            continue
-        try:
-            batch = split_batch(decode(path.read_bytes()))
-        except OSError:
-            report.unreadable += 1
-            report.problems.append(f"{path.name}: cannot be read")
-            continue
-        except ParseError as exc:
-            report.unreadable += 1
-            report.problems.append(f"{path.name}: not an HL7 v2 file or batch ({exc.reason})")
-            continue
-        for n, text in enumerate(batch.messages, 1):
-            receipt = inbox.receive(text.encode("utf-8"), OPERATOR)
-            if receipt.outcome == ack.ACCEPT:
-                report.duplicates += receipt.duplicate
-                report.stored += not receipt.duplicate
-            else:
-                report.refused += 1
-                why = receipt.error.reason if receipt.error is not None else "refused"
-                report.problems.append(f"{path.name}, message {n}: {why}")
+        ingest_file(inbox, path, source, report)
     if process:
         for outcome in inbox.drain():
             if outcome.status == "done":
@@ -72,6 +52,38 @@ def ingest_files(inbox: Inbox, files: list[Path], *, process: bool = True, sourc
                 report.dead += 1
         report.pending = inbox_store.counts(inbox.engine).get(inbox_store.PENDING, 0)
     return report
+
+
+def ingest_file(inbox: Inbox, path: Path, source: inbox_store.Source | None, report: Report, *,
+                peer: sources.Peer = OPERATOR) -> None:
+    """Put one file into the inbox, counting into `report`: FHIR and CSV as `source` sent them, HL7 v2
+    as `peer` may send (the operator: the source each message's MSH-4 names; a drop folder: its own
+    source only). Raises Unavailable when FHIR or CSV items cannot be stored; an HL7 v2 message that
+    cannot be is counted in `report.unavailable` (and refused)."""
+    suffix = path.suffix.lower()
+    if suffix in (".json", ".ndjson", ".csv"):
+        _ingest_feed_file(inbox, path, source, report)
+        return
+    try:
+        batch = split_batch(decode(path.read_bytes()))
+    except OSError:
+        report.unreadable += 1
+        report.problems.append(f"{path.name}: cannot be read")
+        return
+    except ParseError as exc:
+        report.unreadable += 1
+        report.problems.append(f"{path.name}: not an HL7 v2 file or batch ({exc.reason})")
+        return
+    for n, text in enumerate(batch.messages, 1):
+        receipt = inbox.receive(text.encode("utf-8"), peer)
+        if receipt.outcome == ack.ACCEPT:
+            report.duplicates += receipt.duplicate
+            report.stored += not receipt.duplicate
+        else:
+            report.refused += 1
+            report.unavailable += receipt.outcome == ack.ERROR
+            why = receipt.error.reason if receipt.error is not None else "refused"
+            report.problems.append(f"{path.name}, message {n}: {why}")
 
 
 def _ingest_feed_file(inbox: Inbox, path: Path, source: inbox_store.Source | None, report: Report) -> None:

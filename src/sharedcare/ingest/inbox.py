@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from sharedcare.access.audit import AuditRecord
 from sharedcare.access.context import system_caller
 from sharedcare.errors import ServiceUnavailable
 from sharedcare.fhir.bundles import BundleProcessor
@@ -51,6 +53,7 @@ from sharedcare.ingest.hl7v2.message import (
 )
 from sharedcare.settings import Settings
 from sharedcare.storage import inbox_store
+from sharedcare.storage.committer import Job
 from sharedcare.storage.repository import Repository
 from sharedcare.storage.tables import INBOX_KEY
 
@@ -92,6 +95,9 @@ class Inbox:
         self.processor = BundleProcessor(repo, settings.base_url, settings.max_bundle_entries, settings.max_page_size,
                                          lambda unit, entry: (400, None))
         self.wake = threading.Event()
+        # Sources by (ODS, application), looked up at most once a second: a message's check needs no
+        # database round trip, and a change of registration takes effect within a second.
+        self._found: dict[tuple[str, str | None], tuple[float, inbox_store.Source | None]] = {}
 
     # -- receiving -------------------------------------------------------------------------------
     def receive_hl7(self, payload: bytes, peer: sources.Peer) -> str | None:
@@ -100,32 +106,71 @@ class Inbox:
 
     def receive(self, payload: bytes, peer: sources.Peer) -> Receipt:
         """Check and store one HL7 v2 message; what was decided, with the acknowledgement to send."""
+        admitted = self._admit(payload, peer)
+        if isinstance(admitted, Receipt):
+            return admitted
+        msg, item = admitted
+        try:
+            received = inbox_store.receive(self.engine, [item], ack_code=ack.code(msg, ack.ACCEPT))[0]
+        except (DBAPIError, ServiceUnavailable) as exc:
+            return self._not_stored(msg, exc)
+        return self._stored(msg, received)
+
+    async def receive_async(self, payload: bytes, peer: sources.Peer) -> Receipt:
+        """`receive` for the MLLP listener: the message is committed in the store's next group commit
+        (storage/committer.py) with those arriving on other connections meanwhile, one flush to disk
+        for all of them, and acknowledged once that commit is done."""
+        admitted = self._admit(payload, peer)
+        if isinstance(admitted, Receipt):
+            return admitted
+        msg, item = admitted
+        code = ack.code(msg, ack.ACCEPT)
+
+        def store(conn: Connection) -> tuple[inbox_store.Received, list[AuditRecord]]:
+            return inbox_store.receive_on(conn, [item], ack_code=code)[0], []
+        try:
+            received: inbox_store.Received = await self.repo.committer.submit_async(Job(run=store))
+        except Exception as exc:  # not stored, whatever the reason: the sender is told to send it again
+            return self._not_stored(msg, exc)
+        return self._stored(msg, received)
+
+    def _find_source(self, engine: Engine, ods: str, system: str | None) -> inbox_store.Source | None:
+        key = (ods.upper(), system.upper() if system else None)
+        hit = self._found.get(key)
+        if hit is not None and time.monotonic() - hit[0] < 1.0:
+            return hit[1]
+        found = inbox_store.find_source(engine, ods, system)
+        self._found[key] = (time.monotonic(), found)
+        return found
+
+    def _admit(self, payload: bytes, peer: sources.Peer) -> Receipt | tuple[Message, inbox_store.Incoming]:
+        """Read and check a message and its sender: the refusal to send, or the message to store."""
         try:
             msg = parse(decode(payload))
         except ParseError as exc:
             return Receipt(ack.REJECT, ack.ack(None, ack.REJECT, exc), exc)
         try:
-            return self._receive(msg, payload, peer)
-        except (DBAPIError, ServiceUnavailable) as exc:
-            log.error("inbox: a message could not be stored (%s); the sender was told to send it again",
-                      type(exc).__name__)
-            return self._receipt(msg, ack.ERROR, ParseError("the message could not be stored: send it again",
-                                                            APPLICATION_INTERNAL_ERROR))
-
-    def _receive(self, msg: Message, payload: bytes, peer: sources.Peer) -> Receipt:
-        try:
             self._check_header(msg)
             source = sources.identify(self.engine, msg.sending_facility, msg.sending_application or None, "hl7v2", peer,
                                       allow_plain_loopback=self.settings.mllp_allow_plain_loopback,
-                                      auto_register=self.settings.auto_register_sources)
+                                      auto_register=self.settings.auto_register_sources, find=self._find_source)
         except ParseError as exc:
             return self._receipt(msg, ack.REJECT, exc)
         except sources.Refused as exc:
             return self._receipt(msg, ack.REJECT, ParseError(exc.reason, UNKNOWN_KEY_IDENTIFIER, segment="MSH",
                                                              position=1, field_no=4))
-        item = inbox_store.Incoming(source.source_id, msg.control_id, "hl7v2", payload, *_order_keys(msg, source),
-                                    digest=digest(msg))
-        received = inbox_store.receive(self.engine, [item], ack_code=ack.code(msg, ack.ACCEPT))[0]
+        except (DBAPIError, ServiceUnavailable) as exc:
+            return self._not_stored(msg, exc)
+        return msg, inbox_store.Incoming(source.source_id, msg.control_id, "hl7v2", payload,
+                                         *_order_keys(msg, source), digest=digest(msg))
+
+    def _not_stored(self, msg: Message, exc: BaseException) -> Receipt:
+        log.error("inbox: a message could not be stored (%s); the sender was told to send it again",
+                  type(exc).__name__)
+        return self._receipt(msg, ack.ERROR, ParseError("the message could not be stored: send it again",
+                                                        APPLICATION_INTERNAL_ERROR))
+
+    def _stored(self, msg: Message, received: inbox_store.Received) -> Receipt:
         self.wake.set()
         if received.conflict:  # never drop a message silently because its sender reused a control id
             return self._receipt(msg, ack.REJECT, ParseError(

@@ -38,7 +38,7 @@ def tls_for(settings: Settings, host: str) -> ssl.SSLContext | None:
 def handler(inbox: Inbox) -> mllp.Handler:
     async def handle(payload: bytes, peer: sources.Peer) -> str | None:
         try:
-            return await asyncio.to_thread(inbox.receive_hl7, payload, peer)
+            return (await inbox.receive_async(payload, peer)).ack
         except Exception as exc:  # whatever went wrong, the sender is told to send it again: nothing was stored
             log.error("mllp: a message could not be received (%s)", type(exc).__name__)
             return ack.ack(None, ack.ERROR, ParseError("the message could not be received: send it again",
@@ -47,17 +47,19 @@ def handler(inbox: Inbox) -> mllp.Handler:
 
 
 async def run(inbox: Inbox, settings: Settings, host: str, port: int, stop: asyncio.Event,
-              started: asyncio.Future[int] | None = None) -> None:
-    """Listen and process until `stop` is set; `started` gets the port once listening."""
+              started: asyncio.Future[int] | None = None, *, worker: bool = True) -> None:
+    """Listen, and process unless `worker` is False, until `stop` is set; `started` gets the port once
+    listening."""
     tls = tls_for(settings, host)
     listener = mllp.Listener(handler(inbox), max_bytes=settings.max_mllp_message_bytes)
     bound = await listener.start(host, port, tls)
     log.info("mllp: listening on %s:%d (%s)", host, bound, "TLS" if tls else "plain, loopback only")
     if started is not None:
         started.set_result(bound)
-    worker = asyncio.create_task(inbox.run(stop))
+    processing = asyncio.create_task(inbox.run(stop)) if worker else None
     try:
         await stop.wait()
     finally:
         await listener.close()
-        await worker
+        if processing is not None:
+            await processing

@@ -13,6 +13,7 @@ about the patients it sends.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -78,10 +79,12 @@ class Peer:
     loopback: bool
     cert_sha256: str | None
     trusted: bool = False  # files put in by the node's operator (`sharedcare ingest`): no transport to check
+    source_id: str | None = None  # the one source it may speak for (a drop folder's): any other is refused
 
 
 def identify(engine: Engine, ods: str, system: str | None, feed: str, peer: Peer, *,
-             allow_plain_loopback: bool, auto_register: bool) -> Source:
+             allow_plain_loopback: bool, auto_register: bool,
+             find: Callable[[Engine, str, str | None], Source | None] = inbox_store.find_source) -> Source:
     """The registered source a message from `peer` says it comes from (MSH-4 `ods`, MSH-3 `system`),
     if the peer may speak for it; else Refused.
 
@@ -92,7 +95,9 @@ def identify(engine: Engine, ods: str, system: str | None, feed: str, peer: Peer
         raise Refused("a feed must connect over TLS with its client certificate")
     if not ods:
         raise Refused("MSH-4 names no sending facility")
-    source = inbox_store.find_source(engine, ods, system)
+    source = find(engine, ods, system)
+    if peer.source_id is not None and (source is None or source.source_id != peer.source_id):
+        raise Refused("MSH-4 (and MSH-3) name a source other than the one whose folder the file is in")
     if source is None:
         if not auto_register or not _ODS.fullmatch(ods.upper()):
             raise Refused("the sending facility is not a registered source")

@@ -210,28 +210,35 @@ def _message(row: Any) -> Message:
 
 
 def receive(engine: Engine, items: list[Incoming], *, ack_code: str, at: datetime | None = None) -> list[Received]:
-    """Store the messages in one transaction (committed when this returns): each new one as pending,
-    each already stored (the same source and key) left as it is and reported as a duplicate with the
-    acknowledgement it was given, or as a conflict when the stored one says something else."""
+    """Store the messages in one transaction (committed when this returns): see `receive_on`."""
+    with dialects.writer(engine), engine.begin() as conn:
+        return receive_on(conn, items, ack_code=ack_code, at=at)
+
+
+def receive_on(conn: Connection, items: list[Incoming], *, ack_code: str, at: datetime | None = None) -> list[Received]:
+    """Inside a transaction: store each new message as pending, leave each already stored (the same
+    source and key) as it is and report it as a duplicate with the acknowledgement it was given, or as
+    a conflict when the stored one says something else."""
     stamp = now(at)
     out: list[Received] = []
-    with dialects.writer(engine), engine.begin() as conn:
-        for item in items:
-            item_digest = item.digest or hashlib.sha256(item.payload).hexdigest()
-            inserted = dialects.insert_new(conn, inbox_message, {
-                "source_id": item.source_id, "message_key": item.message_key, "kind": item.kind,
-                "received": stamp, "payload": item.payload, "digest": item_digest, "patient_key": item.patient_key,
-                "event_time": item.event_time, "status": PENDING, "attempts": 0, "ack_code": ack_code},
-                inbox_message.c.seq)
-            row = conn.execute(select(inbox_message.c.seq, inbox_message.c.ack_code, inbox_message.c.digest).where(
-                inbox_message.c.source_id == item.source_id,
-                inbox_message.c.message_key == item.message_key)).one()
-            duplicate = inserted is None
-            out.append(Received(row.seq, duplicate, row.ack_code, duplicate and row.digest != item_digest))
-        sources_seen = {i.source_id for i in items}
-        if sources_seen:
-            conn.execute(update(feed_source).where(feed_source.c.source_id.in_(sorted(sources_seen)))
-                         .values(last_received=stamp))
+    for item in items:
+        item_digest = item.digest or hashlib.sha256(item.payload).hexdigest()
+        inserted = dialects.insert_new(conn, inbox_message, {
+            "source_id": item.source_id, "message_key": item.message_key, "kind": item.kind,
+            "received": stamp, "payload": item.payload, "digest": item_digest, "patient_key": item.patient_key,
+            "event_time": item.event_time, "status": PENDING, "attempts": 0, "ack_code": ack_code},
+            inbox_message.c.seq)
+        if inserted is not None:
+            out.append(Received(int(inserted), False, ack_code))
+            continue
+        row = conn.execute(select(inbox_message.c.seq, inbox_message.c.ack_code, inbox_message.c.digest).where(
+            inbox_message.c.source_id == item.source_id,
+            inbox_message.c.message_key == item.message_key)).one()
+        out.append(Received(row.seq, True, row.ack_code, row.digest != item_digest))
+    sources_seen = {i.source_id for i in items}
+    if sources_seen:
+        conn.execute(update(feed_source).where(feed_source.c.source_id.in_(sorted(sources_seen)))
+                     .values(last_received=stamp))
     return out
 
 
@@ -350,11 +357,11 @@ class Part:
 
 def parts(engine: Engine, prefix: str, source_id: str | None = None) -> list[Part]:
     """The messages whose keys start with `prefix` (of one source, or of any), in key order."""
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     stmt = (select(_M.c.seq, _M.c.source_id, _M.c.message_key, _M.c.status, _M.c.error, _M.c.outcome,
                    _M.c.received, _M.c.processed)
-            .where(_M.c.message_key >= prefix, _M.c.message_key < upper).order_by(_M.c.message_key))
+            .where(_M.c.message_key.startswith(prefix, autoescape=True)).order_by(_M.c.message_key))
     if source_id is not None:
         stmt = stmt.where(_M.c.source_id == source_id)
     with engine.connect() as conn:
+        stmt = stmt.where(*dialects.prefix_bounds(_M.c.message_key, prefix, conn))
         return [Part(**dict(r._mapping)) for r in conn.execute(stmt)]
