@@ -61,7 +61,7 @@ log = logging.getLogger("sharedcare.inbox")
 
 VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9")
 PROCESSING_IDS = ("P",)  # production only: training (T) and debugging (D) messages never reach a record
-GROUP = 25  # most messages of one source processed in one transaction (each in a savepoint of its own)
+GROUP = 25  # most messages processed in one transaction (each in a savepoint of its own, as its source)
 GROUP_SECONDS = 0.05  # and no more than this long a transaction, once it has done one
 
 
@@ -205,9 +205,9 @@ class Inbox:
     def process_due(self, limit: int = 100) -> list[Outcome]:
         """Process the messages whose time has come; raises Unavailable when the store is unreachable.
 
-        One source's messages are processed together, up to `GROUP` in one transaction, each in a
-        savepoint of its own: a message that fails rolls back alone and is marked failed after the
-        others commit."""
+        Up to `GROUP` messages, of any sources, are processed in one transaction, each in a savepoint
+        of its own and written as its own source: a message that fails rolls back alone and is
+        marked failed after the others commit."""
         try:
             due = inbox_store.due(self.engine, limit)
         except DBAPIError as exc:
@@ -221,53 +221,55 @@ class Inbox:
             seen.add(key)
             picked.append(m)
         out: list[Outcome] = []
-        by_source: dict[str, list[inbox_store.Message]] = {}
-        for m in picked:
-            by_source.setdefault(m.source_id, []).append(m)
-        for source_id, group in by_source.items():
-            while group:
-                done = self.process(group[:GROUP], source_id)
-                out += done
-                group = group[len(done):]
+        while picked:
+            done = self.process(picked[:GROUP])
+            out += done
+            picked = picked[len(done):]
         return out
 
-    def process(self, group: list[inbox_store.Message], source_id: str) -> list[Outcome]:
-        """Process one source's messages in one transaction (each in its own savepoint), from the first
-        until GROUP_SECONDS have passed: the outcomes of those it took, in order. The time bound keeps
-        the transaction short, since on SQLite it holds the one write lock that every acknowledgement
-        waits for."""
+    def process(self, group: list[inbox_store.Message]) -> list[Outcome]:
+        """Process messages in one transaction, each in its own savepoint and written as its own
+        source, from the first until GROUP_SECONDS have passed: the outcomes of those it took, in
+        order. The time bound keeps the transaction short, since on SQLite it holds the one write lock
+        that every acknowledgement waits for."""
         out: list[Outcome] = []
         failed: list[tuple[inbox_store.Message, BaseException]] = []
+        try:
+            found = {sid: inbox_store.get_source(self.engine, sid) for sid in {m.source_id for m in group}}
+        except DBAPIError as exc:
+            raise Unavailable(type(exc).__name__) from None
         deadline = time.monotonic() + GROUP_SECONDS
         try:
-            source = inbox_store.get_source(self.engine, source_id)
-            if source is None:
-                error = ParseError("the message's source is no longer registered", UNKNOWN_KEY_IDENTIFIER)
-                return [self._failed(m, error) for m in group]
-            node = source.source_id == inbox_store.NODE_SOURCE  # the operator's own loads write as the node
-            caller = system_caller(self.repo.node_id, organisation=None if node else source.ods)
-            with self.repo.savepoints(caller) as batch:
+            with self.repo.savepoints(system_caller(self.repo.node_id)) as batch:
                 for m in group:
                     if (out or failed) and time.monotonic() > deadline:
                         break
+                    source = found[m.source_id]
+                    if source is None:
+                        failed.append((m, ParseError("the message's source is no longer registered",
+                                                     UNKNOWN_KEY_IDENTIFIER)))
+                        continue
+                    # The operator's own loads write as the node; a source's messages as its organisation.
+                    ods = None if source.source_id == inbox_store.NODE_SOURCE else source.ods
+                    caller = system_caller(self.repo.node_id, organisation=ods)
                     try:
                         if m.kind == bulk_import.KIND:
-                            with batch.unit() as unit:
+                            with batch.unit(caller) as unit:
                                 if not inbox_store.claim(unit.conn, m.seq):
                                     out.append(Outcome(m.seq, "skipped"))
                                     continue
-                                result = bulk_import.apply_chunk(unit, m, ods=None if node else source.ods)
+                                result = bulk_import.apply_chunk(unit, m, ods=ods)
                                 inbox_store.mark_done(unit.conn, m.seq, json.dumps(result))
                             out.append(Outcome(m.seq, inbox_store.DONE))
                             continue
                         mapped = self._mapped(m, source)
-                        with batch.unit() as unit:
+                        with batch.unit(caller) as unit:
                             if m.patient_key is not None:
                                 unit.lock("inbox", m.source_id, m.patient_key)
                             if not inbox_store.claim(unit.conn, m.seq):
                                 out.append(Outcome(m.seq, "skipped"))
                                 continue
-                            outcome = apply.apply(unit, self.processor, mapped, ods=None if node else source.ods,
+                            outcome = apply.apply(unit, self.processor, mapped, ods=ods,
                                                   message_ref=apply.message_identifier(m.source_id, m.message_key),
                                                   activity="UPDATE")
                             inbox_store.mark_done(unit.conn, m.seq, json.dumps(outcome))

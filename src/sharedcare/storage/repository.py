@@ -604,10 +604,11 @@ class Savepoints:
         self.audits: list[AuditRecord] = []
 
     @contextmanager
-    def unit(self) -> Iterator[Unit]:
-        """A unit that commits with the others, or (on any exception, which is raised on) not at all."""
+    def unit(self, caller: Caller | None = None) -> Iterator[Unit]:
+        """A unit (acting as `caller`, by default the batch's) that commits with the others, or (on any
+        exception, which is raised on) not at all."""
         savepoint = self.conn.begin_nested()
-        unit = Unit(self.repo, self.conn, self.caller)
+        unit = Unit(self.repo, self.conn, caller or self.caller)
         try:
             yield unit
             unit.flush()
