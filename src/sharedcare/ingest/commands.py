@@ -1,5 +1,5 @@
-"""The ingestion commands: `sharedcare sources ...`, `sharedcare inbox ...`, `sharedcare mllp` and
-`sharedcare ingest` (registered on the app in cli.py)."""
+"""The ingestion commands: `sharedcare sources ...`, `sharedcare inbox ...`, `sharedcare mllp`,
+`sharedcare ingest` and `sharedcare watch` (registered on the app in cli.py)."""
 
 from __future__ import annotations
 
@@ -351,4 +351,56 @@ def ingest(
                   + (f"; processed: {report.done} done, {report.dead} dead letters, {report.pending} waiting"
                      if process else ""))
     if report.refused or report.dead or report.unreadable:
+        raise typer.Exit(1)
+
+
+def watch(
+    once: Annotated[bool, typer.Option(
+        "--once", help="Scan once, process the inbox, print a summary and exit (1 if a file failed).")] = False,
+    folder: Annotated[Path | None, typer.Option(
+        "--dir", help="The drop folder: <dir>/<source-id>/ (default SHAREDCARE_DROP_DIR).")] = None,
+) -> None:
+    """Watch the drop folder for file feeds: each complete file in a source's folder goes into the inbox
+    as that source sent it, then to done/ or failed/ (with its reasons)."""
+    from sharedcare import log_config
+    from sharedcare.app import open_services
+    from sharedcare.ingest import dropfolder
+    from sharedcare.ingest.inbox import Inbox
+
+    settings = get_settings()
+    log_config.configure(settings.log_level)
+    root = folder or settings.drop_dir
+    if root is None:
+        raise _fail("name the drop folder: --dir, or SHAREDCARE_DROP_DIR")
+    if not root.is_dir():
+        raise _fail(f"the drop folder {str(root)!r} is not a folder")
+    svc = open_services(settings)
+    try:
+        box = Inbox(svc.repo, settings)
+        if not once:
+            async def main() -> None:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await dropfolder.run(box, root, stop, poll_s=settings.drop_poll_seconds, worker=True)
+
+            console.print(f"watching {root} (Ctrl-C stops)", markup=False)
+            asyncio.run(main())
+            return
+        scan = dropfolder.once(box, root, settings.drop_poll_seconds)
+        processed = box.drain()
+        pending = inbox_store.counts(svc.engine).get(inbox_store.PENDING, 0)
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
+    report = scan.report
+    console.print(
+        f"{scan.taken} files taken ({scan.done} done, {scan.failed} failed), {scan.waiting} still changing, "
+        f"{scan.left} left to try again, {scan.folders_left_alone} folders left alone; {report.stored} messages "
+        f"stored ({report.duplicates} already received, {report.refused} refused); processed: "
+        f"{sum(o.status == inbox_store.DONE for o in processed)} done, "
+        f"{sum(o.status == inbox_store.DEAD for o in processed)} dead letters, {pending} waiting",
+        markup=False, soft_wrap=True)
+    if scan.failed:
         raise typer.Exit(1)
