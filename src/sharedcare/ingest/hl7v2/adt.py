@@ -1,5 +1,5 @@
-"""ADT (admission, discharge, transfer) to Patient, Encounter, Location and Condition, following HL7's
-v2-to-FHIR ADT_A01 map and NHS ADT conventions.
+"""ADT (admission, discharge, transfer) to Patient, Encounter, EpisodeOfCare, Location and Condition,
+following HL7's v2-to-FHIR ADT_A01 map and NHS ADT conventions.
 
 | trigger | meaning | what is written |
 |---|---|---|
@@ -19,6 +19,14 @@ v2-to-FHIR ADT_A01 map and NHS ADT conventions.
 DG1 segments are the encounter's diagnoses (Condition, category encounter-diagnosis). The encounter is
 found by its visit number (PV1-19); without one, by the patient and the admission time (PV1-44); with
 neither, the message describes no encounter and only the Patient is written.
+
+The episode of care: when PV1-50 (alternate visit id) carries the source's episode identifier (the
+hospital provider spell, or the referral or episode number of a community or mental health service), an
+EpisodeOfCare keyed by it, as the source's, is written with the encounter, and the Encounter refers to
+it (`episodeOfCare`). Its status follows the event (`EPISODE_STATUS`: A05 planned, A03 finished, A11
+cancelled, A13 active again, otherwise finished when PV1-45 gives a discharge time, else active), its
+period is the encounter's, its patient the PID patient, its managing organisation the source's (by
+ODS code) and its type the hospital service (PV1-10). Without PV1-50 no EpisodeOfCare is written.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ CLASS = {"E": ("EMER", "emergency"), "I": ("IMP", "inpatient encounter"), "O": (
 STATUS = {"A01": "in-progress", "A02": "in-progress", "A03": "finished", "A04": "in-progress", "A05": "planned",
           "A06": "in-progress", "A07": "in-progress", "A11": "cancelled", "A12": "in-progress",
           "A13": "in-progress"}
+# The trigger to EpisodeOfCare.status (an A08 says what PV1 says: finished once discharged, else active).
+EPISODE_STATUS = {"A01": "active", "A02": "active", "A03": "finished", "A04": "active", "A05": "planned",
+                  "A06": "active", "A07": "active", "A11": "cancelled", "A12": "active", "A13": "active"}
 
 
 @mapper("ADT", TRIGGERS)
@@ -117,8 +128,9 @@ def _encounter(msg: Message, pv1: Segment, ctx: Context, tx: Transaction, mapped
     if admission_type:
         encounter["type"] = [{"coding": [{"system": dt.hl7_table("0007"), "code": admission_type}]}]
     service = pv1[10].value
-    if service:
-        encounter["serviceType"] = {"coding": [{"system": dt.coding_system("", ctx.ods), "code": service}]}
+    service_type = {"coding": [{"system": dt.coding_system("", ctx.ods), "code": service}]} if service else None
+    if service_type:
+        encounter["serviceType"] = service_type
     period = {k: v for k, v in (("start", start), ("end", end)) if v}
     if period:
         encounter["period"] = period
@@ -164,6 +176,9 @@ def _encounter(msg: Message, pv1: Segment, ctx: Context, tx: Transaction, mapped
         reason = dt.codeable(pv2[3], ctx.ods)
         if reason:
             encounter["reasonCode"] = [reason]
+    episode_url = _episode(msg, pv1, ctx, tx, patient_url, period, service_type)
+    if episode_url:
+        encounter["episodeOfCare"] = [{"reference": episode_url}]
     encounter_url = tx.put(encounter, ident)  # the diagnoses are added to it below
     diagnoses = []
     for dg1 in msg.all("DG1"):
@@ -173,6 +188,34 @@ def _encounter(msg: Message, pv1: Segment, ctx: Context, tx: Transaction, mapped
                               **({"rank": int(dg1[1].value)} if dg1[1].value.isdigit() else {})})
     if diagnoses:
         encounter["diagnosis"] = diagnoses
+
+
+def episode_identifier(pv1: Segment, ctx: Context) -> dict[str, Any] | None:
+    """The identifier of the episode PV1-50 (alternate visit id) names, as visit numbers are keyed: the
+    CX's value under its `urn:oid:` system when it has one, else under the source's own episode
+    numbers (`LOCAL_ID_BASE/{ods}/episode`); None when PV1-50 is empty."""
+    episode, _ = dt.identifier(pv1[50], ctx.ods)
+    if episode is None:
+        return None
+    system = episode["system"] if episode["system"].startswith("urn:oid:") else f"{dt.LOCAL_ID_BASE}/{ctx.ods}/episode"
+    return {"system": system, "value": episode["value"]}
+
+
+def _episode(msg: Message, pv1: Segment, ctx: Context, tx: Transaction, patient_url: str, period: dict[str, str],
+             service_type: dict[str, Any] | None) -> str | None:
+    """The EpisodeOfCare PV1-50 names, written as the source's; its fullUrl, or None without PV1-50."""
+    ident = episode_identifier(pv1, ctx)
+    if ident is None:
+        return None
+    status = EPISODE_STATUS.get(msg.trigger) or ("finished" if period.get("end") else "active")
+    episode: dict[str, Any] = {"resourceType": "EpisodeOfCare", "identifier": [ident], "status": status}
+    if service_type:
+        episode["type"] = [{"coding": [dict(c) for c in service_type["coding"]]}]  # its own copy, not shared
+    episode["patient"] = {"reference": patient_url}
+    episode["managingOrganization"] = ctx.organisation()
+    if period:
+        episode["period"] = dict(period)
+    return tx.put(episode, ident)
 
 
 def _diagnosis(dg1: Segment, ctx: Context, tx: Transaction, patient_url: str, encounter_url: str,
