@@ -68,7 +68,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     url = f"sqlite:///{tmp_path / 'store.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    return Settings(database_url=url, base_url=BASE_URL, group_commit_ms=0.5, gc_freeze=False)
+    # The tests drive the inbox themselves (`Inbox.drain`); a test of `serve`'s own worker turns it on.
+    return Settings(database_url=url, base_url=BASE_URL, group_commit_ms=0.5, gc_freeze=False, inbox_worker=False)
 
 
 @pytest.fixture

@@ -205,26 +205,31 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         await run_in_threadpool(warm_up, settings)
         stop = asyncio.Event()
         chores = asyncio.create_task(_housekeeping(state["services"], settings.housekeeping_seconds, stop))
-        feeds = drops = None
-        if settings.mllp_port is not None or settings.drop_dir is not None:
+        feeds = drops = worker = None
+        box = None
+        if settings.inbox_worker or settings.mllp_port is not None or settings.drop_dir is not None:
             from sharedcare.ingest.inbox import Inbox
 
-            box = Inbox(state["services"].repo, settings)  # one inbox, so one worker, for both feeds
-        if settings.mllp_port is not None:  # the HL7 v2 listener and the inbox worker, beside the web app
+            box = Inbox(state["services"].repo, settings)  # one inbox, so one worker, for every feed
+        if settings.mllp_port is not None:  # the HL7 v2 listener, beside the web app
             from sharedcare.ingest import runner
 
+            assert box is not None
             started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             feeds = asyncio.create_task(runner.run(box, settings, settings.mllp_host, settings.mllp_port, stop,
-                                                   started))
+                                                   started, worker=False))
             waits: list[asyncio.Future[Any]] = [started, feeds]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             if feeds.done():
                 feeds.result()  # a listener that could not start stops the server with its reason
-        if settings.drop_dir is not None:  # the drop folder's watcher, with a worker unless the listener's runs
+        if settings.drop_dir is not None:  # the drop folder's watcher
             from sharedcare.ingest import dropfolder
 
+            assert box is not None
             drops = asyncio.create_task(dropfolder.run(box, settings.drop_dir, stop, poll_s=settings.drop_poll_seconds,
-                                                       worker=feeds is None))
+                                                       worker=False))
+        if box is not None and settings.inbox_worker:  # what $import and the feeds stored, processed here
+            worker = asyncio.create_task(box.run(stop))
         yield
         stop.set()
         await chores
@@ -232,6 +237,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             await feeds
         if drops is not None:
             await drops
+        if worker is not None:
+            await worker
         if services is None:
             state["services"].committer.close()
             state["services"].engine.dispose()

@@ -31,7 +31,6 @@ def _ingestion_commands() -> None:
     from sharedcare.ingest import commands
 
     commands.sources_app.add_typer(commands.conceptmap_app, name="conceptmap")
-    commands.sources_app.add_typer(commands.conceptmap_app, name="conceptmap")
     app.add_typer(commands.sources_app, name="sources")
     app.add_typer(commands.inbox_app, name="inbox")
     app.command()(commands.mllp)

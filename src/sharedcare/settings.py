@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         description="The drop folder for file feeds: <dir>/<source-id>/ is one registered source's folder, "
         "watched by `sharedcare watch` and by `sharedcare serve` (unset: none watched).",
     )
+    inbox_worker: bool = Field(
+        default=True,
+        description="`sharedcare serve` processes the inbox ($import, the MLLP listener's and the drop folder's "
+        "messages) in its own process; off when `sharedcare inbox work` runs elsewhere.",
+    )
     drop_poll_seconds: float = Field(
         default=2.0, gt=0,
         description="How often the drop folder is scanned; a file is taken once two scans in a row find it "

@@ -272,6 +272,33 @@ def inbox_show(
     typer.echo(json.dumps(_message_json(m, payload=payload), indent=1))
 
 
+@inbox_app.command("work")
+def inbox_work() -> None:
+    """Process the inbox until stopped (Ctrl-C): the worker alone, beside listeners run with --no-worker,
+    or as more workers (each message is processed once, whichever worker claims it)."""
+    from sharedcare import log_config
+    from sharedcare.app import open_services
+    from sharedcare.ingest.inbox import Inbox
+
+    settings = get_settings()
+    log_config.configure(settings.log_level)
+    svc = open_services(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print("inbox worker running")
+        await Inbox(svc.repo, settings).run(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        svc.committer.close()
+        svc.engine.dispose()
+
+
 @inbox_app.command("replay")
 def inbox_replay(
     seq: Annotated[list[int] | None, typer.Argument(help="Dead letters to process again.")] = None,
@@ -290,6 +317,8 @@ def inbox_replay(
 def mllp(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default SHAREDCARE_MLLP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default SHAREDCARE_MLLP_PORT, else 2575).")] = None,
+    worker: Annotated[bool, typer.Option(
+        help="Also process the inbox here; --no-worker leaves it to `sharedcare inbox work` elsewhere.")] = True,
 ) -> None:
     """Run the HL7 v2 MLLP listener and the inbox worker (ACK after a durable commit)."""
     from sharedcare import log_config
@@ -313,7 +342,8 @@ def mllp(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         started: asyncio.Future[int] = loop.create_future()
-        task = asyncio.create_task(runner.run(Inbox(svc.repo, settings), settings, where, listen_port, stop, started))
+        task = asyncio.create_task(runner.run(Inbox(svc.repo, settings), settings, where, listen_port, stop, started,
+                                              worker=worker))
         console.print(f"MLLP listener on {where}:{await started}")
         await task
 

@@ -358,7 +358,7 @@ def test_serve_watches_the_drop_folder_beside_the_listener_with_one_inbox_worker
     (root / "RJ7").mkdir()
     (root / "RJ7" / "feed.hl7").write_text(batch(adt("A01", "S1")))
     served = settings.model_copy(update={"drop_dir": root, "drop_poll_seconds": 0.05, "mllp_port": free_port(),
-                                         "mllp_allow_plain_loopback": True})
+                                         "mllp_allow_plain_loopback": True, "inbox_worker": True})
     headers = {"Authorization": f"Bearer {token_for(store, served, NODE_CLIENT)}"}
     found = _served_until_found(served, store, headers)
     assert found == 1
@@ -366,12 +366,12 @@ def test_serve_watches_the_drop_folder_beside_the_listener_with_one_inbox_worker
     assert len(names(root / "RJ7" / "done")) == 1
 
 
-def test_serve_with_only_the_drop_folder_runs_an_inbox_worker(store: Services, settings: Settings,
+def test_serve_with_the_drop_folder_runs_one_inbox_worker(store: Services, settings: Settings,
                                                              root: Path) -> None:
     register(store)
     (root / "RJ7").mkdir()
     (root / "RJ7" / "feed.hl7").write_text(batch(adt("A01", "S1")))
-    served = settings.model_copy(update={"drop_dir": root, "drop_poll_seconds": 0.05})
+    served = settings.model_copy(update={"drop_dir": root, "drop_poll_seconds": 0.05, "inbox_worker": True})
     headers = {"Authorization": f"Bearer {token_for(store, served, NODE_CLIENT)}"}
     assert _served_until_found(served, store, headers) == 1
 

@@ -20,7 +20,8 @@ from tests.support.live_server import free_port
 def test_a_message_sent_to_the_served_listener_is_soon_searchable(store: Services, settings: Settings) -> None:
     register(store)
     port = free_port()
-    served = settings.model_copy(update={"mllp_port": port, "mllp_allow_plain_loopback": True})
+    served = settings.model_copy(update={"mllp_port": port, "mllp_allow_plain_loopback": True,
+                                         "inbox_worker": True})
     headers = {"Authorization": f"Bearer {token_for(store, served, NODE_CLIENT)}"}
     with TestClient(create_app(served, store), base_url="http://testserver", headers=headers) as client:
         [reply] = asyncio.run(mllp.send("127.0.0.1", port, [adt("A01", "SERVE-1")]))
