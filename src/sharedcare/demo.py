@@ -1,8 +1,9 @@
 """`sharedcare demo`: a synthetic London loaded into a fresh embedded store, with demo logins.
 
-Until ingestion exists (later issues) the FHIR feeds (GP practices, ambulance, hospitals' documents,
-cancer pathways and free slots) go straight into the store through the Repository, as the system
-caller; the HL7 v2 and CSV feeds wait for ingestion, which will then load every feed. The logins
+The FHIR feeds (GP practices, ambulance, hospitals' documents, cancer pathways and free slots) go
+straight into the store through the Repository, each as its sending organisation (the quickest way to
+a first load of this size); the hospital and mental health trusts' HL7 v2 feeds and the 111 and social
+care CSV extracts go through the inbox, as their sources would send them (ingest/). The logins
 are local accounts in the demo's database (argon2 hashes); they sign in once the sign-in pages of
 the access issue exist.
 """
@@ -70,6 +71,7 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
                             for res in _to_store(jsonio.loads(line)):
                                 interactions.update(unit, res["resourceType"], res["id"], res, if_match=None)
                     progress.advance(task, sum(len(line) for line in lines))
+        _ingest_feeds(svc, settings, out, progress)
     finally:
         svc.committer.close()
         svc.engine.dispose()
@@ -79,6 +81,35 @@ def prepare(root: Path, people: int, progress: Progress, seed: int = DEFAULT_SEE
     logins.append(_api_client(settings))
     (root / "logins.json").write_text(json.dumps(logins, indent=2) + "\n", encoding="utf-8")
     return url, logins
+
+
+NHS_111 = "Y111L"  # the synthetic London's NHS 111 provider (synth/providers.py)
+
+
+def _ingest_feeds(svc: Any, settings: Any, out: Path, progress: Progress) -> None:
+    """The hospital and mental health trusts' HL7 v2 feeds and the 111 and social care CSV extracts,
+    through the inbox as any source's (docs/ingest.md): each sender registered as a source first."""
+    from sharedcare.ingest import sources
+    from sharedcare.ingest.files import ingest_files
+    from sharedcare.ingest.inbox import Inbox
+    from sharedcare.storage.inbox_store import Source
+
+    feeds = out / "feeds"
+    hl7 = sorted(feeds.glob("hospital/*.hl7")) + sorted(feeds.glob("mental-health/*.hl7"))
+    councils = sorted(feeds.glob("social-care/*.csv"))
+    for path in hl7:
+        sources.register(svc.engine, Source(path.stem, path.stem, f"{path.stem} patient administration", ("hl7v2",)))
+    for path in councils:
+        sources.register(svc.engine, Source(path.stem, path.stem, f"{path.stem} social care", ("csv",),
+                                            csv_mapping="social-care"))
+    sources.register(svc.engine, Source(NHS_111, NHS_111, "NHS 111 London", ("csv",), csv_mapping="nhs-111"))
+    inbox = Inbox(svc.repo, settings)
+    batches = [(path, None) for path in hl7] + [(path, path.stem) for path in councils] + \
+        [(path, NHS_111) for path in sorted(feeds.glob("111/*.csv"))]
+    task = progress.add_task("ingesting feeds", total=len(batches))
+    for path, source_id in batches:
+        ingest_files(inbox, [path], source_id=source_id)
+        progress.advance(task)
 
 
 def _api_client(settings: Any) -> dict[str, Any]:

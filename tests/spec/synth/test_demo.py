@@ -52,6 +52,20 @@ def test_the_demo_loads_a_synthetic_london_and_writes_its_logins(tmp_path: Path)
         assert client.get("/fhir/Immunization?_total=accurate&_count=1").json()["total"] > 0
         gp = client.get("/fhir/Organization?identifier=https://fhir.nhs.uk/Id/ods-organization-code|RRU").json()
         assert gp["entry"][0]["resource"]["name"] == "London Ambulance Service NHS Trust"
+    import sqlite3
+
+    # The trusts' HL7 v2 feeds and the 111 and social care extracts came through the inbox, every message
+    # written, as the trust that sent it.
+    with sqlite3.connect(tmp_path / "sharedcare.db") as conn:
+        by_kind = dict(conn.execute("SELECT kind, count(*) FROM inbox_message GROUP BY kind").fetchall())
+        not_done = conn.execute("SELECT count(*) FROM inbox_message WHERE status != 'done'").fetchone()[0]
+        from_feeds = conn.execute(
+            "SELECT count(*) FROM resource WHERE res_type = 'Encounter' AND source_org IN "
+            "(SELECT ods FROM feed_source WHERE feeds LIKE '%hl7v2%')").fetchone()[0]
+    assert by_kind.get("hl7v2", 0) > 0
+    assert by_kind.get("csv", 0) > 0
+    assert not_done == 0
+    assert from_feeds > 0
     again = CliRunner().invoke(app, ["demo", "--no-serve", "--people", "30", "--dir", str(tmp_path)])
     assert again.exit_code == 0, again.output  # a second run starts afresh
     second = json.loads((tmp_path / "logins.json").read_text())
