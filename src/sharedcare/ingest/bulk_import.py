@@ -110,9 +110,19 @@ def _split_off(source_id: str, message_key: str, number: int, raw: bytes) -> Inc
     return Incoming(source_id, f"{prefix}:l{number:09d}", "fhir", raw)
 
 
-def apply_chunk(unit: Unit, message: inbox_store.Message, *, ods: str | None) -> dict[str, Any]:
-    """Write one chunk in `unit` (whose caller is the source's system, or the node's own for an
-    operator's load); the chunk's outcome: resources written by type, lines split off, warnings."""
+@dataclass
+class Prepared:
+    """A chunk read and validated, before anything is written: its writable lines, the lines to keep as
+    dead letters (with our reasons), and validation warnings."""
+
+    good: list[_Line]
+    dead: list[tuple[Incoming, str]]
+    warnings: list[str]
+
+
+def prepare(message: inbox_store.Message) -> Prepared:
+    """Read and validate every line of a chunk (no database work: done before the write transaction,
+    so that it holds the database's write lock only for the writing)."""
     dead: list[tuple[Incoming, str]] = []
     good: list[_Line] = []
     warnings: list[str] = []
@@ -142,6 +152,15 @@ def apply_chunk(unit: Unit, message: inbox_store.Message, *, ods: str | None) ->
                 good.append(_Line(number, raw, doc))
                 continue
         dead.append((_split_off(message.source_id, message.message_key, number, raw), f"line {number}: {reason}"))
+    return Prepared(good, dead, warnings[:MAX_WARNINGS])
+
+
+def apply_chunk(unit: Unit, message: inbox_store.Message, *, ods: str | None,
+                prepared: Prepared | None = None) -> dict[str, Any]:
+    """Write one chunk in `unit` (whose caller is the source's system, or the node's own for an
+    operator's load); the chunk's outcome: resources written by type, lines split off, warnings."""
+    ready = prepared or prepare(message)
+    good, dead, warnings = ready.good, list(ready.dead), ready.warnings
     written: list[str] = []
     kept = 0
     by_type: Counter[str] = Counter()

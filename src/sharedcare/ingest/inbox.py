@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -62,6 +63,7 @@ log = logging.getLogger("sharedcare.inbox")
 VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2", "2.9")
 PROCESSING_IDS = ("P",)  # production only: training (T) and debugging (D) messages never reach a record
 GROUP = 25  # most messages processed in one transaction (each in a savepoint of its own, as its source)
+SOURCE_TTL_S = 1.0  # how long a source's registration is used before it is read again
 GROUP_SECONDS = 0.05  # and no more than this long a transaction, once it has done one
 
 
@@ -137,7 +139,7 @@ class Inbox:
     def _find_source(self, engine: Engine, ods: str, system: str | None) -> inbox_store.Source | None:
         key = (ods.upper(), system.upper() if system else None)
         hit = self._found.get(key)
-        if hit is not None and time.monotonic() - hit[0] < 1.0:
+        if hit is not None and time.monotonic() - hit[0] < SOURCE_TTL_S:
             return hit[1]
         found = inbox_store.find_source(engine, ods, system)
         self._found[key] = (time.monotonic(), found)
@@ -222,12 +224,17 @@ class Inbox:
             picked.append(m)
         out: list[Outcome] = []
         while picked:
-            done = self.process(picked[:GROUP])
+            if picked[0].kind == bulk_import.KIND:  # a bulk chunk, alone, read and validated beforehand
+                done = self.process(picked[:1], {picked[0].seq: bulk_import.prepare(picked[0])})
+            else:
+                run = list(itertools.takewhile(lambda m: m.kind != bulk_import.KIND, picked[:GROUP]))
+                done = self.process(run)
             out += done
             picked = picked[len(done):]
         return out
 
-    def process(self, group: list[inbox_store.Message]) -> list[Outcome]:
+    def process(self, group: list[inbox_store.Message],
+                prepared: dict[int, bulk_import.Prepared] | None = None) -> list[Outcome]:
         """Process messages in one transaction, each in its own savepoint and written as its own
         source, from the first until GROUP_SECONDS have passed: the outcomes of those it took, in
         order. The time bound keeps the transaction short, since on SQLite it holds the one write lock
@@ -235,6 +242,7 @@ class Inbox:
         out: list[Outcome] = []
         failed: list[tuple[inbox_store.Message, BaseException]] = []
         try:
+            # Read afresh for each group: a fix to a source's registration applies to the next replay.
             found = {sid: inbox_store.get_source(self.engine, sid) for sid in {m.source_id for m in group}}
         except DBAPIError as exc:
             raise Unavailable(type(exc).__name__) from None
@@ -258,7 +266,9 @@ class Inbox:
                                 if not inbox_store.claim(unit.conn, m.seq):
                                     out.append(Outcome(m.seq, "skipped"))
                                     continue
-                                result = bulk_import.apply_chunk(unit, m, ods=ods)
+                                ready = (prepared or {}).get(m.seq) or bulk_import.prepare(m)
+                                self._translate(ready, source)
+                                result = bulk_import.apply_chunk(unit, m, ods=ods, prepared=ready)
                                 inbox_store.mark_done(unit.conn, m.seq, json.dumps(result))
                             out.append(Outcome(m.seq, inbox_store.DONE))
                             continue
@@ -290,6 +300,14 @@ class Inbox:
             raise
         results = {o.seq: o for o in out} | {m.seq: self._failed(m, exc) for m, exc in failed}
         return [results[m.seq] for m in group if m.seq in results]
+
+    def _translate(self, ready: bulk_import.Prepared, source: inbox_store.Source) -> None:
+        """A bulk chunk's local codes translated by the source's ConceptMaps, as every feed's are."""
+        from sharedcare.ingest import concept_maps
+
+        found = concept_maps.translate_for(self.repo, source, mapping.Mapped(
+            {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": line.doc} for line in ready.good]}))
+        ready.warnings += [w for w in found.warnings if w not in ready.warnings][:bulk_import.MAX_WARNINGS]
 
     def _mapped(self, m: inbox_store.Message, source: inbox_store.Source) -> mapping.Mapped:
         """What a stored message says, as a transaction to apply (mapped now, so a fixed mapping

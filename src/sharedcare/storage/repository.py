@@ -21,6 +21,7 @@ from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, and_, bindparam, exists, func, insert, or_, select, update
@@ -634,10 +635,26 @@ class Unit:
         # (id, the Patient as stored or None once deleted, whether its address is restricted).
         self.mpi_pending: list[tuple[str, dict[str, Any] | None, bool]] = []
 
-    def flush(self) -> None:
+    def flush(self, only_type: str | None = None) -> None:
         """Write what this unit has gathered: new resources (history, then current rows with the
         history sequence number of their first version), then index rows, each as one executemany.
-        Anything that reads inside the unit flushes first, so the unit always sees its own writes."""
+        Anything that reads inside the unit flushes first, so the unit always sees its own writes:
+        with `only_type`, the index rows of other types wait (a lookup of one type by its own index
+        rows, for a caller whose view depends on nothing else)."""
+        seqs = self._flush_new()
+        self.pending.flush(self.conn, seqs, only_type)
+        if self.mpi_pending:
+            self._index_patients()
+
+    @cached_property
+    def _lean(self) -> bool:
+        """What this caller may see depends only on each resource's own row and index rows (a system
+        without granular scopes), so a lookup need not wait for other resources' index rows."""
+        return self.caller.kind == "system" and not any("?" in scope for scope in self.caller.scopes)
+
+    def _flush_new(self) -> dict[tuple[str, str], int]:
+        """Insert the resources first written since the last flush (their index rows wait, settled
+        with their created_seq); the sequence numbers given."""
         seqs: dict[tuple[str, str], int] = {}
         if self.new_rows:
             rows, self.new_rows = self.new_rows, []
@@ -649,9 +666,8 @@ class Unit:
                     for r in rows])
             except IntegrityError:
                 raise PreconditionFailed("a resource with this id already exists") from None
-        self.pending.flush(self.conn, seqs)
-        if self.mpi_pending:
-            self._index_patients()
+        self.pending.settle(seqs)
+        return seqs
 
     def _index_patients(self) -> None:
         """Link the Patients written since the last flush in the patient index, in the order written."""
@@ -680,7 +696,12 @@ class Unit:
         mark_audited()
 
     def current(self, res_type: str, res_id: str, *, lock: bool = False) -> Stored | None:
-        self.flush()
+        if self._lean:
+            self._flush_new()  # the resource rows, which is all a system's read of one resource needs
+            if self.mpi_pending:
+                self._index_patients()
+        else:
+            self.flush()
         # Compiled once per caller policy (building the statement cost more than running it).
         if lock and not dialects.is_sqlite(self.conn):
             stmt = self.repo._raw("current-locked", _READ_IN_UNIT.with_for_update(), resource, self.caller)
@@ -696,8 +717,10 @@ class Unit:
         refused = self.repo.refusal(self.caller, query)
         if refused is not None:
             raise Forbidden(refused)
-        self.flush()  # earlier writes in this transaction must be searchable
         token = search.single_token(query)
+        # Earlier writes in this transaction must be searchable: for one token of one type, by a
+        # system, its type's rows are enough.
+        self.flush(query.res_type if token is not None and self._lean else None)
         if token is not None:
             # The commonest conditional criterion (`identifier=system|value`, what every feed looks its
             # records up by), from a statement compiled once per caller policy: the same rows as the
@@ -764,7 +787,7 @@ class Unit:
         """Which of `ids` are stored as `res_type` (deleted or not), with their source organisations,
         whoever may see them: a bulk load's one lookup for many resources, so that those not stored
         yet are inserted together."""
-        self.flush()
+        self._flush_new()
         out: dict[str, str | None] = {}
         for start in range(0, len(ids), 500):
             rows = self.conn.execute(select(resource.c.res_id, resource.c.source_org).where(

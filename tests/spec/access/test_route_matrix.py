@@ -92,7 +92,23 @@ def batch_read(c: Ctx) -> Response:
     return c.client.post("/fhir", json=bundle, headers=FHIR)
 
 
+def bulk_import(c: Ctx) -> Response:
+    """$import of an Observation about the target (only a registered source's own client may import:
+    tests/spec/ingest/test_import.py)."""
+    line = ('{"resourceType": "Observation", "status": "final", "code": {"text": "pulse"}, '
+            f'"subject": {{"reference": "Patient/{c.patient}"}}}}\n')
+    return c.client.post("/fhir/$import", content=line, headers={"Content-Type": "application/fhir+ndjson"})
+
+
+NO_IMPORT = {"gp": (DENIED, DENIED), "patient": (DENIED, DENIED)}
+NO_JOB = {"gp": (NONE, NONE), "patient": (NONE, NONE)}
+
 MATRIX: dict[tuple[str, str], Row] = {
+    ("POST", "/$import"): Row(bulk_import, NO_IMPORT, names_target=True),
+    ("GET", "/$import-poll-status/{job_id}"): Row(
+        lambda c: c.client.get("/fhir/$import-poll-status/" + "a" * 40), NO_JOB),
+    ("GET", "/$import-poll-status/{job_id}/errors"): Row(
+        lambda c: c.client.get("/fhir/$import-poll-status/" + "a" * 40 + "/errors"), NO_JOB),
     ("POST", "/"): Row(batch_read, {"gp": (OK, OK), "patient": (OK, OK)}),  # entry status checked below
     ("GET", "/metadata"): Row(lambda c: c.client.get("/fhir/metadata"), {"gp": (OK, OK), "patient": (OK, OK)}),
     ("GET", "/_history"): Row(lambda c: c.client.get("/fhir/_history?_count=100"),
@@ -250,6 +266,9 @@ MORE: dict[tuple[str, str], dict[str, tuple[set[int], set[int]]]] = {
     ("GET", "/{res_type}/{res_id}/_history"): {"reception": (NONE, NONE), "feed": READ["gp"]},
     ("GET", "/{comp_type}/{comp_id}/{res_type}"): {"reception": (DENIED, DENIED), "feed": (OK, EMPTY)},
     ("GET", "/{res_type}/{res_id}/_history/{version}"): {"reception": (NONE, NONE), "feed": READ["gp"]},
+    ("POST", "/$import"): {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)},  # not a source's client
+    ("GET", "/$import-poll-status/{job_id}"): {"reception": (NONE, NONE), "feed": (NONE, NONE)},
+    ("GET", "/$import-poll-status/{job_id}/errors"): {"reception": (NONE, NONE), "feed": (NONE, NONE)},
     ("GET", "/Person/{person_id}"): {"reception": READ["gp"], "feed": READ["gp"]},
     ("GET", "/Person"): {"reception": (OK, EMPTY), "feed": (OK, EMPTY)},
     **{route: {"reception": (DENIED, DENIED), "feed": (DENIED, DENIED)} for route in (

@@ -243,3 +243,23 @@ def test_the_servers_own_inbox_worker_writes_an_import_without_anyone_draining(s
             time.sleep(0.05)
         assert poll.status_code == 200
         assert poll.json()["output"] == [{"type": "Patient", "count": 1}]
+
+
+def test_an_imports_local_codes_are_translated_by_the_sources_concept_maps(
+        store: Services, settings: Settings, app_client: TestClient) -> None:
+    from sharedcare.ingest import concept_maps
+
+    local = "https://example.org/gp/codes"
+    source = _register(store, code_systems=(local,))
+    concept_maps.add(store.repo, source, {
+        "resourceType": "ConceptMap", "url": "https://example.org/gp/maps/tests", "version": "1", "status": "active",
+        "group": [{"source": local, "target": "http://loinc.org",
+                   "element": [{"code": "GLU", "target": [{"code": "14749-6", "equivalence": "equivalent"}]}]}]})
+    headers = _as(store, settings, GP)
+    line = {"resourceType": "Observation", "id": "glu-1", "status": "final",
+            "code": {"coding": [{"system": local, "code": "GLU", "display": "Glucose"}]}}
+    app_client.post("/fhir/$import", content=_ndjson(line), headers={**headers, **NDJSON})
+    inbox(store, settings).drain()
+    codings = json.loads(store.repo.read(system_caller(), "Observation", "glu-1").data)["code"]["coding"]
+    assert codings[0] == {"system": local, "code": "GLU", "display": "Glucose"}  # the original, first and unchanged
+    assert [(c["system"], c["code"]) for c in codings[1:]] == [("http://loinc.org", "14749-6")]
