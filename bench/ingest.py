@@ -68,29 +68,42 @@ def prepare(database_url: str, trusts: list[str]) -> None:
 class Listener:
     """A listener process on core 0: `sharedcare mllp`, or the echo server."""
 
-    def __init__(self, database_url: str, log: Path, *, echo: bool = False) -> None:
+    def __init__(self, database_url: str, log: Path, *, echo: bool = False, worker: str = "listener") -> None:
         self.port = free_port()
         args = ([sys.executable, "-m", "bench.mllp_echo", str(self.port)] if echo else
-                [sys.executable, "-m", "sharedcare.cli", "mllp", "--port", str(self.port)])
+                [sys.executable, "-m", "sharedcare.cli", "mllp", "--port", str(self.port),
+                 *(["--no-worker"] if worker != "listener" else [])])
         env = {**os.environ, "SHAREDCARE_DATABASE_URL": database_url, "SHAREDCARE_MLLP_ALLOW_PLAIN_LOOPBACK": "1",
                "SHAREDCARE_LOG_LEVEL": "WARNING"}
         self.log = log.open("ab")
         self.proc = subprocess.Popen(["taskset", "-c", "0", *args], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
+        self.env = env
+        self.worker: subprocess.Popen[bytes] | None = None
         deadline = time.monotonic() + 60
         import socket
 
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
+                break
             except OSError:
                 time.sleep(0.2)
-        raise SystemExit(f"the listener did not start (see {log})")
+        else:
+            raise SystemExit(f"the listener did not start (see {log})")
+        if worker == "separate":
+            self.start_worker()
+
+    def start_worker(self) -> None:
+        """The inbox worker in a process of its own, on core 1 with the load generator."""
+        self.worker = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "sharedcare.cli", "inbox", "work"],
+                                       cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
+        for proc in (self.proc, self.worker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=60)
         self.log.close()
 
 
@@ -197,11 +210,13 @@ def visibility(port: int, database_url: str, texts: list[str]) -> dict[str, Any]
             "max_ms": round(waits[-1] * 1000)}
 
 
-def bench(people: int, workdir: Path, connections: int, database_url: str | None = None) -> dict[str, Any]:
+def bench(people: int, workdir: Path, connections: int, database_url: str | None = None, *,
+          worker: str = "listener") -> dict[str, Any]:
     texts, trusts = messages(people, workdir)
     url = database_url or f"sqlite:///{workdir / 'ingest.db'}"
     prepare(url, trusts)
-    result: dict[str, Any] = {"people": people, "connections": connections}
+    result: dict[str, Any] = {"people": people, "connections": connections,
+                              "worker": worker}
     echo = Listener(url, workdir / "echo.log", echo=True)
     try:
         result["echo"] = {kind: send(echo.port, texts[kind], connections) for kind in texts}
@@ -209,13 +224,16 @@ def bench(people: int, workdir: Path, connections: int, database_url: str | None
         echo.close()
     paced = texts["ADT"][-PACED:]  # kept back for the latency phase
     texts["ADT"] = texts["ADT"][:-PACED]
-    listener = Listener(url, workdir / "mllp.log")
+    listener = Listener(url, workdir / "mllp.log", worker=worker)
     try:
         started = time.perf_counter()
         result["mllp"] = {}
         for kind in ("ADT", "ORU"):
             result["mllp"][kind] = send(listener.port, texts[kind], connections)
         acked = time.perf_counter()
+        if worker == "after":  # nothing processed while receiving: the worker starts once all are acknowledged
+            listener.start_worker()
+            started = acked
         done = drained(url)
         total = len(texts["ADT"]) + len(texts["ORU"])
         counts = store_counts(url)
@@ -237,17 +255,23 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--worker", choices=("listener", "separate", "after"), default="listener",
+                        help="where the inbox worker runs: in the listener's process (core 0), in a process of its "
+                             "own (core 1), or (after) only once every message is acknowledged, to see receiving alone")
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})  # the load generator on core 1; the listeners run on core 0
     with tempfile.TemporaryDirectory(prefix="sharedcare-bench-ingest-") as tmp:
         if args.backend == "postgresql":
             with pinned_pg_database("ingest") as (url, version):
-                result = bench(args.people, Path(tmp), args.connections, url) | {"backend": version}
+                result = bench(args.people, Path(tmp), args.connections, url,
+                               worker=args.worker) | {"backend": version}
         else:
-            result = bench(args.people, Path(tmp), args.connections) | {"backend": "SQLite"}
+            result = bench(args.people, Path(tmp), args.connections,
+                           worker=args.worker) | {"backend": "SQLite"}
     for kind, goal in (("ADT", 500), ("ORU", 200)):
         m, e = result["mllp"][kind], result["echo"][kind]
-        print(f"MLLP {kind} [{result['backend']}, {args.connections} connections]: {m['per_s']}/s acknowledged "
+        print(f"MLLP {kind} [{result['backend']}, {args.connections} connections, worker: {result['worker']}]: "
+              f"{m['per_s']}/s acknowledged "
               f"after the inbox commit (goal >= {goal}/s), echo server {e['per_s']}/s, ratio {m['ratio_to_echo']}; "
               f"acks {m['codes']}")
     p = result["processing"]
