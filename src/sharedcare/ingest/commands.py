@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -284,13 +284,20 @@ def inbox_work() -> None:
     log_config.configure(settings.log_level)
     svc = open_services(settings)
 
+    async def work(stop: asyncio.Event) -> None:
+        console.print("inbox worker running")
+        await Inbox(svc.repo, settings).run(stop)
+    _until_stopped(svc, work)
+
+
+def _until_stopped(svc: Any, work: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run `work(stop)` until SIGINT or SIGTERM sets `stop`; then close the store."""
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        console.print("inbox worker running")
-        await Inbox(svc.repo, settings).run(stop)
+        await work(stop)
 
     try:
         asyncio.run(main())
@@ -336,22 +343,13 @@ def mllp(
         raise _fail(str(exc)) from None
     svc = open_services(settings)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        started: asyncio.Future[int] = loop.create_future()
+    async def listen(stop: asyncio.Event) -> None:
+        started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(runner.run(Inbox(svc.repo, settings), settings, where, listen_port, stop, started,
                                               worker=worker))
         console.print(f"MLLP listener on {where}:{await started}")
         await task
-
-    try:
-        asyncio.run(main())
-    finally:
-        svc.committer.close()
-        svc.engine.dispose()
+    _until_stopped(svc, listen)
 
 
 def ingest(
