@@ -62,7 +62,7 @@ def split(source_id: str, data: bytes) -> Job:
     place, so line numbers stay the file's). Raises NotNdjson when no line is a FHIR resource."""
     checksum = hashlib.sha256(data).hexdigest()
     job_id = checksum[:40]
-    lines = data.split(b"\n")
+    lines = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a byte-order mark is no part of line 1
     items: list[Incoming] = []
     types: set[str] = set()
     count = 0

@@ -263,3 +263,15 @@ def test_an_imports_local_codes_are_translated_by_the_sources_concept_maps(
     codings = json.loads(store.repo.read(system_caller(), "Observation", "glu-1").data)["code"]["coding"]
     assert codings[0] == {"system": local, "code": "GLU", "display": "Glucose"}  # the original, first and unchanged
     assert [(c["system"], c["code"]) for c in codings[1:]] == [("http://loinc.org", "14749-6")]
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_read_as_ndjson(store: Services, settings: Settings,
+                                                                  app_client: TestClient) -> None:
+    _register(store)
+    headers = _as(store, settings, GP)
+    body = b"\xef\xbb\xbf" + _ndjson(_patient("bom-1")).replace(b"\n", b"\r\n") + _ndjson(_patient("bom-2"))
+    got = app_client.post("/fhir/$import", content=body, headers={**headers, **NDJSON})
+    inbox(store, settings).drain()
+    manifest = app_client.get(_status_path(got), headers=headers).json()
+    assert manifest["output"] == [{"type": "Patient", "count": 2}]
+    assert manifest["error"] == []
