@@ -275,3 +275,17 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_read_as_ndjson(store: Services
     manifest = app_client.get(_status_path(got), headers=headers).json()
     assert manifest["output"] == [{"type": "Patient", "count": 2}]
     assert manifest["error"] == []
+
+
+def test_a_line_naming_no_fhir_type_is_its_own_dead_letter_not_a_refusal_of_the_file(
+        store: Services, settings: Settings, app_client: TestClient) -> None:
+    _register(store)
+    narrow = Caller(kind="system", agent_id="client:gp-system", scopes=("system/Patient.cru",), client_id="gp-system")
+    headers = _as(store, settings, narrow)
+    got = app_client.post("/fhir/$import", content=_ndjson(_patient("t1"), {"resourceType": "NoSuchType"}),
+                          headers={**headers, **NDJSON})
+    assert got.status_code == 202
+    inbox(store, settings).drain()
+    manifest = app_client.get(_status_path(got), headers=headers).json()
+    assert manifest["output"] == [{"type": "Patient", "count": 1}]
+    assert manifest["error"][0]["count"] == 1
