@@ -1,7 +1,8 @@
 """Bulk loads over FHIR: `$import` of NDJSON by a registered source (ingest/bulk_import.py), in the
 asynchronous request pattern of FHIR Bulk Data.
 
-    POST /fhir/$import                          the NDJSON as the body (Content-Type application/fhir+ndjson)
+    POST /fhir/$import                          the NDJSON as the body (Content-Type application/fhir+ndjson;
+                                                Content-Encoding gzip accepted)
                                                 -> 202, Content-Location: the job's status URL
     GET  /fhir/$import-poll-status/{job}        202 with X-Progress while parts are waiting;
                                                 200 with the manifest (output counts by type, errors) when done
@@ -15,6 +16,7 @@ processed like any feed's message, and the same file sent again is the same job,
 
 from __future__ import annotations
 
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +29,7 @@ from sharedcare.errors import (
     Forbidden,
     Issue,
     NotFound,
+    PayloadTooLarge,
     UnsupportedMediaType,
     operation_outcome,
 )
@@ -72,6 +75,7 @@ def install_import_routes(api: FhirApi) -> None:
         data = await api.body(request, api.settings.max_import_bytes)
         if not data:
             raise BadRequest("the request has no body")
+        data = _decoded(data, request.headers.get("content-encoding"), api.settings.max_import_bytes)
         try:
             job = bulk_import.split(source.source_id, data)
         except bulk_import.NotNdjson as exc:
@@ -133,3 +137,21 @@ def install_import_routes(api: FhirApi) -> None:
             raise NotFound("there is no such import")
         return parts
 
+
+
+def _decoded(data: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent before any Content-Encoding (gzip, as bulk clients send large files), within
+    the same limit once decompressed."""
+    coding = (encoding or "identity").strip().lower()
+    if coding == "identity":
+        return data
+    if coding not in ("gzip", "x-gzip"):
+        raise UnsupportedMediaType("$import takes a body as it is or gzip-compressed (Content-Encoding: gzip)")
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(data, limit + 1)
+    except zlib.error:
+        raise BadRequest("the body is not valid gzip") from None
+    if len(out) > limit or decompressor.unconsumed_tail:
+        raise PayloadTooLarge(f"an import is limited to {limit} bytes once decompressed")
+    return out

@@ -289,3 +289,20 @@ def test_a_line_naming_no_fhir_type_is_its_own_dead_letter_not_a_refusal_of_the_
     manifest = app_client.get(_status_path(got), headers=headers).json()
     assert manifest["output"] == [{"type": "Patient", "count": 1}]
     assert manifest["error"][0]["count"] == 1
+
+
+def test_a_gzip_compressed_body_is_imported_and_a_broken_one_refused(store: Services, settings: Settings,
+                                                                    app_client: TestClient) -> None:
+    import gzip
+
+    _register(store)
+    headers = {**_as(store, settings, GP), **NDJSON, "Content-Encoding": "gzip"}
+    got = app_client.post("/fhir/$import", content=gzip.compress(_ndjson(_patient("gz-1"))), headers=headers)
+    assert got.status_code == 202
+    inbox(store, settings).drain()
+    assert store.repo.read(system_caller(), "Patient", "gz-1").version_id == 1
+    broken = app_client.post("/fhir/$import", content=b"not gzip at all", headers=headers)
+    assert broken.status_code == 400
+    assert "gzip" in broken.json()["issue"][0]["diagnostics"]
+    other = app_client.post("/fhir/$import", content=b"x", headers={**headers, "Content-Encoding": "br"})
+    assert other.status_code == 415
