@@ -61,3 +61,32 @@ def test_only_a_single_system_and_code_token_takes_the_compiled_lookup() -> None
     assert search.single_token(parse(("identifier:not", "s|v"))) is None
     assert search.single_token(parse(("identifier", "s|v"), ("family", "x"))) is None
     assert search.single_token(parse(("_id", "abc"))) is None
+
+
+@pytest.mark.parametrize("org", [None, "RJ7"])
+def test_inside_one_transaction_a_systems_lookups_see_everything_it_wrote_before(store: Services,
+                                                                                 org: str | None) -> None:
+    """A system's lookup by one token flushes only its own type's pending index rows (the rest wait for
+    the end of the unit): what the unit wrote before is still found, by token, by chain and by a read."""
+    caller = system_caller(organisation=org)
+    with store.repo.unit(caller, "transaction") as unit:
+        patient = unit.create(_patient("https://example.org/mrn", "T1")).stored.res_id
+        encounter = unit.create({"resourceType": "Encounter", "status": "finished",
+                                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+                                 "identifier": [{"system": "https://example.org/visit", "value": "V1"}],
+                                 "subject": {"reference": f"Patient/{patient}"}}).stored.res_id
+        by_token = unit.find(search_query.parse("Encounter", [("identifier", "https://example.org/visit|V1")],
+                                                default_count=2, max_count=2, strict=True))
+        assert by_token == [encounter]
+        # The Patient's rows were not needed by that lookup; a chained one needs them, and finds them.
+        chained = unit.find(search_query.parse("Encounter", [("subject:Patient.identifier", "https://example.org/mrn|T1")],
+                                               default_count=2, max_count=2, strict=True))
+        assert chained == [encounter]
+        assert unit.find(search_query.parse("Patient", [("identifier", "https://example.org/mrn|T1")],
+                                            default_count=2, max_count=2, strict=True)) == [patient]
+        stored = unit.current("Patient", patient)
+        assert stored is not None
+        assert stored.version_id == 1
+    # And after the unit every row is there: a search outside finds both.
+    q = search_query.parse("Encounter", [("patient", f"Patient/{patient}")], default_count=5, max_count=5)
+    assert [s.res_id for s in store.repo.search(caller, q, "").items] == [encounter]
