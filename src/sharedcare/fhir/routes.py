@@ -40,6 +40,7 @@ from sharedcare.fhir.mpi_routes import install_mpi_routes
 from sharedcare.fhir.search import query as search_query
 from sharedcare.fhir.search import shape
 from sharedcare.fhir.validation import validate
+from sharedcare.ingest import push
 from sharedcare.settings import Settings
 from sharedcare.storage.grants import GrantStore
 from sharedcare.storage.oauth import OAuthStore
@@ -184,7 +185,12 @@ class FhirApi:
             bundle = await self.resource_body(request)
             if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
                 raise BadRequest("POST to the base URL takes a Bundle")
-            result = await run_in_threadpool(self.bundles.process, self.caller(request), bundle)
+            caller = self.caller(request)
+            source = await run_in_threadpool(push.source_of, self.repo, caller)
+            if source is not None and bundle.get("type") == "transaction":  # a source's message, kept in the inbox
+                result = await run_in_threadpool(push.transaction, self.repo, self.bundles, caller, source, bundle)
+            else:
+                result = await run_in_threadpool(self.bundles.process, caller, bundle)
             return resp.fhir_response(result, fmt)
 
         @r("GET", "/_history")

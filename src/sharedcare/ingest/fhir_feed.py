@@ -48,6 +48,11 @@ def _key(doc: dict[str, Any], fallback: str) -> str:
     return key if len(key) <= INBOX_KEY else hashlib.sha256(key.encode()).hexdigest()
 
 
+def bundle_key(doc: dict[str, Any], fallback: str) -> str:
+    """A Bundle's inbox key: its identifier (system|value), else Type/id, else `fallback`."""
+    return _key(doc, fallback)
+
+
 def _patient_key(bundle: dict[str, Any]) -> str | None:
     """The bundle's Patient (the first one it writes), for ordering one patient's messages."""
     for entry in bundle.get("entry") or ():

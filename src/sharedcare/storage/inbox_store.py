@@ -365,3 +365,15 @@ def parts(engine: Engine, prefix: str, source_id: str | None = None) -> list[Par
     with engine.connect() as conn:
         stmt = stmt.where(*dialects.prefix_bounds(_M.c.message_key, prefix, conn))
         return [Part(**dict(r._mapping)) for r in conn.execute(stmt)]
+
+
+def by_key(conn: Connection, source_id: str, message_key: str) -> Message | None:
+    """Inside a transaction: the message a source sent under this key, if any."""
+    row = conn.execute(select(_M).where(_M.c.source_id == source_id, _M.c.message_key == message_key)).first()
+    return _message(row) if row is not None else None
+
+
+def store_done(conn: Connection, item: Incoming) -> int:
+    """Inside the transaction that writes what the message says: keep it (pending until `mark_done`
+    in the same transaction); its sequence number."""
+    return int(receive_on(conn, [item], ack_code="AA")[0].seq)

@@ -634,6 +634,7 @@ class Unit:
         # Patients written or deleted in this unit, in order, for the patient index (at flush):
         # (id, the Patient as stored or None once deleted, whether its address is restricted).
         self.mpi_pending: list[tuple[str, dict[str, Any] | None, bool]] = []
+        self._alongside: list[Unit] = []  # units acting as other callers in this transaction (`alongside`)
 
     def flush(self, only_type: str | None = None) -> None:
         """Write what this unit has gathered: new resources (history, then current rows with the
@@ -645,6 +646,18 @@ class Unit:
         self.pending.flush(self.conn, seqs, only_type)
         if self.mpi_pending:
             self._index_patients()
+        for other in self._alongside:
+            other.flush()
+            self.audits.extend(other.audits)
+            other.audits.clear()
+
+    def alongside(self, caller: Caller) -> Unit:
+        """A unit in this one's transaction acting as `caller`: for a record the server keeps beside a
+        client's writes (a pushed message's Provenance), which the client's scopes need not cover. It is
+        flushed with this one, and its audit records commit with this one's."""
+        other = Unit(self.repo, self.conn, caller)
+        self._alongside.append(other)
+        return other
 
     @cached_property
     def _lean(self) -> bool:
