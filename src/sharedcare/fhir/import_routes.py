@@ -36,7 +36,7 @@ from sharedcare.errors import (
 from sharedcare.fhir import jsonio
 from sharedcare.fhir import responses as resp
 from sharedcare.fhir.definitions import resource_types
-from sharedcare.ingest import bulk_import
+from sharedcare.ingest import bulk_import, sources
 from sharedcare.storage import inbox_store
 from sharedcare.storage.repository import fhir_instant
 
@@ -53,13 +53,11 @@ def install_import_routes(api: FhirApi) -> None:
     def source_of(caller: Caller) -> inbox_store.Source:
         if caller.kind != "system" or caller.client_id is None:
             raise Forbidden("$import is for a source's system client (SMART backend services)")
-        source = inbox_store.source_for_client(engine, caller.client_id)
+        source = sources.of_client(engine, caller)
         if source is None:
             raise Forbidden("this client is not the client of a registered source")
         if not source.active or "fhir" not in source.feeds:
             raise Forbidden("the source is disabled or not registered to send FHIR")
-        if caller.organisation is not None and caller.organisation != source.ods:
-            raise Forbidden("the client acts for another organisation than its source")
         return source
 
     @r("POST", "/$import")

@@ -155,11 +155,10 @@ def prepare(message: inbox_store.Message) -> Prepared:
     return Prepared(good, dead, warnings[:MAX_WARNINGS])
 
 
-def apply_chunk(unit: Unit, message: inbox_store.Message, *, ods: str | None,
-                prepared: Prepared | None = None) -> dict[str, Any]:
-    """Write one chunk in `unit` (whose caller is the source's system, or the node's own for an
-    operator's load); the chunk's outcome: resources written by type, lines split off, warnings."""
-    ready = prepared or prepare(message)
+def apply_chunk(unit: Unit, message: inbox_store.Message, ready: Prepared, *, ods: str | None) -> dict[str, Any]:
+    """Write one chunk, as `prepare` read it, in `unit` (whose caller is the source's system, or the
+    node's own for an operator's load); the chunk's outcome: resources written by type, lines split
+    off, warnings."""
     good, dead, warnings = ready.good, list(ready.dead), ready.warnings
     written: list[str] = []
     kept = 0

@@ -403,19 +403,13 @@ def watch(
     if not root.is_dir():
         raise _fail(f"the drop folder {str(root)!r} is not a folder")
     svc = open_services(settings)
+    box = Inbox(svc.repo, settings)
+    if not once:
+        console.print(f"watching {root} (Ctrl-C stops)", markup=False)
+        _until_stopped(svc, lambda stop: dropfolder.run(box, root, stop, poll_s=settings.drop_poll_seconds,
+                                                        worker=True))
+        return
     try:
-        box = Inbox(svc.repo, settings)
-        if not once:
-            async def main() -> None:
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, stop.set)
-                await dropfolder.run(box, root, stop, poll_s=settings.drop_poll_seconds, worker=True)
-
-            console.print(f"watching {root} (Ctrl-C stops)", markup=False)
-            asyncio.run(main())
-            return
         scan = dropfolder.once(box, root, settings.drop_poll_seconds)
         processed = box.drain()
         pending = inbox_store.counts(svc.engine).get(inbox_store.PENDING, 0)

@@ -53,7 +53,7 @@ from sharedcare.ingest.hl7v2.message import (
     parse,
 )
 from sharedcare.settings import Settings
-from sharedcare.storage import inbox_store
+from sharedcare.storage import dialects, inbox_store
 from sharedcare.storage.committer import Job
 from sharedcare.storage.repository import Repository
 from sharedcare.storage.tables import INBOX_KEY
@@ -68,8 +68,8 @@ SOURCE_TTL_S = 1.0  # how long a source's registration is used before it is read
 # write lock every acknowledgement waits for, so it is kept short (measured: 50 ms gave ADT ACKs at
 # 224/s, 10 ms at 583/s, processing 81 -> 72 messages/s); PostgreSQL has no such lock and does better
 # with fewer, larger commits (10 ms there: ADT 325 -> 189/s).
-GROUP_SECONDS = {"sqlite": 0.01}
-GROUP_SECONDS_ELSEWHERE = 0.05
+GROUP_SECONDS = 0.05
+GROUP_SECONDS_SQLITE = 0.01
 
 
 class Unavailable(Exception):
@@ -102,6 +102,7 @@ class Inbox:
         self.processor = BundleProcessor(repo, settings.base_url, settings.max_bundle_entries, settings.max_page_size,
                                          lambda unit, entry: (400, None))
         self.wake = threading.Event()
+        self.group_seconds = GROUP_SECONDS_SQLITE if dialects.is_sqlite(self.engine) else GROUP_SECONDS
         # Sources by (ODS, application), looked up at most once a second: a message's check needs no
         # database round trip, and a change of registration takes effect within a second.
         self._found: dict[tuple[str, str | None], tuple[float, inbox_store.Source | None]] = {}
@@ -229,8 +230,8 @@ class Inbox:
             picked.append(m)
         out: list[Outcome] = []
         while picked:
-            if picked[0].kind == bulk_import.KIND:  # a bulk chunk, alone, read and validated beforehand
-                done = self.process(picked[:1], {picked[0].seq: bulk_import.prepare(picked[0])})
+            if picked[0].kind == bulk_import.KIND:  # a bulk part, alone
+                done = self.process(picked[:1])
             else:
                 run = list(itertools.takewhile(lambda m: m.kind != bulk_import.KIND, picked[:GROUP]))
                 done = self.process(run)
@@ -238,12 +239,12 @@ class Inbox:
             picked = picked[len(done):]
         return out
 
-    def process(self, group: list[inbox_store.Message],
-                prepared: dict[int, bulk_import.Prepared] | None = None) -> list[Outcome]:
+    def process(self, group: list[inbox_store.Message]) -> list[Outcome]:
         """Process messages in one transaction, each in its own savepoint and written as its own
-        source, from the first until GROUP_SECONDS have passed: the outcomes of those it took, in
+        source, from the first until `group_seconds` have passed: the outcomes of those it took, in
         order. The time bound keeps the transaction short, since on SQLite it holds the one write lock
-        that every acknowledgement waits for."""
+        that every acknowledgement waits for. Bulk parts are read, validated and translated before the
+        transaction opens, so it holds the lock for the writing only."""
         out: list[Outcome] = []
         failed: list[tuple[inbox_store.Message, BaseException]] = []
         try:
@@ -251,7 +252,9 @@ class Inbox:
             found = {sid: inbox_store.get_source(self.engine, sid) for sid in {m.source_id for m in group}}
         except DBAPIError as exc:
             raise Unavailable(type(exc).__name__) from None
-        deadline = time.monotonic() + GROUP_SECONDS.get(self.engine.dialect.name, GROUP_SECONDS_ELSEWHERE)
+        prepared = {m.seq: self._prepared(m, source) for m in group
+                    if m.kind == bulk_import.KIND and (source := found[m.source_id]) is not None}
+        deadline = time.monotonic() + self.group_seconds
         try:
             with self.repo.savepoints(system_caller(self.repo.node_id)) as batch:
                 for m in group:
@@ -271,9 +274,7 @@ class Inbox:
                                 if not inbox_store.claim(unit.conn, m.seq):
                                     out.append(Outcome(m.seq, "skipped"))
                                     continue
-                                ready = (prepared or {}).get(m.seq) or bulk_import.prepare(m)
-                                self._translate(ready, source)
-                                result = bulk_import.apply_chunk(unit, m, ods=ods, prepared=ready)
+                                result = bulk_import.apply_chunk(unit, m, prepared[m.seq], ods=ods)
                                 inbox_store.mark_done(unit.conn, m.seq, json.dumps(result))
                             out.append(Outcome(m.seq, inbox_store.DONE))
                             continue
@@ -306,13 +307,16 @@ class Inbox:
         results = {o.seq: o for o in out} | {m.seq: self._failed(m, exc) for m, exc in failed}
         return [results[m.seq] for m in group if m.seq in results]
 
-    def _translate(self, ready: bulk_import.Prepared, source: inbox_store.Source) -> None:
-        """A bulk chunk's local codes translated by the source's ConceptMaps, as every feed's are."""
+    def _prepared(self, m: inbox_store.Message, source: inbox_store.Source) -> bulk_import.Prepared:
+        """A bulk part read and validated, its local codes translated by the source's ConceptMaps as
+        every feed's are."""
         from sharedcare.ingest import concept_maps
 
+        ready = bulk_import.prepare(m)
         found = concept_maps.translate_for(self.repo, source, mapping.Mapped(
             {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": line.doc} for line in ready.good]}))
         ready.warnings += [w for w in found.warnings if w not in ready.warnings][:bulk_import.MAX_WARNINGS]
+        return ready
 
     def _mapped(self, m: inbox_store.Message, source: inbox_store.Source) -> mapping.Mapped:
         """What a stored message says, as a transaction to apply (mapped now, so a fixed mapping

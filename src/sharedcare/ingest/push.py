@@ -16,10 +16,10 @@ import hashlib
 from typing import Any
 
 from sharedcare.access.context import Caller, system_caller
-from sharedcare.errors import Conflict, Forbidden
+from sharedcare.errors import Conflict
 from sharedcare.fhir import jsonio
 from sharedcare.fhir.bundles import BundleProcessor, parse_entries
-from sharedcare.ingest import apply, fhir_feed
+from sharedcare.ingest import apply, fhir_feed, sources
 from sharedcare.ingest.hl7v2.mapping import Mapped
 from sharedcare.storage import inbox_store
 from sharedcare.storage.repository import Repository, Unit
@@ -27,14 +27,8 @@ from sharedcare.storage.repository import Repository, Unit
 
 def source_of(repo: Repository, caller: Caller) -> inbox_store.Source | None:
     """The registered, active FHIR source whose system client is calling, if any."""
-    if caller.kind != "system" or caller.client_id is None:
-        return None
-    source = inbox_store.source_for_client(repo.engine, caller.client_id)
-    if source is None or not source.active or "fhir" not in source.feeds:
-        return None
-    if caller.organisation is not None and caller.organisation != source.ods:
-        raise Forbidden("the client acts for another organisation than its source")
-    return source
+    source = sources.of_client(repo.engine, caller)
+    return source if source is not None and source.active and "fhir" in source.feeds else None
 
 
 def transaction(repo: Repository, processor: BundleProcessor, caller: Caller, source: inbox_store.Source,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from sharedcare.access.context import Caller
+from sharedcare.errors import Forbidden
 from sharedcare.storage import inbox_store
 from sharedcare.storage.inbox_store import FEEDS, Source
 
@@ -120,4 +122,15 @@ def identify(engine: Engine, ods: str, system: str | None, feed: str, peer: Peer
         raise Refused("the client certificate is not the one registered for this source")
     if source.cert_sha256 is None and peer.cert_sha256 is not None:
         raise Refused("no client certificate is registered for this source")
+    return source
+
+
+def of_client(engine: Engine, caller: Caller) -> Source | None:
+    """The registered source whose SMART system client is calling (whatever its status), if any; a
+    client acting for another organisation than its source's is refused."""
+    if caller.kind != "system" or caller.client_id is None:
+        return None
+    source = inbox_store.source_for_client(engine, caller.client_id)
+    if source is not None and caller.organisation is not None and caller.organisation != source.ods:
+        raise Forbidden("the client acts for another organisation than its source")
     return source

@@ -368,8 +368,10 @@ def parts(engine: Engine, prefix: str, source_id: str | None = None) -> list[Par
 
 
 def by_key(conn: Connection, source_id: str, message_key: str) -> Message | None:
-    """Inside a transaction: the message a source sent under this key, if any."""
-    row = conn.execute(select(_M).where(_M.c.source_id == source_id, _M.c.message_key == message_key)).first()
+    """Inside a transaction: the message a source sent under this key, if any, its row locked (a worker
+    that picked it waits, then finds it done)."""
+    stmt = dialects.for_update(select(_M).where(_M.c.source_id == source_id, _M.c.message_key == message_key), conn)
+    row = conn.execute(stmt).first()
     return _message(row) if row is not None else None
 
 

@@ -709,12 +709,7 @@ class Unit:
         mark_audited()
 
     def current(self, res_type: str, res_id: str, *, lock: bool = False) -> Stored | None:
-        if self._lean:
-            self._flush_new()  # the resource rows, which is all a system's read of one resource needs
-            if self.mpi_pending:
-                self._index_patients()
-        else:
-            self.flush()
+        self.flush(res_type if self._lean else None)  # a system's read of one resource needs its type's rows only
         # Compiled once per caller policy (building the statement cost more than running it).
         if lock and not dialects.is_sqlite(self.conn):
             stmt = self.repo._raw("current-locked", _READ_IN_UNIT.with_for_update(), resource, self.caller)
